@@ -1,0 +1,51 @@
+//! Subcommands of the `maniflow` binary.
+
+pub mod bench;
+pub mod demo;
+pub mod infer;
+pub mod inspect;
+
+use std::path::Path;
+
+use anyhow::Context;
+use maniflow_runtime::engine::{Engine, EngineOptions, ExecutionProvider};
+
+/// Options shared by the commands that run a policy.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunOpts {
+    /// ONNX Runtime intra-op threads per session.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Where the graphs run: cpu, cuda[:N], tensorrt[:N] (GPU ones need a `--features cuda` build).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Sampling steps N (ManiFlow); default: the manifest's `sampler.steps`.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Noise seed; default: the manifest's `sampler.seed`.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl RunOpts {
+    pub fn engine_options(&self) -> anyhow::Result<EngineOptions> {
+        let provider: ExecutionProvider = self.device.parse().map_err(|e: String| anyhow::anyhow!("--device: {e}"))?;
+        if self.steps == Some(0) {
+            anyhow::bail!("--steps must be >= 1");
+        }
+        Ok(EngineOptions {
+            intra_threads: self.threads.max(1),
+            provider,
+            error_on_failure: true,
+            steps: self.steps,
+            seed: self.seed,
+        })
+    }
+}
+
+/// Initialise ONNX Runtime (a clear error when it is missing) and load the package.
+pub fn load_engine(dir: &Path, opts: &RunOpts) -> anyhow::Result<Engine> {
+    maniflow_runtime::ortlib::init()?;
+    let eo = opts.engine_options()?;
+    Engine::load(dir, &eo).with_context(|| format!("loading policy package {}", dir.display()))
+}

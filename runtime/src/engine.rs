@@ -1,0 +1,567 @@
+//! The policy engine: preallocated input tensors, ONNX Runtime sessions, the
+//! few-step ManiFlow sampler (MANIFLOW.md section 5) and ACT's single call.
+//!
+//! Steady state (`set_observation` for each obs step, then `infer`) performs no
+//! heap allocation on the Rust side: every tensor, the noise buffer and the
+//! chunk are allocated in `Engine::new`, outputs are preallocated through
+//! `RunOptions`, and the encoder's context tensor is handed to every velocity
+//! step without a copy.
+
+use std::time::{Duration, Instant};
+
+use arrayvec::ArrayVec;
+use ort::session::{RunOptions, SessionInputValue};
+use ort::session::{HasSelectedOutputs, OutputSelector};
+use ort::value::{DynValue, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::error::EngineError;
+use crate::manifest::{PolicyKind, TactileInput, TargetT};
+use crate::normalize::Normalizer;
+use crate::package::PolicyPackage;
+use crate::preprocess::{normalize_vector, Frame, ImagePreprocessor};
+
+/// Where the graphs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecutionProvider {
+    #[default]
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda { device_id: u32 },
+    #[cfg(feature = "tensorrt")]
+    TensorRt { device_id: u32 },
+}
+
+impl std::str::FromStr for ExecutionProvider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, id) = match s.split_once(':') {
+            Some((k, i)) => (k, i.parse::<u32>().map_err(|_| format!("bad device index in `{s}`"))?),
+            None => (s, 0),
+        };
+        let _ = id;
+        match kind {
+            "cpu" => Ok(ExecutionProvider::Cpu),
+            #[cfg(feature = "cuda")]
+            "cuda" => Ok(ExecutionProvider::Cuda { device_id: id }),
+            #[cfg(feature = "tensorrt")]
+            "tensorrt" => Ok(ExecutionProvider::TensorRt { device_id: id }),
+            "cuda" | "tensorrt" => Err(format!(
+                "device `{s}` needs a build with `--features {kind}` (this binary was built for CPU only)"
+            )),
+            _ => Err(format!("unknown device `{s}` (expected cpu, cuda[:N] or tensorrt[:N])")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// ONNX Runtime intra-op threads per session.
+    pub intra_threads: usize,
+    pub provider: ExecutionProvider,
+    /// Fail instead of falling back to CPU when the execution provider cannot start.
+    pub error_on_failure: bool,
+    /// Override of the manifest's `sampler.steps`.
+    pub steps: Option<usize>,
+    /// Override of the manifest's `sampler.seed`.
+    pub seed: Option<u64>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { intra_threads: 1, provider: ExecutionProvider::Cpu, error_on_failure: true, steps: None, seed: None }
+    }
+}
+
+/// A tactile reading of one observation step.
+#[derive(Debug, Clone, Copy)]
+pub enum TactileReading<'a> {
+    Taxels(&'a [f32]),
+    Image(Frame<'a>),
+}
+
+/// One observation step in raw sensor units.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ObservationStep<'a> {
+    /// One frame per manifest camera, in manifest order.
+    pub cameras: &'a [Frame<'a>],
+    pub state: Option<&'a [f32]>,
+    pub tactile: Option<TactileReading<'a>>,
+}
+
+/// Durations of the last `infer` call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    pub encoder: Duration,
+    /// Sum over the velocity steps.
+    pub velocity: Duration,
+    /// Sampler arithmetic, unnormalisation and slicing.
+    pub post: Duration,
+}
+
+/// What feeds a graph input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Image(usize),
+    State,
+    Taxels,
+    XT,
+    T,
+    TargetT,
+    Context,
+}
+
+/// Input tensors of one graph, in the session's input order.
+struct GraphInputs {
+    roles: Vec<Role>,
+    values: Vec<Tensor<f32>>,
+}
+
+pub struct Engine {
+    pkg: PolicyPackage,
+    kind: PolicyKind,
+    to: usize,
+    images: Vec<ImagePreprocessor>,
+    state_norm: Option<Normalizer>,
+    tactile_norm: Option<Normalizer>,
+    action_norm: Normalizer,
+    /// maniflow: encoder inputs; act: act inputs.
+    obs_inputs: GraphInputs,
+    obs_run: RunOptions<HasSelectedOutputs>,
+    obs_output_name: &'static str,
+    /// maniflow: encoder output handle (shares memory with the preallocated output); act: action output.
+    obs_output: DynValue,
+    vel_inputs: Option<GraphInputs>,
+    vel_run: Option<RunOptions<HasSelectedOutputs>>,
+    vel_output: Option<DynValue>,
+    steps: usize,
+    target_t: TargetT,
+    rng: ChaCha8Rng,
+    /// (T, Da) the sample, normalised action space.
+    x: Vec<f32>,
+    /// (T - start_index, Da) unnormalised actions.
+    chunk: Vec<f32>,
+    da: usize,
+    horizon: usize,
+    start_index: usize,
+    times: StageTimes,
+}
+
+fn ort_err(stage: &'static str) -> impl Fn(ort::Error) -> EngineError {
+    move |source| EngineError::Ort { stage, source }
+}
+
+fn zeros(shape: Vec<usize>) -> Result<Tensor<f32>, EngineError> {
+    let n: usize = shape.iter().product();
+    Tensor::from_array((shape, vec![0.0f32; n])).map_err(ort_err("allocating an input tensor"))
+}
+
+impl Engine {
+    /// Load `dir` and preallocate everything.
+    pub fn load(dir: &std::path::Path, opts: &EngineOptions) -> Result<Engine, EngineError> {
+        let pkg = PolicyPackage::load(dir, opts)?;
+        Engine::new(pkg, opts)
+    }
+
+    pub fn new(pkg: PolicyPackage, opts: &EngineOptions) -> Result<Engine, EngineError> {
+        let m = pkg.manifest.clone();
+        let to = m.n_obs_steps;
+        let norm_of = |key: &str, len: usize| -> Result<Normalizer, EngineError> {
+            let n = m.normalization.get(key).ok_or_else(|| EngineError::Config {
+                what: format!("policy.toml normalization.\"{key}\""),
+                message: "is missing".into(),
+            })?;
+            Ok(Normalizer::new(n, len))
+        };
+        let mut images = Vec::new();
+        for spec in m.image_inputs() {
+            images.push(ImagePreprocessor::new(&spec, &norm_of(&spec.key, 3)?));
+        }
+        let state_norm = match &m.inputs.state {
+            Some(s) => Some(norm_of(&s.key, s.names.len())?),
+            None => None,
+        };
+        let tactile_norm = match &m.inputs.tactile {
+            Some(TactileInput::Taxels { key, size }) => Some(norm_of(key, *size)?),
+            _ => None,
+        };
+        let a = &m.outputs.action;
+        let (da, horizon, start_index) = (a.dim(), a.horizon, a.start_index);
+        let action_norm = norm_of(&a.key, da)?;
+
+        let obs_graph = if m.kind == PolicyKind::Maniflow { "encoder" } else { "act" };
+        let batch_to: Vec<usize> = if m.kind == PolicyKind::Maniflow { vec![1, to] } else { vec![1] };
+        // Observation-side inputs in the session's order.
+        let graph = pkg.graph(obs_graph).ok_or_else(|| EngineError::Config {
+            what: "policy package".into(),
+            message: format!("graph `{obs_graph}` is missing"),
+        })?;
+        let mut roles = Vec::new();
+        let mut values = Vec::new();
+        for input in graph.session.inputs() {
+            let name = input.name();
+            let (role, tail): (Role, Vec<usize>) =
+                if let Some(i) = images.iter().position(|p| p.spec().key == name) {
+                    let s = images[i].spec();
+                    (Role::Image(i), vec![3, s.height, s.width])
+                } else if m.inputs.state.as_ref().is_some_and(|s| s.key == name) {
+                    (Role::State, vec![state_norm.as_ref().map_or(0, |n| n.len())])
+                } else if m.inputs.tactile.as_ref().is_some_and(|t| t.key() == name) {
+                    (Role::Taxels, vec![tactile_norm.as_ref().map_or(0, |n| n.len())])
+                } else {
+                    return Err(EngineError::Config {
+                        what: format!("graph {obs_graph}"),
+                        message: format!("input `{name}` is not declared in policy.toml"),
+                    });
+                };
+            let mut shape = batch_to.clone();
+            shape.extend(tail);
+            roles.push(role);
+            values.push(zeros(shape)?);
+        }
+        let obs_inputs = GraphInputs { roles, values };
+
+        let (obs_output_name, obs_out_shape): (&'static str, Vec<usize>) = match m.kind {
+            PolicyKind::Maniflow => ("context", vec![1, pkg.context.tokens, pkg.context.width]),
+            PolicyKind::Act => ("action", vec![1, horizon, da]),
+        };
+        let obs_run = RunOptions::new()
+            .map_err(ort_err("creating run options"))?
+            .with_outputs(OutputSelector::default().preallocate(obs_output_name, zeros(obs_out_shape)?));
+
+        let (vel_inputs, vel_run) = if m.kind == PolicyKind::Maniflow {
+            let vg = pkg.graph("velocity").ok_or_else(|| EngineError::Config {
+                what: "policy package".into(),
+                message: "graph `velocity` is missing".into(),
+            })?;
+            let mut roles = Vec::new();
+            let mut values = Vec::new();
+            for input in vg.session.inputs() {
+                let (role, shape) = match input.name() {
+                    "x_t" => (Role::XT, vec![1, horizon, da]),
+                    "t" => (Role::T, vec![1]),
+                    "target_t" => (Role::TargetT, vec![1]),
+                    // placeholder slot; the encoder's output handle is passed instead
+                    "context" => (Role::Context, vec![1]),
+                    other => {
+                        return Err(EngineError::Config {
+                            what: "graph velocity".into(),
+                            message: format!("unexpected input `{other}`"),
+                        })
+                    }
+                };
+                roles.push(role);
+                values.push(zeros(shape)?);
+            }
+            let run = RunOptions::new()
+                .map_err(ort_err("creating run options"))?
+                .with_outputs(OutputSelector::default().preallocate("velocity", zeros(vec![1, horizon, da])?));
+            (Some(GraphInputs { roles, values }), Some(run))
+        } else {
+            (None, None)
+        };
+
+        let sampler = m.sampler.clone();
+        let steps = opts.steps.or(sampler.as_ref().map(|s| s.steps)).unwrap_or(1);
+        if steps == 0 {
+            return Err(EngineError::Config { what: "--steps".into(), message: "must be >= 1".into() });
+        }
+        let seed = opts.seed.or(sampler.as_ref().map(|s| s.seed)).unwrap_or(0);
+        let target_t = sampler.as_ref().map_or(TargetT::Relative, |s| s.target_t);
+
+        let mut engine = Engine {
+            kind: m.kind,
+            to,
+            images,
+            state_norm,
+            tactile_norm,
+            action_norm,
+            obs_inputs,
+            obs_run,
+            obs_output_name,
+            obs_output: zeros(vec![1])?.into_dyn(),
+            vel_inputs,
+            vel_run,
+            vel_output: None,
+            steps,
+            target_t,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            x: vec![0.0; horizon * da],
+            chunk: vec![0.0; (horizon - start_index) * da],
+            da,
+            horizon,
+            start_index,
+            times: StageTimes::default(),
+            pkg,
+        };
+        // Warm-up run: takes the handles of the preallocated outputs, so later
+        // runs are read and chained without copies, and lets ORT plan its memory.
+        engine.obs_output = engine.run_obs_graph_taking_output()?;
+        if engine.kind == PolicyKind::Maniflow {
+            engine.vel_output = Some(engine.run_velocity_taking_output()?);
+        }
+        Ok(engine)
+    }
+
+    pub fn package(&self) -> &PolicyPackage {
+        &self.pkg
+    }
+
+    pub fn kind(&self) -> PolicyKind {
+        self.kind
+    }
+
+    pub fn n_obs_steps(&self) -> usize {
+        self.to
+    }
+
+    pub fn action_dim(&self) -> usize {
+        self.da
+    }
+
+    /// Rows of the chunk `infer` returns: horizon - start_index.
+    pub fn chunk_len(&self) -> usize {
+        self.horizon - self.start_index
+    }
+
+    pub fn n_action_steps(&self) -> usize {
+        self.pkg.manifest.outputs.action.n_action_steps
+    }
+
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Change the number of sampling steps (ManiFlow).
+    pub fn set_steps(&mut self, steps: usize) -> Result<(), EngineError> {
+        if steps == 0 {
+            return Err(EngineError::Config { what: "steps".into(), message: "must be >= 1".into() });
+        }
+        self.steps = steps;
+        Ok(())
+    }
+
+    /// Restart the noise stream.
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = ChaCha8Rng::seed_from_u64(seed);
+    }
+
+    pub fn last_times(&self) -> StageTimes {
+        self.times
+    }
+
+    /// Preprocess one observation step into the input tensors. `step` counts
+    /// from 0 = oldest to n_obs_steps - 1 = newest.
+    pub fn set_observation(&mut self, step: usize, obs: &ObservationStep<'_>) -> Result<(), EngineError> {
+        if step >= self.to {
+            return Err(EngineError::input("observation", format!("step {step} >= n_obs_steps {}", self.to)));
+        }
+        let n_cams = self.pkg.manifest.inputs.cameras.len();
+        if obs.cameras.len() != n_cams {
+            return Err(EngineError::input(
+                "observation.images",
+                format!("{} frames given, the policy has {n_cams} cameras", obs.cameras.len()),
+            ));
+        }
+        for (role, value) in self.obs_inputs.roles.iter().zip(self.obs_inputs.values.iter_mut()) {
+            let (_, data) = value.extract_tensor_mut();
+            let per_step = data.len() / self.to;
+            let slot = &mut data[step * per_step..(step + 1) * per_step];
+            match *role {
+                Role::Image(i) => {
+                    let pre = &mut self.images[i];
+                    let frame = if i < n_cams {
+                        obs.cameras[i]
+                    } else {
+                        match obs.tactile {
+                            Some(TactileReading::Image(f)) => f,
+                            _ => {
+                                return Err(EngineError::input(
+                                    pre.spec().key.as_str(),
+                                    "the policy takes a tactile image; none (or taxels) given",
+                                ))
+                            }
+                        }
+                    };
+                    pre.process(&frame, slot)?;
+                }
+                Role::State => {
+                    let key = self.pkg.manifest.inputs.state.as_ref().map_or("observation.state", |s| s.key.as_str());
+                    let (Some(x), Some(n)) = (obs.state, self.state_norm.as_ref()) else {
+                        return Err(EngineError::input(key, "is required by the policy but missing"));
+                    };
+                    normalize_vector(key, n, x, slot)?;
+                }
+                Role::Taxels => {
+                    let key = self.pkg.manifest.inputs.tactile.as_ref().map_or("tactile", |t| t.key());
+                    let (Some(TactileReading::Taxels(x)), Some(n)) = (obs.tactile, self.tactile_norm.as_ref()) else {
+                        return Err(EngineError::input(key, "taxels are required by the policy but missing"));
+                    };
+                    normalize_vector(key, n, x, slot)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Run the policy on the current observation tensors, drawing fresh noise.
+    /// Returns the unnormalised chunk `(horizon - start_index, Da)`.
+    pub fn infer(&mut self) -> Result<&[f32], EngineError> {
+        if self.kind == PolicyKind::Maniflow {
+            for v in self.x.iter_mut() {
+                *v = StandardNormal.sample(&mut self.rng);
+            }
+        }
+        self.run_current()
+    }
+
+    /// As `infer`, with the initial sample `x0` `(horizon, Da)` given (parity tests).
+    pub fn infer_with_noise(&mut self, x0: &[f32]) -> Result<&[f32], EngineError> {
+        if x0.len() != self.x.len() {
+            return Err(EngineError::input("noise", format!("has {} values, expected {}", x0.len(), self.x.len())));
+        }
+        self.x.copy_from_slice(x0);
+        self.run_current()
+    }
+
+    fn run_current(&mut self) -> Result<&[f32], EngineError> {
+        let t0 = Instant::now();
+        self.run_obs_graph()?;
+        let t1 = Instant::now();
+        self.times.encoder = t1 - t0;
+        let mut post = Duration::ZERO;
+        match self.kind {
+            PolicyKind::Act => {
+                let p0 = Instant::now();
+                let (_, y) = self.obs_output.try_extract_tensor::<f32>().map_err(ort_err("reading act output"))?;
+                self.x.copy_from_slice(y);
+                post += p0.elapsed();
+                self.times.velocity = Duration::ZERO;
+            }
+            PolicyKind::Maniflow => {
+                let n = self.steps;
+                let dt = 1.0 / n as f32;
+                let mut vel_time = Duration::ZERO;
+                for i in 0..n {
+                    let t = i as f32 / n as f32;
+                    let target = match self.target_t {
+                        TargetT::Relative => dt,
+                        TargetT::Absolute => t + dt,
+                    };
+                    let p0 = Instant::now();
+                    self.write_velocity_inputs(t, target)?;
+                    let p1 = Instant::now();
+                    self.run_velocity()?;
+                    let p2 = Instant::now();
+                    let out = self.vel_output.as_ref().ok_or_else(|| EngineError::Config {
+                        what: "engine".into(),
+                        message: "velocity output missing".into(),
+                    })?;
+                    let (_, v) = out.try_extract_tensor::<f32>().map_err(ort_err("reading velocity"))?;
+                    // x = x + dt * v  (explicit Euler)
+                    for (xi, vi) in self.x.iter_mut().zip(v) {
+                        *xi += dt * vi;
+                    }
+                    post += (p1 - p0) + p2.elapsed();
+                    vel_time += p2 - p1;
+                }
+                self.times.velocity = vel_time;
+            }
+        }
+        let p0 = Instant::now();
+        let da = self.da;
+        for (r, row) in self.chunk.chunks_exact_mut(da).enumerate() {
+            let src = &self.x[(self.start_index + r) * da..(self.start_index + r + 1) * da];
+            self.action_norm.unnormalize(src, row);
+        }
+        post += p0.elapsed();
+        self.times.post = post;
+        Ok(&self.chunk)
+    }
+
+    fn write_velocity_inputs(&mut self, t: f32, target: f32) -> Result<(), EngineError> {
+        let Some(vi) = self.vel_inputs.as_mut() else { return Ok(()) };
+        for (role, value) in vi.roles.iter().zip(vi.values.iter_mut()) {
+            let (_, data) = value.extract_tensor_mut();
+            match role {
+                Role::XT => data.copy_from_slice(&self.x),
+                Role::T => data[0] = t,
+                Role::TargetT => data[0] = target,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Run the observation graph (encoder or act) once with the current inputs.
+    pub fn run_obs_graph(&mut self) -> Result<(), EngineError> {
+        let graph_name = if self.kind == PolicyKind::Maniflow { "encoder" } else { "act" };
+        let idx = self.graph_index(graph_name)?;
+        let inputs: ArrayVec<SessionInputValue<'_>, 8> =
+            self.obs_inputs.values.iter().map(SessionInputValue::from).collect();
+        let session = &mut self.pkg.graphs[idx].session;
+        let out = session.run_with_options(&inputs[..], &self.obs_run).map_err(ort_err(graph_name))?;
+        drop(out);
+        Ok(())
+    }
+
+    fn run_obs_graph_taking_output(&mut self) -> Result<DynValue, EngineError> {
+        let graph_name = if self.kind == PolicyKind::Maniflow { "encoder" } else { "act" };
+        let idx = self.graph_index(graph_name)?;
+        let inputs: ArrayVec<SessionInputValue<'_>, 8> =
+            self.obs_inputs.values.iter().map(SessionInputValue::from).collect();
+        let session = &mut self.pkg.graphs[idx].session;
+        let mut out = session.run_with_options(&inputs[..], &self.obs_run).map_err(ort_err(graph_name))?;
+        out.remove(self.obs_output_name).ok_or_else(|| EngineError::Config {
+            what: format!("graph {graph_name}"),
+            message: format!("produced no `{}`", self.obs_output_name),
+        })
+    }
+
+    /// Run one velocity step with the current inputs (x_t, t, target_t) and the encoder's context.
+    pub fn run_velocity(&mut self) -> Result<(), EngineError> {
+        let out = self.run_velocity_inner()?;
+        drop(out);
+        Ok(())
+    }
+
+    fn run_velocity_taking_output(&mut self) -> Result<DynValue, EngineError> {
+        let mut out = self.run_velocity_inner()?;
+        out.take().ok_or_else(|| EngineError::Config {
+            what: "graph velocity".into(),
+            message: "produced no `velocity`".into(),
+        })
+    }
+
+    fn run_velocity_inner(&mut self) -> Result<Option<DynValue>, EngineError> {
+        let idx = self.graph_index("velocity")?;
+        let (Some(vi), Some(run)) = (self.vel_inputs.as_ref(), self.vel_run.as_ref()) else {
+            return Err(EngineError::Config { what: "engine".into(), message: "not a ManiFlow policy".into() });
+        };
+        let inputs: ArrayVec<SessionInputValue<'_>, 8> = vi
+            .roles
+            .iter()
+            .zip(vi.values.iter())
+            .map(|(role, v)| {
+                if *role == Role::Context {
+                    SessionInputValue::from(&self.obs_output)
+                } else {
+                    SessionInputValue::from(v)
+                }
+            })
+            .collect();
+        let session = &mut self.pkg.graphs[idx].session;
+        let mut out = session.run_with_options(&inputs[..], run).map_err(ort_err("velocity"))?;
+        Ok(out.remove("velocity"))
+    }
+
+    fn graph_index(&self, name: &str) -> Result<usize, EngineError> {
+        self.pkg.graphs.iter().position(|g| g.name == name).ok_or_else(|| EngineError::Config {
+            what: "policy package".into(),
+            message: format!("graph `{name}` is missing"),
+        })
+    }
+}

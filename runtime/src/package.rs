@@ -1,0 +1,325 @@
+//! Loading a policy package: manifest, checksums, ONNX sessions, and the check
+//! that the graphs' real interfaces agree with the manifest (`models/README.md`).
+
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use ort::value::{TensorElementType, ValueType};
+use sha2::{Digest, Sha256};
+
+use crate::engine::{EngineOptions, ExecutionProvider};
+use crate::error::{EngineError, PackageError};
+use crate::manifest::{Manifest, PolicyKind, TactileInput};
+use crate::onnx_info;
+
+/// A graph of the package, opened.
+pub struct Graph {
+    pub name: &'static str,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub parameters: Option<u64>,
+    pub session: Session,
+}
+
+/// Sizes the manifest leaves to the graphs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ContextShape {
+    /// L: context tokens.
+    pub tokens: usize,
+    /// Dc: token width.
+    pub width: usize,
+}
+
+pub struct PolicyPackage {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub graphs: Vec<Graph>,
+    /// ManiFlow only: the encoder's context shape.
+    pub context: ContextShape,
+}
+
+/// One expected dimension.
+#[derive(Debug, Clone, Copy)]
+enum D {
+    /// The batch: symbolic or 1.
+    Batch,
+    /// Anything (read from the graph).
+    Any,
+    Is(usize),
+}
+type Dims = Vec<D>;
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl PolicyPackage {
+    /// Read and check only the manifest (no ONNX Runtime needed).
+    pub fn read_manifest(dir: &Path) -> Result<Manifest, PackageError> {
+        let path = dir.join("policy.toml");
+        let text = std::fs::read_to_string(&path).map_err(|source| PackageError::Io { path: path.clone(), source })?;
+        let origin = path.display().to_string();
+        let manifest = Manifest::from_toml(&text, &origin)?;
+        manifest.validate(&origin)?;
+        Ok(manifest)
+    }
+
+    /// Load a package: manifest, checksums, sessions, interface checks.
+    pub fn load(dir: &Path, opts: &EngineOptions) -> Result<PolicyPackage, EngineError> {
+        let manifest = Self::read_manifest(dir)?;
+        let env = crate::ortlib::environment().map_err(|e| EngineError::Config {
+            what: "ONNX Runtime".into(),
+            message: e.to_string(),
+        })?;
+        let mut graphs = Vec::new();
+        for (name, g) in manifest.graph_files() {
+            let path = dir.join(&g.file);
+            let bytes = std::fs::read(&path).map_err(|source| PackageError::Io { path: path.clone(), source })?;
+            let actual = sha256_hex(&bytes);
+            if !actual.eq_ignore_ascii_case(&g.sha256) {
+                return Err(PackageError::Checksum {
+                    file: path,
+                    graph: name.to_string(),
+                    expected: g.sha256.clone(),
+                    actual,
+                }
+                .into());
+            }
+            let session = build_session(&env, opts, &bytes).map_err(|e| match e {
+                SessionBuildError::Ort(m) => EngineError::from(PackageError::Graph { file: path.clone(), message: m }),
+                SessionBuildError::Config(m) => EngineError::Config { what: "execution provider".into(), message: m },
+            })?;
+            graphs.push(Graph {
+                name,
+                path,
+                sha256: actual,
+                parameters: onnx_info::count_parameters(&bytes),
+                session,
+            });
+        }
+        let mut pkg = PolicyPackage { dir: dir.to_path_buf(), manifest, graphs, context: ContextShape::default() };
+        pkg.check_interfaces()?;
+        Ok(pkg)
+    }
+
+    pub fn graph(&self, name: &str) -> Option<&Graph> {
+        self.graphs.iter().find(|g| g.name == name)
+    }
+
+    pub fn parameter_count(&self) -> Option<u64> {
+        self.graphs.iter().map(|g| g.parameters).sum()
+    }
+
+    /// The tensors each graph must have, from the manifest.
+    fn check_interfaces(&mut self) -> Result<(), PackageError> {
+        let m = &self.manifest;
+        let to = m.n_obs_steps;
+        let a = &m.outputs.action;
+        let b = D::Batch;
+        match m.kind {
+            PolicyKind::Maniflow => {
+                let mut inputs: Vec<(String, Dims)> = Vec::new();
+                for cam in &m.inputs.cameras {
+                    inputs.push((cam.key.clone(), vec![b, D::Is(to), D::Is(3), D::Is(cam.height), D::Is(cam.width)]));
+                }
+                if let Some(s) = &m.inputs.state {
+                    inputs.push((s.key.clone(), vec![b, D::Is(to), D::Is(s.names.len())]));
+                }
+                match &m.inputs.tactile {
+                    Some(TactileInput::Taxels { key, size }) => inputs.push((key.clone(), vec![b, D::Is(to), D::Is(*size)])),
+                    Some(TactileInput::Image { key, height, width, .. }) => {
+                        inputs.push((key.clone(), vec![b, D::Is(to), D::Is(3), D::Is(*height), D::Is(*width)]))
+                    }
+                    None => {}
+                }
+                let enc = self.graph("encoder").ok_or_else(|| missing("encoder"))?;
+                check_graph(enc, &inputs, &[("context".into(), vec![b, D::Any, D::Any])])?;
+                let ctx_dims = fixed_dims(enc, "context", false)?;
+                let (l, dc) = (ctx_dims[1], ctx_dims[2]);
+                if let Some(last) = m.modality_map.last() {
+                    if last.end != l {
+                        return Err(PackageError::Interface {
+                            file: enc.path.clone(),
+                            tensor: "context".into(),
+                            message: format!(
+                                "has {l} tokens but policy.toml `modality_map` ends at {} (field modality_map)",
+                                last.end
+                            ),
+                        });
+                    }
+                }
+                let vel = self.graph("velocity").ok_or_else(|| missing("velocity"))?;
+                let act_dims = vec![b, D::Is(a.horizon), D::Is(a.dim())];
+                check_graph(
+                    vel,
+                    &[
+                        ("x_t".into(), act_dims.clone()),
+                        ("t".into(), vec![b]),
+                        ("target_t".into(), vec![b]),
+                        ("context".into(), vec![b, D::Is(l), D::Is(dc)]),
+                    ],
+                    &[("velocity".into(), act_dims)],
+                )?;
+                self.context = ContextShape { tokens: l, width: dc };
+            }
+            PolicyKind::Act => {
+                let mut inputs: Vec<(String, Dims)> = Vec::new();
+                if let Some(s) = &m.inputs.state {
+                    inputs.push((s.key.clone(), vec![b, D::Is(s.names.len())]));
+                }
+                for cam in &m.inputs.cameras {
+                    inputs.push((cam.key.clone(), vec![b, D::Is(3), D::Is(cam.height), D::Is(cam.width)]));
+                }
+                if let Some(t) = &m.inputs.tactile {
+                    match t {
+                        TactileInput::Taxels { key, size } => inputs.push((key.clone(), vec![b, D::Is(*size)])),
+                        TactileInput::Image { key, height, width, .. } => {
+                            inputs.push((key.clone(), vec![b, D::Is(3), D::Is(*height), D::Is(*width)]))
+                        }
+                    }
+                }
+                let g = self.graph("act").ok_or_else(|| missing("act"))?;
+                check_graph(g, &inputs, &[("action".into(), vec![b, D::Is(a.horizon), D::Is(a.dim())])])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn missing(name: &str) -> PackageError {
+    PackageError::Field { file: "policy.toml".into(), field: format!("graphs.{name}"), message: "is missing".into() }
+}
+
+fn shape_of(vt: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
+    match vt {
+        ValueType::Tensor { ty, shape, .. } => Some((*ty, shape.to_vec())),
+        _ => None,
+    }
+}
+
+fn fmt_dims(d: &[D]) -> String {
+    let parts: Vec<String> = d
+        .iter()
+        .map(|x| match x {
+            D::Batch => "B".to_string(),
+            D::Any => "*".to_string(),
+            D::Is(v) => v.to_string(),
+        })
+        .collect();
+    format!("({})", parts.join(", "))
+}
+
+/// Compare one side (inputs or outputs) of a graph with what the manifest implies.
+fn check_side(
+    g: &Graph,
+    side: &str,
+    actual: Vec<(String, ValueType)>,
+    expected: &[(String, Dims)],
+) -> Result<(), PackageError> {
+    let err = |tensor: &str, message: String| PackageError::Interface {
+        file: g.path.clone(),
+        tensor: tensor.to_string(),
+        message,
+    };
+    for (name, dims) in expected {
+        let Some((_, vt)) = actual.iter().find(|(n, _)| n == name) else {
+            let have: Vec<&str> = actual.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(err(
+                name,
+                format!("is required by policy.toml but the graph has no such {side} (graph {side}s: {have:?})"),
+            ));
+        };
+        let Some((ty, shape)) = shape_of(vt) else {
+            return Err(err(name, format!("is not a tensor ({vt})")));
+        };
+        if ty != TensorElementType::Float32 {
+            return Err(err(name, format!("has element type {ty:?}, the format requires float32")));
+        }
+        let mismatch = shape.len() != dims.len()
+            || shape.iter().zip(dims).any(|(s, d)| match d {
+                // batch: symbolic, or 1
+                D::Batch => !(*s < 0 || *s == 1),
+                D::Any => false,
+                D::Is(v) => *s >= 0 && *s as usize != *v,
+            });
+        if mismatch {
+            return Err(err(
+                name,
+                format!("has shape {shape:?} in the graph but policy.toml implies {} (-1 = symbolic)", fmt_dims(dims)),
+            ));
+        }
+    }
+    if let Some((extra, _)) = actual.iter().find(|(n, _)| !expected.iter().any(|(e, _)| e == n)) {
+        return Err(err(extra, format!("is a graph {side} that policy.toml does not declare")));
+    }
+    Ok(())
+}
+
+fn check_graph(g: &Graph, inputs: &[(String, Dims)], outputs: &[(String, Dims)]) -> Result<(), PackageError> {
+    let ins = g.session.inputs().iter().map(|o| (o.name().to_string(), o.dtype().clone())).collect();
+    check_side(g, "input", ins, inputs)?;
+    let outs = g.session.outputs().iter().map(|o| (o.name().to_string(), o.dtype().clone())).collect();
+    // Outputs may carry extra tensors only if the manifest says so; it never does.
+    check_side(g, "output", outs, outputs)
+}
+
+/// The fixed dims of a graph output (batch excluded from the fixedness check).
+fn fixed_dims(g: &Graph, name: &str, input: bool) -> Result<Vec<usize>, PackageError> {
+    let list = if input { g.session.inputs() } else { g.session.outputs() };
+    let Some(o) = list.iter().find(|o| o.name() == name) else {
+        return Err(PackageError::Interface { file: g.path.clone(), tensor: name.into(), message: "is missing".into() });
+    };
+    let (_, shape) = shape_of(o.dtype()).unwrap_or((TensorElementType::Float32, vec![]));
+    let mut out = Vec::new();
+    for (i, s) in shape.iter().enumerate() {
+        if i == 0 {
+            out.push(1);
+        } else if *s < 0 {
+            return Err(PackageError::Interface {
+                file: g.path.clone(),
+                tensor: name.into(),
+                message: format!("dimension {i} is symbolic; the runtime needs a fixed size to preallocate"),
+            });
+        } else {
+            out.push(*s as usize);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg_attr(not(any(feature = "cuda", feature = "tensorrt")), allow(dead_code))]
+pub(crate) enum SessionBuildError {
+    Ort(String),
+    Config(String),
+}
+
+fn build_session(env: &ort::environment::Environment, opts: &EngineOptions, bytes: &[u8]) -> Result<Session, SessionBuildError> {
+    let o = |e: ort::Error| SessionBuildError::Ort(e.to_string());
+    let mut b = Session::builder(env).map_err(o)?;
+    b = b
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
+        .map_err(|e| SessionBuildError::Ort(e.to_string()))?;
+    b = b.with_intra_threads(opts.intra_threads.max(1)).map_err(|e| SessionBuildError::Ort(e.to_string()))?;
+    b = b.with_inter_threads(1).map_err(|e| SessionBuildError::Ort(e.to_string()))?;
+    match opts.provider {
+        ExecutionProvider::Cpu => {}
+        #[cfg(feature = "cuda")]
+        ExecutionProvider::Cuda { device_id } => {
+            let mut ep = ort::ep::CUDA::default().with_device_id(device_id as i32).build();
+            if opts.error_on_failure {
+                ep = ep.error_on_failure();
+            }
+            b = b.with_execution_providers([ep]).map_err(|e| SessionBuildError::Config(e.to_string()))?;
+        }
+        #[cfg(feature = "tensorrt")]
+        ExecutionProvider::TensorRt { device_id } => {
+            let mut ep = ort::ep::TensorRT::default().with_device_id(device_id as i32).build();
+            if opts.error_on_failure {
+                ep = ep.error_on_failure();
+            }
+            b = b.with_execution_providers([ep]).map_err(|e| SessionBuildError::Config(e.to_string()))?;
+        }
+    }
+    b.commit_from_memory(bytes).map_err(o)
+}
