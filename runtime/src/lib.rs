@@ -7,6 +7,7 @@
 //! `engine` (ONNX sessions, sampler, unnormalise) -> `executor` (queue,
 //! temporal ensembling, async overlap, interpolation) -> `safety`.
 
+pub mod control;
 pub mod engine;
 pub mod error;
 pub mod executor;

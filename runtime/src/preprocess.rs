@@ -1,13 +1,18 @@
 //! Camera and sensor preprocessing into preallocated buffers.
 //!
 //! A camera frame arrives as uint8 HWC (RGB or BGR, any size). Per the manifest
-//! it is resized to (H, W) with `fast_image_resize` (`bilinear` = OpenCV-style
-//! `INTER_LINEAR`, `nearest`), scaled to [0, 1], normalised per channel and
-//! written as CHW f32 with the colour order the graph expects. The /255 and the
-//! per-channel normalisation are folded into one 256-entry table per channel, so
-//! the hot loop is a table lookup per byte and nothing allocates after `new`.
-
-use fast_image_resize as fir;
+//! it is resized to (H, W) as uint8 (`bilinear` = OpenCV `INTER_LINEAR`: half-pixel
+//! centres, no antialiasing, rounded to the nearest integer; `nearest`), scaled to
+//! [0, 1], normalised per channel and written as CHW f32 with the colour order
+//! the graph expects. The /255 and the per-channel normalisation are folded into
+//! one 256-entry table per channel, so the hot loop is a table lookup per byte.
+//!
+//! Resizing uses a plan (source index pairs and weights per output row and
+//! column) made once per source resolution, so nothing allocates after the first
+//! frame of a given size. `fast_image_resize` was the first choice, but it
+//! computes (and allocates) its filter coefficients on every call, which the
+//! counting-allocator test caught; its `Interpolation(Bilinear)` output is the
+//! reference our resize is tested against (within one grey level).
 
 use crate::error::EngineError;
 use crate::manifest::{ColorOrder, ImageInput, ResizeRule};
@@ -27,10 +32,71 @@ pub struct ImagePreprocessor {
     spec: ImageInput,
     /// `lut[c][p]`: normalised value of byte `p` in graph channel `c`.
     lut: Box<[[f32; 256]; 3]>,
-    resizer: fir::Resizer,
-    options: fir::ResizeOptions,
+    plan: Option<ResizePlan>,
     /// (H, W, 3) uint8, the resized frame.
     resized: Vec<u8>,
+}
+
+/// Source taps for one output coordinate: `out = a * (1 - w) + b * w`.
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    a: usize,
+    b: usize,
+    w: f32,
+}
+
+/// A resize from one source size to the manifest's size.
+struct ResizePlan {
+    src_w: usize,
+    src_h: usize,
+    /// Per output column: source byte offsets of the two pixels within a row.
+    xs: Vec<Tap>,
+    /// Per output row: source row indices.
+    ys: Vec<Tap>,
+}
+
+impl ResizePlan {
+    fn taps(src: usize, dst: usize, rule: ResizeRule) -> Vec<Tap> {
+        let scale = src as f64 / dst as f64;
+        (0..dst)
+            .map(|i| match rule {
+                ResizeRule::Nearest => {
+                    let s = (((i as f64 + 0.5) * scale).floor() as usize).min(src - 1);
+                    Tap { a: s, b: s, w: 0.0 }
+                }
+                _ => {
+                    let f = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
+                    let a = (f.floor() as usize).min(src - 1);
+                    let b = (a + 1).min(src - 1);
+                    Tap { a, b, w: (f - a as f64) as f32 }
+                }
+            })
+            .collect()
+    }
+
+    fn new(src_w: usize, src_h: usize, dst_w: usize, dst_h: usize, rule: ResizeRule) -> ResizePlan {
+        let xs = Self::taps(src_w, dst_w, rule).into_iter().map(|t| Tap { a: t.a * 3, b: t.b * 3, w: t.w }).collect();
+        ResizePlan { src_w, src_h, xs, ys: Self::taps(src_h, dst_h, rule) }
+    }
+
+    /// Resize `src` (src_h, src_w, 3) into `dst` (dst_h, dst_w, 3).
+    fn run(&self, src: &[u8], dst: &mut [u8]) {
+        let row_bytes = self.src_w * 3;
+        let dst_row = self.xs.len() * 3;
+        for (y, ty) in self.ys.iter().enumerate() {
+            let ra = &src[ty.a * row_bytes..(ty.a + 1) * row_bytes];
+            let rb = &src[ty.b * row_bytes..(ty.b + 1) * row_bytes];
+            let out = &mut dst[y * dst_row..(y + 1) * dst_row];
+            for (o, tx) in out.chunks_exact_mut(3).zip(&self.xs) {
+                for c in 0..3 {
+                    let top = f32::from(ra[tx.a + c]) * (1.0 - tx.w) + f32::from(ra[tx.b + c]) * tx.w;
+                    let bot = f32::from(rb[tx.a + c]) * (1.0 - tx.w) + f32::from(rb[tx.b + c]) * tx.w;
+                    let v = top * (1.0 - ty.w) + bot * ty.w;
+                    o[c] = (v + 0.5) as u8;
+                }
+            }
+        }
+    }
 }
 
 impl ImagePreprocessor {
@@ -41,15 +107,10 @@ impl ImagePreprocessor {
                 *v = norm.normalize_one(c, p as f32 / 255.0);
             }
         }
-        let alg = match spec.resize {
-            ResizeRule::Nearest => fir::ResizeAlg::Nearest,
-            ResizeRule::Bilinear | ResizeRule::None => fir::ResizeAlg::Interpolation(fir::FilterType::Bilinear),
-        };
         ImagePreprocessor {
             spec: spec.clone(),
             lut,
-            resizer: fir::Resizer::new(),
-            options: fir::ResizeOptions::new().resize_alg(alg),
+            plan: None,
             resized: vec![0u8; spec.height * spec.width * 3],
         }
     }
@@ -86,13 +147,14 @@ impl ImagePreprocessor {
                     "frame size differs from the manifest's height x width and resize = \"none\"",
                 ));
             }
-            let src = fir::images::ImageRef::new(frame.width as u32, frame.height as u32, frame.data, fir::PixelType::U8x3)
-                .map_err(|e| EngineError::input(key.as_str(), format!("bad frame: {e}")))?;
-            let mut dst = fir::images::Image::from_slice_u8(w as u32, h as u32, &mut self.resized, fir::PixelType::U8x3)
-                .map_err(|e| EngineError::input(key.as_str(), format!("resize buffer: {e}")))?;
-            self.resizer
-                .resize(&src, &mut dst, &self.options)
-                .map_err(|e| EngineError::input(key.as_str(), format!("resize failed: {e}")))?;
+            let stale = self.plan.as_ref().is_none_or(|p| p.src_w != frame.width || p.src_h != frame.height);
+            if stale {
+                // A new source resolution: plan once (allocates), then reuse.
+                self.plan = Some(ResizePlan::new(frame.width, frame.height, w, h, self.spec.resize));
+            }
+            if let Some(plan) = &self.plan {
+                plan.run(frame.data, &mut self.resized);
+            }
             &self.resized
         };
         // Source channel feeding each graph channel.
@@ -183,6 +245,40 @@ mod tests {
         assert!((out[0] * 255.0 - 50.0).abs() <= 1.0, "{out:?}");
         assert!((out[1] * 255.0 - 150.0).abs() <= 1.0, "{out:?}");
         assert!((out[2] * 255.0 - 100.0).abs() <= 1.0, "{out:?}");
+    }
+
+    /// Our bilinear resize against `fast_image_resize`'s OpenCV-style bilinear.
+    #[test]
+    fn bilinear_matches_fast_image_resize_within_one_level() {
+        use fast_image_resize as fir;
+        for (sw, sh, dw, dh) in [(640usize, 480usize, 96usize, 96usize), (50, 40, 96, 96), (97, 31, 64, 48)] {
+            let src: Vec<u8> = (0..sw * sh * 3)
+                .map(|i| {
+                    let (p, c) = (i / 3, i % 3);
+                    let (x, y) = (p % sw, p / sw);
+                    ((x * 7 + y * 13 + c * 50) % 256) as u8 ^ ((x * y) % 17) as u8
+                })
+                .collect();
+            let norm = Normalizer::new(&Normalization::Identity, 3);
+            let mut p = ImagePreprocessor::new(&spec(dh, dw, ColorOrder::Rgb, ResizeRule::Bilinear), &norm);
+            let mut out = vec![0.0f32; 3 * dh * dw];
+            p.process(&Frame { data: &src, width: sw, height: sh, order: ColorOrder::Rgb }, &mut out).unwrap();
+            let src_img = fir::images::ImageRef::new(sw as u32, sh as u32, &src, fir::PixelType::U8x3).unwrap();
+            let mut dst = fir::images::Image::new(dw as u32, dh as u32, fir::PixelType::U8x3);
+            let opts = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Interpolation(fir::FilterType::Bilinear));
+            fir::Resizer::new().resize(&src_img, &mut dst, &opts).unwrap();
+            let want = dst.buffer();
+            let mut worst = 0i32;
+            for y in 0..dh {
+                for x in 0..dw {
+                    for c in 0..3 {
+                        let ours = (out[c * dh * dw + y * dw + x] * 255.0).round() as i32;
+                        worst = worst.max((ours - i32::from(want[(y * dw + x) * 3 + c])).abs());
+                    }
+                }
+            }
+            assert!(worst <= 1, "{sw}x{sh} -> {dw}x{dh}: worst difference {worst} grey levels");
+        }
     }
 
     #[test]

@@ -1,0 +1,108 @@
+//! The synchronous control step: observation -> (inference when the executor
+//! asks) -> chunk validation -> executor tick -> safety filter -> command.
+//!
+//! Used by `maniflow demo` and the allocation test; the threaded robot node
+//! runs the same pieces with inference on its own thread. After `new`, `step`
+//! performs no heap allocation.
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::executor::{Executor, ExecutorConfig, ExecutorMode, Tick};
+use crate::safety::{ChunkVerdict, CommandVerdict, Safety, SafetyConfig};
+
+/// SO-101 safety limits in LeRobot units (degrees; gripper 0..100) for a control rate `fps`.
+pub fn so101_safety(fps: f32) -> SafetyConfig {
+    let limits = maniflow_bridge::so101::limits_lerobot_units();
+    let per_joint = |arm: f32, gripper: f32| -> Vec<f32> {
+        (0..limits.len()).map(|i| if i + 1 == limits.len() { gripper } else { arm }).collect()
+    };
+    SafetyConfig {
+        joint_min: limits.iter().map(|l| l.0).collect(),
+        joint_max: limits.iter().map(|l| l.1).collect(),
+        // 180 deg/s and 300 %/s at the control rate
+        max_step: per_joint(180.0 / fps, 300.0 / fps),
+        max_first_jump: per_joint(30.0, 60.0),
+        max_velocity: per_joint(360.0, 600.0),
+        max_jerk: per_joint(1.0e6, 2.0e6),
+        dt_s: 1.0 / fps,
+        ramp_ticks: (fps * 0.5).round().max(1.0) as u32,
+    }
+}
+
+/// What one control step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// An inference ran in this step.
+    pub inferred: bool,
+    /// The new chunk was rejected by the whole-chunk checks.
+    pub chunk_rejected: bool,
+    pub verdict: CommandVerdict,
+}
+
+pub struct Controller {
+    pub engine: Engine,
+    pub executor: Executor,
+    pub safety: Safety,
+    tick: u64,
+}
+
+impl Controller {
+    pub fn new(engine: Engine, executor: ExecutorConfig, safety: SafetyConfig) -> Result<Controller, EngineError> {
+        let n_exec = match executor.mode {
+            ExecutorMode::TemporalEnsemble { .. } => 1,
+            _ => engine.n_action_steps(),
+        };
+        let ex = Executor::new(executor, engine.action_dim(), engine.chunk_len(), n_exec)
+            .map_err(|e| EngineError::Config { what: "executor".into(), message: e.to_string() })?;
+        if safety.joint_min.len() != engine.action_dim() {
+            return Err(EngineError::Config {
+                what: "safety".into(),
+                message: format!(
+                    "limits cover {} joints, the policy's action has {}",
+                    safety.joint_min.len(),
+                    engine.action_dim()
+                ),
+            });
+        }
+        let sf = Safety::new(safety).map_err(|e| EngineError::Config { what: "safety".into(), message: e.to_string() })?;
+        Ok(Controller { engine, executor: ex, safety: sf, tick: 0 })
+    }
+
+    /// One control tick. `observe` writes the current observation into the
+    /// engine (called only when an inference runs); `present` is the arm's
+    /// position; the command is written to `out`.
+    pub fn step(
+        &mut self,
+        observe: impl FnOnce(&mut Engine) -> Result<(), EngineError>,
+        present: &[f32],
+        out: &mut [f32],
+    ) -> Result<StepReport, EngineError> {
+        let mut inferred = false;
+        let mut chunk_rejected = false;
+        if self.executor.needs_inference() {
+            observe(&mut self.engine)?;
+            let chunk = self.engine.infer()?;
+            inferred = true;
+            match self.safety.check_chunk(chunk, present) {
+                ChunkVerdict::Accepted => {
+                    self.executor
+                        .push_chunk(chunk, self.tick)
+                        .map_err(|e| EngineError::Config { what: "executor".into(), message: e.to_string() })?;
+                }
+                ChunkVerdict::Rejected(_) => chunk_rejected = true,
+            }
+        }
+        let verdict = match self.executor.tick(out) {
+            Tick::Action { .. } => self.safety.filter_command(out, present),
+            Tick::Empty => self.safety.hold(out, present),
+        };
+        self.tick += 1;
+        Ok(StepReport { inferred, chunk_rejected, verdict })
+    }
+
+    pub fn reset(&mut self) {
+        self.executor.reset();
+        self.safety.reset();
+        self.tick = 0;
+    }
+}

@@ -1,0 +1,160 @@
+//! The real `maniflow` binary: inspect, infer, bench, and its one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures").join(name)
+}
+
+fn maniflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_maniflow")).args(args).env_remove("ORT_DYLIB_PATH").output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+/// A failed run prints exactly one line on stderr, no panic, no backtrace.
+fn assert_one_line_error(o: &Output) -> String {
+    assert!(!o.status.success(), "expected failure, got success: {}", text(&o.stdout));
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected:\n{err}");
+    assert!(err.starts_with("maniflow: error: "), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    err
+}
+
+#[test]
+fn inspect_shows_inputs_outputs_normalisation_sampler_graphs() {
+    let o = maniflow(&["inspect", fixture("tiny-maniflow").to_str().unwrap()]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for needle in [
+        "observation.images.head",
+        "96x96x3",
+        "observation.tactile",
+        "32 taxels",
+        "horizon 16, n_action_steps 8, start_index 1",
+        "limits",
+        "mean_std",
+        "sampler  steps 2, target_t Relative",
+        "head [0, 18)",
+        "dd9381e02c7dd658ef4a81d3e4ba83851d0d6c0789ddf07dedb43287b07941cf",
+        "parameters 105646",
+    ] {
+        assert!(out.contains(needle), "missing `{needle}` in:\n{out}");
+    }
+    let o = maniflow(&["inspect", "--json", fixture("tiny-act").to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["manifest"]["kind"], "act");
+    assert_eq!(v["graphs"][0]["name"], "act");
+    assert!(v["parameters"].as_u64().unwrap() > 10_000);
+}
+
+#[test]
+fn infer_writes_the_reference_chunk() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out.npz");
+    let expected = fixture("tiny-maniflow").join("expected.npz");
+    let o = maniflow(&[
+        "infer",
+        fixture("tiny-maniflow").to_str().unwrap(),
+        "--input",
+        expected.to_str().unwrap(),
+        "--noise",
+        expected.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--steps",
+        "10",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut r = ndarray_npy::NpzReader::new(std::fs::File::open(&out).unwrap()).unwrap();
+    let action: ndarray::ArrayD<f32> = r.by_name("action").unwrap();
+    let chunk: ndarray::ArrayD<f32> = r.by_name("action_chunk").unwrap();
+    assert_eq!(action.shape(), &[8, 6]);
+    assert_eq!(chunk.shape(), &[15, 6]);
+    let mut e = ndarray_npy::NpzReader::new(std::fs::File::open(&expected).unwrap()).unwrap();
+    let want: ndarray::ArrayD<f32> = e.by_name("action_n10").unwrap();
+    let err = chunk.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(err <= 1e-3, "max abs err {err}");
+    assert_eq!(action.as_slice().unwrap(), &chunk.as_slice().unwrap()[..48]);
+}
+
+#[test]
+fn infer_refuses_an_observation_missing_an_input() {
+    let d = tempfile::tempdir().unwrap();
+    let obs = d.path().join("obs.npz");
+    let mut w = ndarray_npy::NpzWriter::new(std::fs::File::create(&obs).unwrap());
+    w.add_array("observation.state", &ndarray::Array1::<f32>::zeros(6)).unwrap();
+    w.finish().unwrap();
+    let o = maniflow(&[
+        "infer",
+        fixture("tiny-act").to_str().unwrap(),
+        "--input",
+        obs.to_str().unwrap(),
+        "--output",
+        d.path().join("o.npz").to_str().unwrap(),
+    ]);
+    let err = assert_one_line_error(&o);
+    assert!(err.contains("observation.images.head") && err.contains("obs.npz"), "{err}");
+}
+
+#[test]
+fn bench_json_has_the_documented_keys() {
+    let o = maniflow(&["bench", fixture("tiny-maniflow").to_str().unwrap(), "--iters", "10", "--warmup", "2", "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["preprocess", "encoder", "velocity_step", "whole", "raw_encoder", "raw_velocity_step", "raw_total"] {
+        for p in ["p50_us", "p99_us", "p999_us", "max_us"] {
+            let x = v[k][p].as_f64().unwrap_or_else(|| panic!("{k}.{p} missing"));
+            assert!(x > 0.0, "{k}.{p} = {x}");
+        }
+        // one sample per iteration; the raw velocity step is timed per step (N = 2)
+        let want = if k == "raw_velocity_step" { 20 } else { 10 };
+        assert_eq!(v[k]["count"], want, "{k}");
+    }
+    assert_eq!(v["steps"], 2);
+    let r = v["overhead_ratio"].as_f64().unwrap();
+    assert!(r.is_finite() && r > 0.5, "overhead_ratio {r}");
+    assert!(v["peak_rss_mb"].as_f64().unwrap() > 1.0);
+}
+
+#[test]
+fn missing_onnx_runtime_is_one_clear_line() {
+    let o = Command::new(env!("CARGO_BIN_EXE_maniflow"))
+        .args(["inspect", fixture("tiny-act").to_str().unwrap()])
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .output()
+        .unwrap();
+    let err = assert_one_line_error(&o);
+    assert!(
+        err.contains("ONNX Runtime not found") && err.contains("/nonexistent/libonnxruntime.so") && err.contains("make bootstrap"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_library_that_is_not_onnx_runtime_is_one_clear_line() {
+    // Any shared library that is not ONNX Runtime: the C library itself.
+    let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("a libc.so.6 to stand in for a wrong library");
+    let o = Command::new(env!("CARGO_BIN_EXE_maniflow"))
+        .args(["bench", fixture("tiny-act").to_str().unwrap()])
+        .env("ORT_DYLIB_PATH", libc)
+        .output()
+        .unwrap();
+    let err = assert_one_line_error(&o);
+    assert!(err.contains("cannot be used") && err.contains(libc) && err.contains("OrtGetApiBase"), "{err}");
+}
+
+#[test]
+fn a_bad_package_is_one_clear_line() {
+    let o = maniflow(&["bench", "/nonexistent/pkg"]);
+    let err = assert_one_line_error(&o);
+    assert!(err.contains("/nonexistent/pkg/policy.toml"), "{err}");
+}

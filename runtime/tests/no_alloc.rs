@@ -1,0 +1,109 @@
+//! Steady state (observation in -> chunk out -> executor tick -> safety) performs
+//! no heap allocation on this thread. A counting global allocator proves it for
+//! both fixture packages and every executor mode. (ONNX Runtime's own C++
+//! allocations happen inside the library and its arena; they are not Rust heap
+//! allocations and are not counted here.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::Path;
+
+use maniflow_runtime::control::{so101_safety, Controller};
+use maniflow_runtime::engine::{Engine, EngineOptions};
+use maniflow_runtime::executor::{Aggregate, ExecutorConfig, ExecutorMode};
+use maniflow_runtime::synthetic::SyntheticObservation;
+
+struct Counting;
+
+thread_local! {
+    static COUNT: Cell<u64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn allocations() -> u64 {
+    COUNT.with(|c| c.get())
+}
+
+fn steady_state_allocations(package: &str, mode: ExecutorMode, frame_size: Option<(usize, usize)>) -> u64 {
+    maniflow_runtime::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures").join(package);
+    let engine = Engine::load(&dir, &EngineOptions::default()).unwrap();
+    let mut obs = SyntheticObservation::new(&engine.package().manifest, frame_size);
+    let mut safety = so101_safety(30.0);
+    // The fixtures' random actions are far outside real limits: widen the limits so
+    // the chunks are accepted and the whole path (push, tick, filter) is exercised.
+    safety.joint_min.iter_mut().for_each(|x| *x = -1e4);
+    safety.joint_max.iter_mut().for_each(|x| *x = 1e4);
+    safety.max_first_jump.iter_mut().for_each(|x| *x = 1e6);
+    safety.max_velocity.iter_mut().for_each(|x| *x = 1e9);
+    safety.max_jerk.iter_mut().for_each(|x| *x = 1e15);
+    let mut ctl = Controller::new(engine, ExecutorConfig { mode, interpolation_multiplier: 2 }, safety).unwrap();
+    let mut present = [0.0f32; 6];
+    let mut cmd = [0.0f32; 6];
+    let mut inferences = 0;
+    let mut run = |ticks: u64, ctl: &mut Controller, present: &mut [f32; 6], inferences: &mut u32| {
+        for k in 0..ticks {
+            obs.update(k);
+            obs.state.copy_from_slice(present);
+            let r = ctl.step(|e| obs.apply(e), present, &mut cmd).unwrap();
+            if r.inferred {
+                *inferences += 1;
+            }
+            present.copy_from_slice(&cmd);
+        }
+    };
+    run(40, &mut ctl, &mut present, &mut inferences); // warm-up: ORT plans, resizer buffers
+    let before = allocations();
+    inferences = 0;
+    run(120, &mut ctl, &mut present, &mut inferences);
+    let n = allocations() - before;
+    assert!(inferences >= 5, "the measured window must include inferences ({inferences})");
+    let c = ctl.safety.counters();
+    assert_eq!(c.chunk_first_jump + c.chunk_velocity + c.chunk_jerk + c.chunk_nonfinite, 0, "chunks must be accepted: {c:?}");
+    n
+}
+
+#[test]
+fn maniflow_queue_mode_does_not_allocate() {
+    assert_eq!(steady_state_allocations("tiny-maniflow", ExecutorMode::Queue, None), 0);
+}
+
+#[test]
+fn maniflow_with_resize_does_not_allocate() {
+    assert_eq!(steady_state_allocations("tiny-maniflow", ExecutorMode::Queue, Some((160, 120))), 0);
+}
+
+#[test]
+fn act_temporal_ensembling_does_not_allocate() {
+    assert_eq!(steady_state_allocations("tiny-act", ExecutorMode::TemporalEnsemble { coeff: 0.01 }, None), 0);
+}
+
+#[test]
+fn async_overlap_does_not_allocate() {
+    let mode = ExecutorMode::Async { threshold: 0.5, aggregate: Aggregate::WeightedAverage };
+    assert_eq!(steady_state_allocations("tiny-maniflow", mode, None), 0);
+}
+
+#[test]
+fn the_counter_counts() {
+    let before = allocations();
+    let v: Vec<u64> = Vec::with_capacity(16);
+    std::hint::black_box(&v);
+    assert!(allocations() > before);
+}
