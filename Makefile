@@ -1,0 +1,44 @@
+# ManiFlow runtime: the two newcomer commands are `make demo` and `make test`.
+# Both bootstrap first (idempotent; everything is cached in ignored folders).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.bootstrap-$(shell sha256sum tests/requirements.txt | cut -c1-12)
+export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: bootstrap demo test bench fixtures clean-venv
+
+## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy.
+bootstrap: $(STAMP)
+
+$(STAMP): tests/requirements.txt
+	@echo "bootstrap: creating $(VENV) and installing tests/requirements.txt (first run downloads ~3 GB; cached after)"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -r tests/requirements.txt
+	@rm -f $(VENV)/.bootstrap-*
+	@touch $@
+
+## The main job on the embedded default: the bundled policy in a real-time closed loop.
+demo: bootstrap
+	cargo run --release -p maniflow-runtime --bin maniflow -- demo
+
+## The full test suite (Rust workspace + fixture consistency check in Python).
+test: bootstrap
+	$(VENV)/bin/python models/fixtures/make_fixtures.py --check
+	cargo test --workspace
+
+## Latency benchmark of the fixture ManiFlow package at N = 1 and N = 2 (release build).
+bench: bootstrap
+	cargo build --release -p maniflow-runtime --bin maniflow
+	target/release/maniflow bench models/fixtures/tiny-maniflow --steps 1 --iters 1000
+	target/release/maniflow bench models/fixtures/tiny-maniflow --steps 2 --iters 1000
+	target/release/maniflow bench models/fixtures/tiny-act --iters 1000
+
+## Regenerate the fixture packages (changes their sha256 if torch changes).
+fixtures: bootstrap
+	$(VENV)/bin/python models/fixtures/make_fixtures.py
+
+clean-venv:
+	rm -rf $(VENV)
