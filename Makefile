@@ -17,6 +17,8 @@ $(STAMP): tests/requirements.txt
 	@echo "bootstrap: creating $(VENV) and installing tests/requirements.txt (first run downloads ~3 GB; cached after)"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -r tests/requirements.txt
+	@# An ONNX Runtime that is too old, for the test of the runtime's refusal (never on any search path).
+	$(VENV)/bin/pip install --no-deps --target .cache/onnxruntime-too-old onnxruntime==1.22.1
 	@rm -f $(VENV)/.bootstrap-*
 	@touch $@
 

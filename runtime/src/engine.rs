@@ -41,16 +41,21 @@ impl std::str::FromStr for ExecutionProvider {
             Some((k, i)) => (k, i.parse::<u32>().map_err(|_| format!("bad device index in `{s}`"))?),
             None => (s, 0),
         };
-        let _ = id;
+        #[allow(unused_variables)] // used only in builds without a GPU feature
+        let needs = |feature: &str| {
+            format!("device `{s}` needs a build with `--features {feature}` (this binary has no {feature} support)")
+        };
         match kind {
-            "cpu" => Ok(ExecutionProvider::Cpu),
+            "cpu" if id == 0 => Ok(ExecutionProvider::Cpu),
+            "cpu" => Err(format!("device `{s}`: the CPU takes no device index")),
             #[cfg(feature = "cuda")]
             "cuda" => Ok(ExecutionProvider::Cuda { device_id: id }),
+            #[cfg(not(feature = "cuda"))]
+            "cuda" => Err(needs("cuda")),
             #[cfg(feature = "tensorrt")]
             "tensorrt" => Ok(ExecutionProvider::TensorRt { device_id: id }),
-            "cuda" | "tensorrt" => Err(format!(
-                "device `{s}` needs a build with `--features {kind}` (this binary was built for CPU only)"
-            )),
+            #[cfg(not(feature = "tensorrt"))]
+            "tensorrt" => Err(needs("tensorrt")),
             _ => Err(format!("unknown device `{s}` (expected cpu, cuda[:N] or tensorrt[:N])")),
         }
     }
@@ -563,5 +568,22 @@ impl Engine {
             what: "policy package".into(),
             message: format!("graph `{name}` is missing"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExecutionProvider;
+
+    #[test]
+    fn device_strings_parse_or_say_what_is_missing() {
+        assert_eq!("cpu".parse::<ExecutionProvider>(), Ok(ExecutionProvider::Cpu));
+        assert!("cpu:1".parse::<ExecutionProvider>().unwrap_err().contains("no device index"));
+        assert!("tpu".parse::<ExecutionProvider>().unwrap_err().contains("unknown device `tpu`"));
+        assert!("cuda:x".parse::<ExecutionProvider>().unwrap_err().contains("bad device index"));
+        #[cfg(not(feature = "cuda"))]
+        assert!("cuda:0".parse::<ExecutionProvider>().unwrap_err().contains("--features cuda"));
+        #[cfg(feature = "cuda")]
+        assert_eq!("cuda:1".parse::<ExecutionProvider>(), Ok(ExecutionProvider::Cuda { device_id: 1 }));
     }
 }

@@ -158,3 +158,21 @@ fn a_bad_package_is_one_clear_line() {
     let err = assert_one_line_error(&o);
     assert!(err.contains("/nonexistent/pkg/policy.toml"), "{err}");
 }
+
+#[test]
+fn an_onnx_runtime_that_is_too_old_is_one_clear_line() {
+    // Installed by `make bootstrap` beside the venv, on no search path.
+    let capi = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/onnxruntime-too-old/onnxruntime/capi");
+    let old = std::fs::read_dir(&capi)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make bootstrap`)", capi.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("libonnxruntime.so.1.22"))
+        .expect("onnxruntime 1.22 library (run `make bootstrap`)");
+    let o = Command::new(env!("CARGO_BIN_EXE_maniflow"))
+        .args(["inspect", fixture("tiny-act").to_str().unwrap()])
+        .env("ORT_DYLIB_PATH", &old)
+        .output()
+        .unwrap();
+    let err = assert_one_line_error(&o);
+    assert!(err.contains("cannot be used") && err.contains("1.22.1") && err.contains("1.31"), "{err}");
+}
