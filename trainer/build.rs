@@ -7,7 +7,9 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
-        println!("cargo:warning=LIBTORCH is not set; run `make bootstrap` (see .cargo/config.toml)");
+        println!(
+            "cargo:warning=LIBTORCH is not set; run `make bootstrap` (see .cargo/config.toml)"
+        );
         return;
     };
     let version_py = libtorch.join("version.py");

@@ -7,8 +7,14 @@
 pub const N_JOINTS: usize = 6;
 
 /// Joint names in LeRobot order; servo id = index + 1.
-pub const JOINT_NAMES: [&str; N_JOINTS] =
-    ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"];
+pub const JOINT_NAMES: [&str; N_JOINTS] = [
+    "shoulder_pan",
+    "shoulder_lift",
+    "elbow_flex",
+    "wrist_flex",
+    "wrist_roll",
+    "gripper",
+];
 
 /// Feature names of the state / action vector as LeRobot writes them (`<joint>.pos`).
 pub const POS_FEATURE_NAMES: [&str; N_JOINTS] = [

@@ -14,7 +14,9 @@ use crate::safety::{ChunkVerdict, CommandVerdict, Safety, SafetyConfig};
 pub fn so101_safety(fps: f32) -> SafetyConfig {
     let limits = maniflow_bridge::so101::limits_lerobot_units();
     let per_joint = |arm: f32, gripper: f32| -> Vec<f32> {
-        (0..limits.len()).map(|i| if i + 1 == limits.len() { gripper } else { arm }).collect()
+        (0..limits.len())
+            .map(|i| if i + 1 == limits.len() { gripper } else { arm })
+            .collect()
     };
     SafetyConfig {
         joint_min: limits.iter().map(|l| l.0).collect(),
@@ -47,13 +49,21 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(engine: Engine, executor: ExecutorConfig, safety: SafetyConfig) -> Result<Controller, EngineError> {
+    pub fn new(
+        engine: Engine,
+        executor: ExecutorConfig,
+        safety: SafetyConfig,
+    ) -> Result<Controller, EngineError> {
         let n_exec = match executor.mode {
             ExecutorMode::TemporalEnsemble { .. } => 1,
             _ => engine.n_action_steps(),
         };
-        let ex = Executor::new(executor, engine.action_dim(), engine.chunk_len(), n_exec)
-            .map_err(|e| EngineError::Config { what: "executor".into(), message: e.to_string() })?;
+        let ex = Executor::new(executor, engine.action_dim(), engine.chunk_len(), n_exec).map_err(
+            |e| EngineError::Config {
+                what: "executor".into(),
+                message: e.to_string(),
+            },
+        )?;
         if safety.joint_min.len() != engine.action_dim() {
             return Err(EngineError::Config {
                 what: "safety".into(),
@@ -64,8 +74,16 @@ impl Controller {
                 ),
             });
         }
-        let sf = Safety::new(safety).map_err(|e| EngineError::Config { what: "safety".into(), message: e.to_string() })?;
-        Ok(Controller { engine, executor: ex, safety: sf, tick: 0 })
+        let sf = Safety::new(safety).map_err(|e| EngineError::Config {
+            what: "safety".into(),
+            message: e.to_string(),
+        })?;
+        Ok(Controller {
+            engine,
+            executor: ex,
+            safety: sf,
+            tick: 0,
+        })
     }
 
     /// One control tick. `observe` writes the current observation into the
@@ -85,9 +103,12 @@ impl Controller {
             inferred = true;
             match self.safety.check_chunk(chunk, present) {
                 ChunkVerdict::Accepted => {
-                    self.executor
-                        .push_chunk(chunk, self.tick)
-                        .map_err(|e| EngineError::Config { what: "executor".into(), message: e.to_string() })?;
+                    self.executor.push_chunk(chunk, self.tick).map_err(|e| {
+                        EngineError::Config {
+                            what: "executor".into(),
+                            message: e.to_string(),
+                        }
+                    })?;
                 }
                 ChunkVerdict::Rejected(_) => chunk_rejected = true,
             }
@@ -97,7 +118,11 @@ impl Controller {
             Tick::Empty => self.safety.hold(out, present),
         };
         self.tick += 1;
-        Ok(StepReport { inferred, chunk_rejected, verdict })
+        Ok(StepReport {
+            inferred,
+            chunk_rejected,
+            verdict,
+        })
     }
 
     pub fn reset(&mut self) {

@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
-use ort::session::{RunOptions, SessionInputValue};
 use ort::session::{HasSelectedOutputs, OutputSelector};
+use ort::session::{RunOptions, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -38,7 +38,11 @@ impl std::str::FromStr for ExecutionProvider {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (kind, id) = match s.split_once(':') {
-            Some((k, i)) => (k, i.parse::<u32>().map_err(|_| format!("bad device index in `{s}`"))?),
+            Some((k, i)) => (
+                k,
+                i.parse::<u32>()
+                    .map_err(|_| format!("bad device index in `{s}`"))?,
+            ),
             None => (s, 0),
         };
         #[allow(unused_variables)] // used only in builds without a GPU feature
@@ -56,7 +60,9 @@ impl std::str::FromStr for ExecutionProvider {
             "tensorrt" => Ok(ExecutionProvider::TensorRt { device_id: id }),
             #[cfg(not(feature = "tensorrt"))]
             "tensorrt" => Err(needs("tensorrt")),
-            _ => Err(format!("unknown device `{s}` (expected cpu, cuda[:N] or tensorrt[:N])")),
+            _ => Err(format!(
+                "unknown device `{s}` (expected cpu, cuda[:N] or tensorrt[:N])"
+            )),
         }
     }
 }
@@ -76,7 +82,13 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { intra_threads: 1, provider: ExecutionProvider::Cpu, error_on_failure: true, steps: None, seed: None }
+        EngineOptions {
+            intra_threads: 1,
+            provider: ExecutionProvider::Cpu,
+            error_on_failure: true,
+            steps: None,
+            seed: None,
+        }
     }
 }
 
@@ -174,10 +186,13 @@ impl Engine {
         let m = pkg.manifest.clone();
         let to = m.n_obs_steps;
         let norm_of = |key: &str, len: usize| -> Result<Normalizer, EngineError> {
-            let n = m.normalization.get(key).ok_or_else(|| EngineError::Config {
-                what: format!("policy.toml normalization.\"{key}\""),
-                message: "is missing".into(),
-            })?;
+            let n = m
+                .normalization
+                .get(key)
+                .ok_or_else(|| EngineError::Config {
+                    what: format!("policy.toml normalization.\"{key}\""),
+                    message: "is missing".into(),
+                })?;
             Ok(Normalizer::new(n, len))
         };
         let mut images = Vec::new();
@@ -196,8 +211,16 @@ impl Engine {
         let (da, horizon, start_index) = (a.dim(), a.horizon, a.start_index);
         let action_norm = norm_of(&a.key, da)?;
 
-        let obs_graph = if m.kind == PolicyKind::Maniflow { "encoder" } else { "act" };
-        let batch_to: Vec<usize> = if m.kind == PolicyKind::Maniflow { vec![1, to] } else { vec![1] };
+        let obs_graph = if m.kind == PolicyKind::Maniflow {
+            "encoder"
+        } else {
+            "act"
+        };
+        let batch_to: Vec<usize> = if m.kind == PolicyKind::Maniflow {
+            vec![1, to]
+        } else {
+            vec![1]
+        };
         // Observation-side inputs in the session's order.
         let graph = pkg.graph(obs_graph).ok_or_else(|| EngineError::Config {
             what: "policy package".into(),
@@ -212,9 +235,15 @@ impl Engine {
                     let s = images[i].spec();
                     (Role::Image(i), vec![3, s.height, s.width])
                 } else if m.inputs.state.as_ref().is_some_and(|s| s.key == name) {
-                    (Role::State, vec![state_norm.as_ref().map_or(0, |n| n.len())])
+                    (
+                        Role::State,
+                        vec![state_norm.as_ref().map_or(0, |n| n.len())],
+                    )
                 } else if m.inputs.tactile.as_ref().is_some_and(|t| t.key() == name) {
-                    (Role::Taxels, vec![tactile_norm.as_ref().map_or(0, |n| n.len())])
+                    (
+                        Role::Taxels,
+                        vec![tactile_norm.as_ref().map_or(0, |n| n.len())],
+                    )
                 } else {
                     return Err(EngineError::Config {
                         what: format!("graph {obs_graph}"),
@@ -234,7 +263,9 @@ impl Engine {
         };
         let obs_run = RunOptions::new()
             .map_err(ort_err("creating run options"))?
-            .with_outputs(OutputSelector::default().preallocate(obs_output_name, zeros(obs_out_shape)?));
+            .with_outputs(
+                OutputSelector::default().preallocate(obs_output_name, zeros(obs_out_shape)?),
+            );
 
         let (vel_inputs, vel_run) = if m.kind == PolicyKind::Maniflow {
             let vg = pkg.graph("velocity").ok_or_else(|| EngineError::Config {
@@ -262,16 +293,24 @@ impl Engine {
             }
             let run = RunOptions::new()
                 .map_err(ort_err("creating run options"))?
-                .with_outputs(OutputSelector::default().preallocate("velocity", zeros(vec![1, horizon, da])?));
+                .with_outputs(
+                    OutputSelector::default().preallocate("velocity", zeros(vec![1, horizon, da])?),
+                );
             (Some(GraphInputs { roles, values }), Some(run))
         } else {
             (None, None)
         };
 
         let sampler = m.sampler.clone();
-        let steps = opts.steps.or(sampler.as_ref().map(|s| s.steps)).unwrap_or(1);
+        let steps = opts
+            .steps
+            .or(sampler.as_ref().map(|s| s.steps))
+            .unwrap_or(1);
         if steps == 0 {
-            return Err(EngineError::Config { what: "--steps".into(), message: "must be >= 1".into() });
+            return Err(EngineError::Config {
+                what: "--steps".into(),
+                message: "must be >= 1".into(),
+            });
         }
         let seed = opts.seed.or(sampler.as_ref().map(|s| s.seed)).unwrap_or(0);
         let target_t = sampler.as_ref().map_or(TargetT::Relative, |s| s.target_t);
@@ -342,7 +381,10 @@ impl Engine {
     /// Change the number of sampling steps (ManiFlow).
     pub fn set_steps(&mut self, steps: usize) -> Result<(), EngineError> {
         if steps == 0 {
-            return Err(EngineError::Config { what: "steps".into(), message: "must be >= 1".into() });
+            return Err(EngineError::Config {
+                what: "steps".into(),
+                message: "must be >= 1".into(),
+            });
         }
         self.steps = steps;
         Ok(())
@@ -359,18 +401,33 @@ impl Engine {
 
     /// Preprocess one observation step into the input tensors. `step` counts
     /// from 0 = oldest to n_obs_steps - 1 = newest.
-    pub fn set_observation(&mut self, step: usize, obs: &ObservationStep<'_>) -> Result<(), EngineError> {
+    pub fn set_observation(
+        &mut self,
+        step: usize,
+        obs: &ObservationStep<'_>,
+    ) -> Result<(), EngineError> {
         if step >= self.to {
-            return Err(EngineError::input("observation", format!("step {step} >= n_obs_steps {}", self.to)));
+            return Err(EngineError::input(
+                "observation",
+                format!("step {step} >= n_obs_steps {}", self.to),
+            ));
         }
         let n_cams = self.pkg.manifest.inputs.cameras.len();
         if obs.cameras.len() != n_cams {
             return Err(EngineError::input(
                 "observation.images",
-                format!("{} frames given, the policy has {n_cams} cameras", obs.cameras.len()),
+                format!(
+                    "{} frames given, the policy has {n_cams} cameras",
+                    obs.cameras.len()
+                ),
             ));
         }
-        for (role, value) in self.obs_inputs.roles.iter().zip(self.obs_inputs.values.iter_mut()) {
+        for (role, value) in self
+            .obs_inputs
+            .roles
+            .iter()
+            .zip(self.obs_inputs.values.iter_mut())
+        {
             let (_, data) = value.extract_tensor_mut();
             let per_step = data.len() / self.to;
             let slot = &mut data[step * per_step..(step + 1) * per_step];
@@ -393,16 +450,36 @@ impl Engine {
                     pre.process(&frame, slot)?;
                 }
                 Role::State => {
-                    let key = self.pkg.manifest.inputs.state.as_ref().map_or("observation.state", |s| s.key.as_str());
+                    let key = self
+                        .pkg
+                        .manifest
+                        .inputs
+                        .state
+                        .as_ref()
+                        .map_or("observation.state", |s| s.key.as_str());
                     let (Some(x), Some(n)) = (obs.state, self.state_norm.as_ref()) else {
-                        return Err(EngineError::input(key, "is required by the policy but missing"));
+                        return Err(EngineError::input(
+                            key,
+                            "is required by the policy but missing",
+                        ));
                     };
                     normalize_vector(key, n, x, slot)?;
                 }
                 Role::Taxels => {
-                    let key = self.pkg.manifest.inputs.tactile.as_ref().map_or("tactile", |t| t.key());
-                    let (Some(TactileReading::Taxels(x)), Some(n)) = (obs.tactile, self.tactile_norm.as_ref()) else {
-                        return Err(EngineError::input(key, "taxels are required by the policy but missing"));
+                    let key = self
+                        .pkg
+                        .manifest
+                        .inputs
+                        .tactile
+                        .as_ref()
+                        .map_or("tactile", |t| t.key());
+                    let (Some(TactileReading::Taxels(x)), Some(n)) =
+                        (obs.tactile, self.tactile_norm.as_ref())
+                    else {
+                        return Err(EngineError::input(
+                            key,
+                            "taxels are required by the policy but missing",
+                        ));
                     };
                     normalize_vector(key, n, x, slot)?;
                 }
@@ -426,7 +503,10 @@ impl Engine {
     /// As `infer`, with the initial sample `x0` `(horizon, Da)` given (parity tests).
     pub fn infer_with_noise(&mut self, x0: &[f32]) -> Result<&[f32], EngineError> {
         if x0.len() != self.x.len() {
-            return Err(EngineError::input("noise", format!("has {} values, expected {}", x0.len(), self.x.len())));
+            return Err(EngineError::input(
+                "noise",
+                format!("has {} values, expected {}", x0.len(), self.x.len()),
+            ));
         }
         self.x.copy_from_slice(x0);
         self.run_current()
@@ -441,7 +521,10 @@ impl Engine {
         match self.kind {
             PolicyKind::Act => {
                 let p0 = Instant::now();
-                let (_, y) = self.obs_output.try_extract_tensor::<f32>().map_err(ort_err("reading act output"))?;
+                let (_, y) = self
+                    .obs_output
+                    .try_extract_tensor::<f32>()
+                    .map_err(ort_err("reading act output"))?;
                 self.x.copy_from_slice(y);
                 post += p0.elapsed();
                 self.times.velocity = Duration::ZERO;
@@ -461,11 +544,16 @@ impl Engine {
                     let p1 = Instant::now();
                     self.run_velocity()?;
                     let p2 = Instant::now();
-                    let out = self.vel_output.as_ref().ok_or_else(|| EngineError::Config {
-                        what: "engine".into(),
-                        message: "velocity output missing".into(),
-                    })?;
-                    let (_, v) = out.try_extract_tensor::<f32>().map_err(ort_err("reading velocity"))?;
+                    let out = self
+                        .vel_output
+                        .as_ref()
+                        .ok_or_else(|| EngineError::Config {
+                            what: "engine".into(),
+                            message: "velocity output missing".into(),
+                        })?;
+                    let (_, v) = out
+                        .try_extract_tensor::<f32>()
+                        .map_err(ort_err("reading velocity"))?;
                     // x = x + dt * v  (explicit Euler)
                     for (xi, vi) in self.x.iter_mut().zip(v) {
                         *xi += dt * vi;
@@ -488,7 +576,9 @@ impl Engine {
     }
 
     fn write_velocity_inputs(&mut self, t: f32, target: f32) -> Result<(), EngineError> {
-        let Some(vi) = self.vel_inputs.as_mut() else { return Ok(()) };
+        let Some(vi) = self.vel_inputs.as_mut() else {
+            return Ok(());
+        };
         for (role, value) in vi.roles.iter().zip(vi.values.iter_mut()) {
             let (_, data) = value.extract_tensor_mut();
             match role {
@@ -503,27 +593,48 @@ impl Engine {
 
     /// Run the observation graph (encoder or act) once with the current inputs.
     pub fn run_obs_graph(&mut self) -> Result<(), EngineError> {
-        let graph_name = if self.kind == PolicyKind::Maniflow { "encoder" } else { "act" };
+        let graph_name = if self.kind == PolicyKind::Maniflow {
+            "encoder"
+        } else {
+            "act"
+        };
         let idx = self.graph_index(graph_name)?;
-        let inputs: ArrayVec<SessionInputValue<'_>, 8> =
-            self.obs_inputs.values.iter().map(SessionInputValue::from).collect();
+        let inputs: ArrayVec<SessionInputValue<'_>, 8> = self
+            .obs_inputs
+            .values
+            .iter()
+            .map(SessionInputValue::from)
+            .collect();
         let session = &mut self.pkg.graphs[idx].session;
-        let out = session.run_with_options(&inputs[..], &self.obs_run).map_err(ort_err(graph_name))?;
+        let out = session
+            .run_with_options(&inputs[..], &self.obs_run)
+            .map_err(ort_err(graph_name))?;
         drop(out);
         Ok(())
     }
 
     fn run_obs_graph_taking_output(&mut self) -> Result<DynValue, EngineError> {
-        let graph_name = if self.kind == PolicyKind::Maniflow { "encoder" } else { "act" };
+        let graph_name = if self.kind == PolicyKind::Maniflow {
+            "encoder"
+        } else {
+            "act"
+        };
         let idx = self.graph_index(graph_name)?;
-        let inputs: ArrayVec<SessionInputValue<'_>, 8> =
-            self.obs_inputs.values.iter().map(SessionInputValue::from).collect();
+        let inputs: ArrayVec<SessionInputValue<'_>, 8> = self
+            .obs_inputs
+            .values
+            .iter()
+            .map(SessionInputValue::from)
+            .collect();
         let session = &mut self.pkg.graphs[idx].session;
-        let mut out = session.run_with_options(&inputs[..], &self.obs_run).map_err(ort_err(graph_name))?;
-        out.remove(self.obs_output_name).ok_or_else(|| EngineError::Config {
-            what: format!("graph {graph_name}"),
-            message: format!("produced no `{}`", self.obs_output_name),
-        })
+        let mut out = session
+            .run_with_options(&inputs[..], &self.obs_run)
+            .map_err(ort_err(graph_name))?;
+        out.remove(self.obs_output_name)
+            .ok_or_else(|| EngineError::Config {
+                what: format!("graph {graph_name}"),
+                message: format!("produced no `{}`", self.obs_output_name),
+            })
     }
 
     /// Run one velocity step with the current inputs (x_t, t, target_t) and the encoder's context.
@@ -544,7 +655,10 @@ impl Engine {
     fn run_velocity_inner(&mut self) -> Result<Option<DynValue>, EngineError> {
         let idx = self.graph_index("velocity")?;
         let (Some(vi), Some(run)) = (self.vel_inputs.as_ref(), self.vel_run.as_ref()) else {
-            return Err(EngineError::Config { what: "engine".into(), message: "not a ManiFlow policy".into() });
+            return Err(EngineError::Config {
+                what: "engine".into(),
+                message: "not a ManiFlow policy".into(),
+            });
         };
         let inputs: ArrayVec<SessionInputValue<'_>, 8> = vi
             .roles
@@ -559,15 +673,21 @@ impl Engine {
             })
             .collect();
         let session = &mut self.pkg.graphs[idx].session;
-        let mut out = session.run_with_options(&inputs[..], run).map_err(ort_err("velocity"))?;
+        let mut out = session
+            .run_with_options(&inputs[..], run)
+            .map_err(ort_err("velocity"))?;
         Ok(out.remove("velocity"))
     }
 
     fn graph_index(&self, name: &str) -> Result<usize, EngineError> {
-        self.pkg.graphs.iter().position(|g| g.name == name).ok_or_else(|| EngineError::Config {
-            what: "policy package".into(),
-            message: format!("graph `{name}` is missing"),
-        })
+        self.pkg
+            .graphs
+            .iter()
+            .position(|g| g.name == name)
+            .ok_or_else(|| EngineError::Config {
+                what: "policy package".into(),
+                message: format!("graph `{name}` is missing"),
+            })
     }
 }
 
@@ -577,13 +697,31 @@ mod tests {
 
     #[test]
     fn device_strings_parse_or_say_what_is_missing() {
-        assert_eq!("cpu".parse::<ExecutionProvider>(), Ok(ExecutionProvider::Cpu));
-        assert!("cpu:1".parse::<ExecutionProvider>().unwrap_err().contains("no device index"));
-        assert!("tpu".parse::<ExecutionProvider>().unwrap_err().contains("unknown device `tpu`"));
-        assert!("cuda:x".parse::<ExecutionProvider>().unwrap_err().contains("bad device index"));
+        assert_eq!(
+            "cpu".parse::<ExecutionProvider>(),
+            Ok(ExecutionProvider::Cpu)
+        );
+        assert!("cpu:1"
+            .parse::<ExecutionProvider>()
+            .unwrap_err()
+            .contains("no device index"));
+        assert!("tpu"
+            .parse::<ExecutionProvider>()
+            .unwrap_err()
+            .contains("unknown device `tpu`"));
+        assert!("cuda:x"
+            .parse::<ExecutionProvider>()
+            .unwrap_err()
+            .contains("bad device index"));
         #[cfg(not(feature = "cuda"))]
-        assert!("cuda:0".parse::<ExecutionProvider>().unwrap_err().contains("--features cuda"));
+        assert!("cuda:0"
+            .parse::<ExecutionProvider>()
+            .unwrap_err()
+            .contains("--features cuda"));
         #[cfg(feature = "cuda")]
-        assert_eq!("cuda:1".parse::<ExecutionProvider>(), Ok(ExecutionProvider::Cuda { device_id: 1 }));
+        assert_eq!(
+            "cuda:1".parse::<ExecutionProvider>(),
+            Ok(ExecutionProvider::Cuda { device_id: 1 })
+        );
     }
 }

@@ -17,13 +17,26 @@ pub enum PackageError {
     #[error("{file}: {message}")]
     Manifest { file: String, message: String },
     #[error("{file}: field `{field}` {message}")]
-    Field { file: String, field: String, message: String },
+    Field {
+        file: String,
+        field: String,
+        message: String,
+    },
     #[error("{}: sha256 is {actual} but policy.toml `graphs.{graph}.sha256` says {expected} (file changed or corrupt)", file.display())]
-    Checksum { file: PathBuf, graph: String, expected: String, actual: String },
+    Checksum {
+        file: PathBuf,
+        graph: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{}: ONNX Runtime cannot load this graph (corrupt or not ONNX): {message}", file.display())]
     Graph { file: PathBuf, message: String },
     #[error("{}: tensor `{tensor}` {message}", file.display())]
-    Interface { file: PathBuf, tensor: String, message: String },
+    Interface {
+        file: PathBuf,
+        tensor: String,
+        message: String,
+    },
 }
 
 /// Running a policy.
@@ -45,7 +58,10 @@ pub enum EngineError {
 
 impl EngineError {
     pub(crate) fn input(input: impl Into<String>, message: impl Into<String>) -> Self {
-        EngineError::Input { input: input.into(), message: message.into() }
+        EngineError::Input {
+            input: input.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 #[derive(Parser)]
-#[command(name = "maniflow", version, about = "Real-time runtime for ManiFlow and ACT robot policies")]
+#[command(
+    name = "maniflow",
+    version,
+    about = "Real-time runtime for ManiFlow and ACT robot policies"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

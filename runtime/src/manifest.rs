@@ -125,7 +125,14 @@ impl TactileInput {
     pub fn as_image(&self) -> Option<ImageInput> {
         match self {
             TactileInput::Taxels { .. } => None,
-            TactileInput::Image { key, height, width, channels, color_order, resize } => Some(ImageInput {
+            TactileInput::Image {
+                key,
+                height,
+                width,
+                channels,
+                color_order,
+                resize,
+            } => Some(ImageInput {
                 key: key.clone(),
                 height: *height,
                 width: *width,
@@ -326,19 +333,32 @@ impl Manifest {
     pub fn features(&self) -> Vec<Feature> {
         let mut out = Vec::new();
         for c in &self.inputs.cameras {
-            out.push(Feature { key: c.key.clone(), stat_len: c.channels });
+            out.push(Feature {
+                key: c.key.clone(),
+                stat_len: c.channels,
+            });
         }
         if let Some(s) = &self.inputs.state {
-            out.push(Feature { key: s.key.clone(), stat_len: s.names.len() });
+            out.push(Feature {
+                key: s.key.clone(),
+                stat_len: s.names.len(),
+            });
         }
         match &self.inputs.tactile {
-            Some(TactileInput::Taxels { key, size }) => out.push(Feature { key: key.clone(), stat_len: *size }),
-            Some(TactileInput::Image { key, channels, .. }) => {
-                out.push(Feature { key: key.clone(), stat_len: *channels })
-            }
+            Some(TactileInput::Taxels { key, size }) => out.push(Feature {
+                key: key.clone(),
+                stat_len: *size,
+            }),
+            Some(TactileInput::Image { key, channels, .. }) => out.push(Feature {
+                key: key.clone(),
+                stat_len: *channels,
+            }),
             None => {}
         }
-        out.push(Feature { key: self.outputs.action.key.clone(), stat_len: self.outputs.action.dim() });
+        out.push(Feature {
+            key: self.outputs.action.key.clone(),
+            stat_len: self.outputs.action.dim(),
+        });
         out
     }
 
@@ -352,19 +372,28 @@ impl Manifest {
         if self.format_version != FORMAT_VERSION {
             return Err(bad(
                 "format_version",
-                format!("is {}, this runtime reads format {FORMAT_VERSION}", self.format_version),
+                format!(
+                    "is {}, this runtime reads format {FORMAT_VERSION}",
+                    self.format_version
+                ),
             ));
         }
         if self.n_obs_steps == 0 {
             return Err(bad("n_obs_steps", "must be >= 1".into()));
         }
         if self.kind == PolicyKind::Act && self.n_obs_steps != 1 {
-            return Err(bad("n_obs_steps", format!("is {}, ACT packages take exactly 1", self.n_obs_steps)));
+            return Err(bad(
+                "n_obs_steps",
+                format!("is {}, ACT packages take exactly 1", self.n_obs_steps),
+            ));
         }
         for (i, cam) in self.image_inputs().iter().enumerate() {
             let f = format!("inputs.cameras[{i}] ({})", cam.key);
             if cam.channels != 3 {
-                return Err(bad(&format!("{f}.channels"), format!("is {}, only 3 is supported", cam.channels)));
+                return Err(bad(
+                    &format!("{f}.channels"),
+                    format!("is {}, only 3 is supported", cam.channels),
+                ));
             }
             if cam.height == 0 || cam.width == 0 {
                 return Err(bad(&f, "height and width must be >= 1".into()));
@@ -386,7 +415,10 @@ impl Manifest {
                 return Err(bad("inputs.tactile.size", "must be >= 1".into()));
             }
         }
-        if self.inputs.cameras.is_empty() && self.inputs.state.is_none() && self.inputs.tactile.is_none() {
+        if self.inputs.cameras.is_empty()
+            && self.inputs.state.is_none()
+            && self.inputs.tactile.is_none()
+        {
             return Err(bad("inputs", "declares no input".into()));
         }
         let a = &self.outputs.action;
@@ -419,7 +451,10 @@ impl Manifest {
         for f in &features {
             let field = format!("normalization.\"{}\"", f.key);
             let Some(norm) = self.normalization.get(&f.key) else {
-                return Err(bad(&field, "is missing (use mode = \"identity\" to say none)".into()));
+                return Err(bad(
+                    &field,
+                    "is missing (use mode = \"identity\" to say none)".into(),
+                ));
             };
             for (name, v) in norm.stats() {
                 if v.len() != f.stat_len {
@@ -429,24 +464,39 @@ impl Manifest {
                     ));
                 }
                 if let Some(j) = v.iter().position(|x| !x.is_finite()) {
-                    return Err(bad(&format!("{field}.{name}[{j}]"), format!("is {}, stats must be finite", v[j])));
+                    return Err(bad(
+                        &format!("{field}.{name}[{j}]"),
+                        format!("is {}, stats must be finite", v[j]),
+                    ));
                 }
             }
             if let Some(eps) = norm.eps() {
                 if !(eps.is_finite() && eps >= 0.0) {
-                    return Err(bad(&format!("{field}.eps"), format!("is {eps}, must be finite and >= 0")));
+                    return Err(bad(
+                        &format!("{field}.eps"),
+                        format!("is {eps}, must be finite and >= 0"),
+                    ));
                 }
             }
             match norm {
                 Normalization::MeanStd { std, .. } => {
                     if let Some(j) = std.iter().position(|s| *s < 0.0) {
-                        return Err(bad(&format!("{field}.std[{j}]"), format!("is {}, must be >= 0", std[j])));
+                        return Err(bad(
+                            &format!("{field}.std[{j}]"),
+                            format!("is {}, must be >= 0", std[j]),
+                        ));
                     }
                 }
-                Normalization::MinMax { min: lo, max: hi, .. }
+                Normalization::MinMax {
+                    min: lo, max: hi, ..
+                }
                 | Normalization::Limits { min: lo, max: hi }
-                | Normalization::Quantiles { q01: lo, q99: hi, .. }
-                | Normalization::Quantile10 { q10: lo, q90: hi, .. } => {
+                | Normalization::Quantiles {
+                    q01: lo, q99: hi, ..
+                }
+                | Normalization::Quantile10 {
+                    q10: lo, q90: hi, ..
+                } => {
                     if let Some(j) = lo.iter().zip(hi).position(|(l, h)| h < l) {
                         return Err(bad(
                             &format!("{field}[{j}]"),
@@ -457,8 +507,15 @@ impl Manifest {
                 Normalization::Identity => {}
             }
         }
-        if let Some(k) = self.normalization.keys().find(|k| !features.iter().any(|f| &f.key == *k)) {
-            return Err(bad(&format!("normalization.\"{k}\""), "names no input or output of this policy".into()));
+        if let Some(k) = self
+            .normalization
+            .keys()
+            .find(|k| !features.iter().any(|f| &f.key == *k))
+        {
+            return Err(bad(
+                &format!("normalization.\"{k}\""),
+                "names no input or output of this policy".into(),
+            ));
         }
         match self.kind {
             PolicyKind::Maniflow => {
@@ -469,10 +526,16 @@ impl Manifest {
                     return Err(bad("sampler.steps", "must be >= 1".into()));
                 }
                 if self.graphs.encoder.is_none() {
-                    return Err(bad("graphs.encoder", "is required for kind = \"maniflow\"".into()));
+                    return Err(bad(
+                        "graphs.encoder",
+                        "is required for kind = \"maniflow\"".into(),
+                    ));
                 }
                 if self.graphs.velocity.is_none() {
-                    return Err(bad("graphs.velocity", "is required for kind = \"maniflow\"".into()));
+                    return Err(bad(
+                        "graphs.velocity",
+                        "is required for kind = \"maniflow\"".into(),
+                    ));
                 }
                 if self.graphs.act.is_some() {
                     return Err(bad("graphs.act", "belongs to kind = \"act\"".into()));
@@ -495,17 +558,26 @@ impl Manifest {
             if m.start >= m.end || m.start < prev_end {
                 return Err(bad(
                     &format!("modality_map[{i}] ({})", m.modality),
-                    format!("range [{}, {}) is empty, reversed or overlaps the previous one", m.start, m.end),
+                    format!(
+                        "range [{}, {}) is empty, reversed or overlaps the previous one",
+                        m.start, m.end
+                    ),
                 ));
             }
             prev_end = m.end;
         }
         for (name, g) in self.graph_files() {
             if g.sha256.len() != 64 || !g.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(bad(&format!("graphs.{name}.sha256"), "must be 64 hex digits".into()));
+                return Err(bad(
+                    &format!("graphs.{name}.sha256"),
+                    "must be 64 hex digits".into(),
+                ));
             }
             if g.file.contains('/') || g.file.contains('\\') || g.file.is_empty() {
-                return Err(bad(&format!("graphs.{name}.file"), format!("`{}` must be a plain file name", g.file)));
+                return Err(bad(
+                    &format!("graphs.{name}.file"),
+                    format!("`{}` must be a plain file name", g.file),
+                ));
             }
         }
         Ok(())

@@ -29,7 +29,12 @@ pub struct Normalizer {
 impl Normalizer {
     /// Build from validated manifest statistics for a feature of `len` values.
     pub fn new(norm: &Normalization, len: usize) -> Normalizer {
-        let mut n = Normalizer { sub: vec![0.0; len], mul: vec![1.0; len], add: vec![0.0; len], inv: vec![1.0; len] };
+        let mut n = Normalizer {
+            sub: vec![0.0; len],
+            mul: vec![1.0; len],
+            add: vec![0.0; len],
+            inv: vec![1.0; len],
+        };
         let lerobot_minmax = |n: &mut Normalizer, lo: &[f32], hi: &[f32], eps: f32| {
             for i in 0..len {
                 let mut d = hi[i] - lo[i];
@@ -114,7 +119,14 @@ mod tests {
 
     #[test]
     fn mean_std_follows_lerobot_eps_rules() {
-        let n = Normalizer::new(&Normalization::MeanStd { mean: vec![1.0, -2.0], std: vec![2.0, 0.0], eps: 1e-8 }, 2);
+        let n = Normalizer::new(
+            &Normalization::MeanStd {
+                mean: vec![1.0, -2.0],
+                std: vec![2.0, 0.0],
+                eps: 1e-8,
+            },
+            2,
+        );
         let mut y = [0.0; 2];
         n.normalize(&[5.0, -2.0], &mut y);
         close(y[0], 2.0); // (5 - 1) / (2 + 1e-8)
@@ -127,7 +139,14 @@ mod tests {
 
     #[test]
     fn min_max_and_quantiles() {
-        let n = Normalizer::new(&Normalization::MinMax { min: vec![0.0, 3.0], max: vec![10.0, 3.0], eps: 1e-8 }, 2);
+        let n = Normalizer::new(
+            &Normalization::MinMax {
+                min: vec![0.0, 3.0],
+                max: vec![10.0, 3.0],
+                eps: 1e-8,
+            },
+            2,
+        );
         let mut y = [0.0; 2];
         n.normalize(&[2.5, 3.0], &mut y);
         close(y[0], -0.5); // 2 * 2.5 / 10 - 1
@@ -136,7 +155,14 @@ mod tests {
         n.unnormalize(&[0.0, 0.0], &mut x);
         close(x[0], 5.0);
         close(x[1], 3.0 + 0.5e-8);
-        let q = Normalizer::new(&Normalization::Quantiles { q01: vec![-1.0], q99: vec![1.0], eps: 1e-8 }, 1);
+        let q = Normalizer::new(
+            &Normalization::Quantiles {
+                q01: vec![-1.0],
+                q99: vec![1.0],
+                eps: 1e-8,
+            },
+            1,
+        );
         let mut y = [0.0];
         q.normalize(&[0.5], &mut y);
         close(y[0], 0.5);
@@ -144,7 +170,13 @@ mod tests {
 
     #[test]
     fn limits_maps_constant_dims_to_zero() {
-        let n = Normalizer::new(&Normalization::Limits { min: vec![-90.0, 7.0], max: vec![90.0, 7.0] }, 2);
+        let n = Normalizer::new(
+            &Normalization::Limits {
+                min: vec![-90.0, 7.0],
+                max: vec![90.0, 7.0],
+            },
+            2,
+        );
         let mut y = [0.0; 2];
         n.normalize(&[45.0, 7.0], &mut y);
         close(y[0], 0.5);

@@ -17,7 +17,8 @@ use crate::error::OrtLoadError;
 /// Minimum ONNX Runtime minor version (`ort` 2.0.0-rc.15 speaks API 31 = 1.31).
 pub const MIN_MINOR: u32 = 31;
 
-static LOADED: OnceLock<Result<(PathBuf, ort::environment::Environment), OrtLoadError>> = OnceLock::new();
+static LOADED: OnceLock<Result<(PathBuf, ort::environment::Environment), OrtLoadError>> =
+    OnceLock::new();
 
 /// Candidate library paths in search order.
 pub fn candidates() -> Vec<PathBuf> {
@@ -41,10 +42,16 @@ pub fn candidates() -> Vec<PathBuf> {
     roots.push(ws);
     for root in roots {
         let lib = root.join(".venv/lib");
-        let Ok(entries) = std::fs::read_dir(&lib) else { continue };
+        let Ok(entries) = std::fs::read_dir(&lib) else {
+            continue;
+        };
         let mut pys: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python3")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("python3"))
+            })
             .collect();
         pys.sort();
         for py in pys {
@@ -81,9 +88,14 @@ pub fn init() -> Result<(PathBuf, ort::environment::Environment), OrtLoadError> 
             let cands = candidates();
             let Some(path) = cands.iter().find(|p| p.is_file()).cloned() else {
                 let looked: Vec<String> = cands.iter().map(|p| p.display().to_string()).collect();
-                return Err(OrtLoadError::NotFound { looked: looked.join(", ") });
+                return Err(OrtLoadError::NotFound {
+                    looked: looked.join(", "),
+                });
             };
-            let unusable = |message: String| OrtLoadError::Unusable { path: path.clone(), message };
+            let unusable = |message: String| OrtLoadError::Unusable {
+                path: path.clone(),
+                message,
+            };
             let builder = ort::init_from(&path).map_err(|e| unusable(e.to_string()))?;
             let env = builder
                 .with_name("maniflow")

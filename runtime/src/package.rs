@@ -58,7 +58,10 @@ impl PolicyPackage {
     /// Read and check only the manifest (no ONNX Runtime needed).
     pub fn read_manifest(dir: &Path) -> Result<Manifest, PackageError> {
         let path = dir.join("policy.toml");
-        let text = std::fs::read_to_string(&path).map_err(|source| PackageError::Io { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| PackageError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let origin = path.display().to_string();
         let manifest = Manifest::from_toml(&text, &origin)?;
         manifest.validate(&origin)?;
@@ -75,7 +78,10 @@ impl PolicyPackage {
         let mut graphs = Vec::new();
         for (name, g) in manifest.graph_files() {
             let path = dir.join(&g.file);
-            let bytes = std::fs::read(&path).map_err(|source| PackageError::Io { path: path.clone(), source })?;
+            let bytes = std::fs::read(&path).map_err(|source| PackageError::Io {
+                path: path.clone(),
+                source,
+            })?;
             let actual = sha256_hex(&bytes);
             if !actual.eq_ignore_ascii_case(&g.sha256) {
                 return Err(PackageError::Checksum {
@@ -87,8 +93,14 @@ impl PolicyPackage {
                 .into());
             }
             let session = build_session(&env, opts, &bytes).map_err(|e| match e {
-                SessionBuildError::Ort(m) => EngineError::from(PackageError::Graph { file: path.clone(), message: m }),
-                SessionBuildError::Config(m) => EngineError::Config { what: "execution provider".into(), message: m },
+                SessionBuildError::Ort(m) => EngineError::from(PackageError::Graph {
+                    file: path.clone(),
+                    message: m,
+                }),
+                SessionBuildError::Config(m) => EngineError::Config {
+                    what: "execution provider".into(),
+                    message: m,
+                },
             })?;
             graphs.push(Graph {
                 name,
@@ -98,7 +110,12 @@ impl PolicyPackage {
                 session,
             });
         }
-        let mut pkg = PolicyPackage { dir: dir.to_path_buf(), manifest, graphs, context: ContextShape::default() };
+        let mut pkg = PolicyPackage {
+            dir: dir.to_path_buf(),
+            manifest,
+            graphs,
+            context: ContextShape::default(),
+        };
         pkg.check_interfaces()?;
         Ok(pkg)
     }
@@ -121,16 +138,24 @@ impl PolicyPackage {
             PolicyKind::Maniflow => {
                 let mut inputs: Vec<(String, Dims)> = Vec::new();
                 for cam in &m.inputs.cameras {
-                    inputs.push((cam.key.clone(), vec![b, D::Is(to), D::Is(3), D::Is(cam.height), D::Is(cam.width)]));
+                    inputs.push((
+                        cam.key.clone(),
+                        vec![b, D::Is(to), D::Is(3), D::Is(cam.height), D::Is(cam.width)],
+                    ));
                 }
                 if let Some(s) = &m.inputs.state {
                     inputs.push((s.key.clone(), vec![b, D::Is(to), D::Is(s.names.len())]));
                 }
                 match &m.inputs.tactile {
-                    Some(TactileInput::Taxels { key, size }) => inputs.push((key.clone(), vec![b, D::Is(to), D::Is(*size)])),
-                    Some(TactileInput::Image { key, height, width, .. }) => {
-                        inputs.push((key.clone(), vec![b, D::Is(to), D::Is(3), D::Is(*height), D::Is(*width)]))
+                    Some(TactileInput::Taxels { key, size }) => {
+                        inputs.push((key.clone(), vec![b, D::Is(to), D::Is(*size)]))
                     }
+                    Some(TactileInput::Image {
+                        key, height, width, ..
+                    }) => inputs.push((
+                        key.clone(),
+                        vec![b, D::Is(to), D::Is(3), D::Is(*height), D::Is(*width)],
+                    )),
                     None => {}
                 }
                 let enc = self.graph("encoder").ok_or_else(|| missing("encoder"))?;
@@ -161,7 +186,10 @@ impl PolicyPackage {
                     ],
                     &[("velocity".into(), act_dims)],
                 )?;
-                self.context = ContextShape { tokens: l, width: dc };
+                self.context = ContextShape {
+                    tokens: l,
+                    width: dc,
+                };
             }
             PolicyKind::Act => {
                 let mut inputs: Vec<(String, Dims)> = Vec::new();
@@ -169,18 +197,30 @@ impl PolicyPackage {
                     inputs.push((s.key.clone(), vec![b, D::Is(s.names.len())]));
                 }
                 for cam in &m.inputs.cameras {
-                    inputs.push((cam.key.clone(), vec![b, D::Is(3), D::Is(cam.height), D::Is(cam.width)]));
+                    inputs.push((
+                        cam.key.clone(),
+                        vec![b, D::Is(3), D::Is(cam.height), D::Is(cam.width)],
+                    ));
                 }
                 if let Some(t) = &m.inputs.tactile {
                     match t {
-                        TactileInput::Taxels { key, size } => inputs.push((key.clone(), vec![b, D::Is(*size)])),
-                        TactileInput::Image { key, height, width, .. } => {
-                            inputs.push((key.clone(), vec![b, D::Is(3), D::Is(*height), D::Is(*width)]))
+                        TactileInput::Taxels { key, size } => {
+                            inputs.push((key.clone(), vec![b, D::Is(*size)]))
                         }
+                        TactileInput::Image {
+                            key, height, width, ..
+                        } => inputs.push((
+                            key.clone(),
+                            vec![b, D::Is(3), D::Is(*height), D::Is(*width)],
+                        )),
                     }
                 }
                 let g = self.graph("act").ok_or_else(|| missing("act"))?;
-                check_graph(g, &inputs, &[("action".into(), vec![b, D::Is(a.horizon), D::Is(a.dim())])])?;
+                check_graph(
+                    g,
+                    &inputs,
+                    &[("action".into(), vec![b, D::Is(a.horizon), D::Is(a.dim())])],
+                )?;
             }
         }
         Ok(())
@@ -188,7 +228,11 @@ impl PolicyPackage {
 }
 
 fn missing(name: &str) -> PackageError {
-    PackageError::Field { file: "policy.toml".into(), field: format!("graphs.{name}"), message: "is missing".into() }
+    PackageError::Field {
+        file: "policy.toml".into(),
+        field: format!("graphs.{name}"),
+        message: "is missing".into(),
+    }
 }
 
 fn shape_of(vt: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
@@ -234,7 +278,10 @@ fn check_side(
             return Err(err(name, format!("is not a tensor ({vt})")));
         };
         if ty != TensorElementType::Float32 {
-            return Err(err(name, format!("has element type {ty:?}, the format requires float32")));
+            return Err(err(
+                name,
+                format!("has element type {ty:?}, the format requires float32"),
+            ));
         }
         let mismatch = shape.len() != dims.len()
             || shape.iter().zip(dims).any(|(s, d)| match d {
@@ -246,29 +293,60 @@ fn check_side(
         if mismatch {
             return Err(err(
                 name,
-                format!("has shape {shape:?} in the graph but policy.toml implies {} (-1 = symbolic)", fmt_dims(dims)),
+                format!(
+                    "has shape {shape:?} in the graph but policy.toml implies {} (-1 = symbolic)",
+                    fmt_dims(dims)
+                ),
             ));
         }
     }
-    if let Some((extra, _)) = actual.iter().find(|(n, _)| !expected.iter().any(|(e, _)| e == n)) {
-        return Err(err(extra, format!("is a graph {side} that policy.toml does not declare")));
+    if let Some((extra, _)) = actual
+        .iter()
+        .find(|(n, _)| !expected.iter().any(|(e, _)| e == n))
+    {
+        return Err(err(
+            extra,
+            format!("is a graph {side} that policy.toml does not declare"),
+        ));
     }
     Ok(())
 }
 
-fn check_graph(g: &Graph, inputs: &[(String, Dims)], outputs: &[(String, Dims)]) -> Result<(), PackageError> {
-    let ins = g.session.inputs().iter().map(|o| (o.name().to_string(), o.dtype().clone())).collect();
+fn check_graph(
+    g: &Graph,
+    inputs: &[(String, Dims)],
+    outputs: &[(String, Dims)],
+) -> Result<(), PackageError> {
+    let ins = g
+        .session
+        .inputs()
+        .iter()
+        .map(|o| (o.name().to_string(), o.dtype().clone()))
+        .collect();
     check_side(g, "input", ins, inputs)?;
-    let outs = g.session.outputs().iter().map(|o| (o.name().to_string(), o.dtype().clone())).collect();
+    let outs = g
+        .session
+        .outputs()
+        .iter()
+        .map(|o| (o.name().to_string(), o.dtype().clone()))
+        .collect();
     // Outputs may carry extra tensors only if the manifest says so; it never does.
     check_side(g, "output", outs, outputs)
 }
 
 /// The fixed dims of a graph output (batch excluded from the fixedness check).
 fn fixed_dims(g: &Graph, name: &str, input: bool) -> Result<Vec<usize>, PackageError> {
-    let list = if input { g.session.inputs() } else { g.session.outputs() };
+    let list = if input {
+        g.session.inputs()
+    } else {
+        g.session.outputs()
+    };
     let Some(o) = list.iter().find(|o| o.name() == name) else {
-        return Err(PackageError::Interface { file: g.path.clone(), tensor: name.into(), message: "is missing".into() });
+        return Err(PackageError::Interface {
+            file: g.path.clone(),
+            tensor: name.into(),
+            message: "is missing".into(),
+        });
     };
     let (_, shape) = shape_of(o.dtype()).unwrap_or((TensorElementType::Float32, vec![]));
     let mut out = Vec::new();
@@ -279,7 +357,9 @@ fn fixed_dims(g: &Graph, name: &str, input: bool) -> Result<Vec<usize>, PackageE
             return Err(PackageError::Interface {
                 file: g.path.clone(),
                 tensor: name.into(),
-                message: format!("dimension {i} is symbolic; the runtime needs a fixed size to preallocate"),
+                message: format!(
+                    "dimension {i} is symbolic; the runtime needs a fixed size to preallocate"
+                ),
             });
         } else {
             out.push(*s as usize);
@@ -294,31 +374,47 @@ pub(crate) enum SessionBuildError {
     Config(String),
 }
 
-fn build_session(env: &ort::environment::Environment, opts: &EngineOptions, bytes: &[u8]) -> Result<Session, SessionBuildError> {
+fn build_session(
+    env: &ort::environment::Environment,
+    opts: &EngineOptions,
+    bytes: &[u8],
+) -> Result<Session, SessionBuildError> {
     let o = |e: ort::Error| SessionBuildError::Ort(e.to_string());
     let mut b = Session::builder(env).map_err(o)?;
     b = b
         .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
         .map_err(|e| SessionBuildError::Ort(e.to_string()))?;
-    b = b.with_intra_threads(opts.intra_threads.max(1)).map_err(|e| SessionBuildError::Ort(e.to_string()))?;
-    b = b.with_inter_threads(1).map_err(|e| SessionBuildError::Ort(e.to_string()))?;
+    b = b
+        .with_intra_threads(opts.intra_threads.max(1))
+        .map_err(|e| SessionBuildError::Ort(e.to_string()))?;
+    b = b
+        .with_inter_threads(1)
+        .map_err(|e| SessionBuildError::Ort(e.to_string()))?;
     match opts.provider {
         ExecutionProvider::Cpu => {}
         #[cfg(feature = "cuda")]
         ExecutionProvider::Cuda { device_id } => {
-            let mut ep = ort::ep::CUDA::default().with_device_id(device_id as i32).build();
+            let mut ep = ort::ep::CUDA::default()
+                .with_device_id(device_id as i32)
+                .build();
             if opts.error_on_failure {
                 ep = ep.error_on_failure();
             }
-            b = b.with_execution_providers([ep]).map_err(|e| SessionBuildError::Config(e.to_string()))?;
+            b = b
+                .with_execution_providers([ep])
+                .map_err(|e| SessionBuildError::Config(e.to_string()))?;
         }
         #[cfg(feature = "tensorrt")]
         ExecutionProvider::TensorRt { device_id } => {
-            let mut ep = ort::ep::TensorRT::default().with_device_id(device_id as i32).build();
+            let mut ep = ort::ep::TensorRT::default()
+                .with_device_id(device_id as i32)
+                .build();
             if opts.error_on_failure {
                 ep = ep.error_on_failure();
             }
-            b = b.with_execution_providers([ep]).map_err(|e| SessionBuildError::Config(e.to_string()))?;
+            b = b
+                .with_execution_providers([ep])
+                .map_err(|e| SessionBuildError::Config(e.to_string()))?;
         }
     }
     b.commit_from_memory(bytes).map_err(o)

@@ -68,15 +68,31 @@ impl ResizePlan {
                     let f = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
                     let a = (f.floor() as usize).min(src - 1);
                     let b = (a + 1).min(src - 1);
-                    Tap { a, b, w: (f - a as f64) as f32 }
+                    Tap {
+                        a,
+                        b,
+                        w: (f - a as f64) as f32,
+                    }
                 }
             })
             .collect()
     }
 
     fn new(src_w: usize, src_h: usize, dst_w: usize, dst_h: usize, rule: ResizeRule) -> ResizePlan {
-        let xs = Self::taps(src_w, dst_w, rule).into_iter().map(|t| Tap { a: t.a * 3, b: t.b * 3, w: t.w }).collect();
-        ResizePlan { src_w, src_h, xs, ys: Self::taps(src_h, dst_h, rule) }
+        let xs = Self::taps(src_w, dst_w, rule)
+            .into_iter()
+            .map(|t| Tap {
+                a: t.a * 3,
+                b: t.b * 3,
+                w: t.w,
+            })
+            .collect();
+        ResizePlan {
+            src_w,
+            src_h,
+            xs,
+            ys: Self::taps(src_h, dst_h, rule),
+        }
     }
 
     /// Resize `src` (src_h, src_w, 3) into `dst` (dst_h, dst_w, 3).
@@ -89,8 +105,10 @@ impl ResizePlan {
             let out = &mut dst[y * dst_row..(y + 1) * dst_row];
             for (o, tx) in out.chunks_exact_mut(3).zip(&self.xs) {
                 for c in 0..3 {
-                    let top = f32::from(ra[tx.a + c]) * (1.0 - tx.w) + f32::from(ra[tx.b + c]) * tx.w;
-                    let bot = f32::from(rb[tx.a + c]) * (1.0 - tx.w) + f32::from(rb[tx.b + c]) * tx.w;
+                    let top =
+                        f32::from(ra[tx.a + c]) * (1.0 - tx.w) + f32::from(ra[tx.b + c]) * tx.w;
+                    let bot =
+                        f32::from(rb[tx.a + c]) * (1.0 - tx.w) + f32::from(rb[tx.b + c]) * tx.w;
                     let v = top * (1.0 - ty.w) + bot * ty.w;
                     o[c] = (v + 0.5) as u8;
                 }
@@ -129,9 +147,15 @@ impl ImagePreprocessor {
         let key = &self.spec.key;
         let (h, w) = (self.spec.height, self.spec.width);
         if out.len() != 3 * h * w {
-            return Err(EngineError::input(key.as_str(), "internal: output buffer has the wrong size"));
+            return Err(EngineError::input(
+                key.as_str(),
+                "internal: output buffer has the wrong size",
+            ));
         }
-        if frame.width == 0 || frame.height == 0 || frame.data.len() != frame.width * frame.height * 3 {
+        if frame.width == 0
+            || frame.height == 0
+            || frame.data.len() != frame.width * frame.height * 3
+        {
             return Err(EngineError::input(
                 key.as_str(),
                 "frame buffer length is not width * height * 3 (uint8 HWC with 3 channels expected)",
@@ -147,10 +171,19 @@ impl ImagePreprocessor {
                     "frame size differs from the manifest's height x width and resize = \"none\"",
                 ));
             }
-            let stale = self.plan.as_ref().is_none_or(|p| p.src_w != frame.width || p.src_h != frame.height);
+            let stale = self
+                .plan
+                .as_ref()
+                .is_none_or(|p| p.src_w != frame.width || p.src_h != frame.height);
             if stale {
                 // A new source resolution: plan once (allocates), then reuse.
-                self.plan = Some(ResizePlan::new(frame.width, frame.height, w, h, self.spec.resize));
+                self.plan = Some(ResizePlan::new(
+                    frame.width,
+                    frame.height,
+                    w,
+                    h,
+                    self.spec.resize,
+                ));
             }
             if let Some(plan) = &self.plan {
                 plan.run(frame.data, &mut self.resized);
@@ -158,7 +191,11 @@ impl ImagePreprocessor {
             &self.resized
         };
         // Source channel feeding each graph channel.
-        let map: [usize; 3] = if frame.order == self.spec.color_order { [0, 1, 2] } else { [2, 1, 0] };
+        let map: [usize; 3] = if frame.order == self.spec.color_order {
+            [0, 1, 2]
+        } else {
+            [2, 1, 0]
+        };
         let plane = h * w;
         let (o0, rest) = out.split_at_mut(plane);
         let (o1, o2) = rest.split_at_mut(plane);
@@ -173,9 +210,17 @@ impl ImagePreprocessor {
 }
 
 /// Normalise a sensor vector (state, taxels) into `out`, refusing NaN/Inf.
-pub fn normalize_vector(key: &str, norm: &Normalizer, x: &[f32], out: &mut [f32]) -> Result<(), EngineError> {
+pub fn normalize_vector(
+    key: &str,
+    norm: &Normalizer,
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<(), EngineError> {
     if x.len() != out.len() {
-        return Err(EngineError::input(key, format!("has {} values, the policy expects {}", x.len(), out.len())));
+        return Err(EngineError::input(
+            key,
+            format!("has {} values, the policy expects {}", x.len(), out.len()),
+        ));
     }
     if x.iter().any(|v| !v.is_finite()) {
         return Err(EngineError::input(key, "contains NaN or Inf"));
@@ -190,7 +235,14 @@ mod tests {
     use crate::manifest::Normalization;
 
     fn spec(h: usize, w: usize, order: ColorOrder, resize: ResizeRule) -> ImageInput {
-        ImageInput { key: "cam".into(), height: h, width: w, channels: 3, color_order: order, resize }
+        ImageInput {
+            key: "cam".into(),
+            height: h,
+            width: w,
+            channels: 3,
+            color_order: order,
+            resize,
+        }
     }
 
     #[test]
@@ -200,20 +252,46 @@ mod tests {
         // two pixels: (R,G,B) = (255,0,51) and (0,102,255), delivered as BGR
         let bgr = [51u8, 0, 255, 255, 102, 0];
         let mut out = [0.0f32; 6];
-        p.process(&Frame { data: &bgr, width: 2, height: 1, order: ColorOrder::Bgr }, &mut out).unwrap();
+        p.process(
+            &Frame {
+                data: &bgr,
+                width: 2,
+                height: 1,
+                order: ColorOrder::Bgr,
+            },
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, [1.0, 0.0, 0.0, 0.4, 0.2, 1.0]);
     }
 
     #[test]
     fn imagenet_normalisation_per_channel() {
         let norm = Normalizer::new(
-            &Normalization::MeanStd { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225], eps: 1e-8 },
+            &Normalization::MeanStd {
+                mean: vec![0.485, 0.456, 0.406],
+                std: vec![0.229, 0.224, 0.225],
+                eps: 1e-8,
+            },
             3,
         );
         let mut p = ImagePreprocessor::new(&spec(1, 1, ColorOrder::Rgb, ResizeRule::None), &norm);
         let mut out = [0.0f32; 3];
-        p.process(&Frame { data: &[255, 0, 128], width: 1, height: 1, order: ColorOrder::Rgb }, &mut out).unwrap();
-        let want = [(1.0 - 0.485) / 0.229, (0.0 - 0.456) / 0.224, (128.0 / 255.0 - 0.406) / 0.225];
+        p.process(
+            &Frame {
+                data: &[255, 0, 128],
+                width: 1,
+                height: 1,
+                order: ColorOrder::Rgb,
+            },
+            &mut out,
+        )
+        .unwrap();
+        let want = [
+            (1.0 - 0.485) / 0.229,
+            (0.0 - 0.456) / 0.224,
+            (128.0 / 255.0 - 0.406) / 0.225,
+        ];
         for (a, b) in out.iter().zip(want) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
@@ -222,14 +300,35 @@ mod tests {
     #[test]
     fn resize_of_a_constant_image_stays_constant_and_none_refuses() {
         let norm = Normalizer::new(&Normalization::Identity, 3);
-        let mut p = ImagePreprocessor::new(&spec(4, 6, ColorOrder::Rgb, ResizeRule::Bilinear), &norm);
+        let mut p =
+            ImagePreprocessor::new(&spec(4, 6, ColorOrder::Rgb, ResizeRule::Bilinear), &norm);
         let src: Vec<u8> = [10u8, 200, 30].repeat(13 * 17);
         let mut out = vec![0.0f32; 3 * 4 * 6];
-        p.process(&Frame { data: &src, width: 17, height: 13, order: ColorOrder::Rgb }, &mut out).unwrap();
+        p.process(
+            &Frame {
+                data: &src,
+                width: 17,
+                height: 13,
+                order: ColorOrder::Rgb,
+            },
+            &mut out,
+        )
+        .unwrap();
         assert!(out[..24].iter().all(|v| (*v - 10.0 / 255.0).abs() < 1e-6));
-        assert!(out[24..48].iter().all(|v| (*v - 200.0 / 255.0).abs() < 1e-6));
-        let mut strict = ImagePreprocessor::new(&spec(4, 6, ColorOrder::Rgb, ResizeRule::None), &norm);
-        let err = strict.process(&Frame { data: &src, width: 17, height: 13, order: ColorOrder::Rgb }, &mut out);
+        assert!(out[24..48]
+            .iter()
+            .all(|v| (*v - 200.0 / 255.0).abs() < 1e-6));
+        let mut strict =
+            ImagePreprocessor::new(&spec(4, 6, ColorOrder::Rgb, ResizeRule::None), &norm);
+        let err = strict.process(
+            &Frame {
+                data: &src,
+                width: 17,
+                height: 13,
+                order: ColorOrder::Rgb,
+            },
+            &mut out,
+        );
         let msg = err.unwrap_err().to_string();
         assert!(msg.contains("cam") && msg.contains("resize"), "{msg}");
     }
@@ -238,10 +337,19 @@ mod tests {
     fn bilinear_downscale_by_two_averages_pairs() {
         // 2x1 -> 1x1 bilinear (OpenCV INTER_LINEAR) samples the centre: mean of the two pixels.
         let norm = Normalizer::new(&Normalization::Identity, 3);
-        let mut p = ImagePreprocessor::new(&spec(1, 1, ColorOrder::Rgb, ResizeRule::Bilinear), &norm);
+        let mut p =
+            ImagePreprocessor::new(&spec(1, 1, ColorOrder::Rgb, ResizeRule::Bilinear), &norm);
         let mut out = [0.0f32; 3];
-        p.process(&Frame { data: &[0, 100, 200, 100, 200, 0], width: 2, height: 1, order: ColorOrder::Rgb }, &mut out)
-            .unwrap();
+        p.process(
+            &Frame {
+                data: &[0, 100, 200, 100, 200, 0],
+                width: 2,
+                height: 1,
+                order: ColorOrder::Rgb,
+            },
+            &mut out,
+        )
+        .unwrap();
         assert!((out[0] * 255.0 - 50.0).abs() <= 1.0, "{out:?}");
         assert!((out[1] * 255.0 - 150.0).abs() <= 1.0, "{out:?}");
         assert!((out[2] * 255.0 - 100.0).abs() <= 1.0, "{out:?}");
@@ -251,7 +359,11 @@ mod tests {
     #[test]
     fn bilinear_matches_fast_image_resize_within_one_level() {
         use fast_image_resize as fir;
-        for (sw, sh, dw, dh) in [(640usize, 480usize, 96usize, 96usize), (50, 40, 96, 96), (97, 31, 64, 48)] {
+        for (sw, sh, dw, dh) in [
+            (640usize, 480usize, 96usize, 96usize),
+            (50, 40, 96, 96),
+            (97, 31, 64, 48),
+        ] {
             let src: Vec<u8> = (0..sw * sh * 3)
                 .map(|i| {
                     let (p, c) = (i / 3, i % 3);
@@ -260,13 +372,28 @@ mod tests {
                 })
                 .collect();
             let norm = Normalizer::new(&Normalization::Identity, 3);
-            let mut p = ImagePreprocessor::new(&spec(dh, dw, ColorOrder::Rgb, ResizeRule::Bilinear), &norm);
+            let mut p =
+                ImagePreprocessor::new(&spec(dh, dw, ColorOrder::Rgb, ResizeRule::Bilinear), &norm);
             let mut out = vec![0.0f32; 3 * dh * dw];
-            p.process(&Frame { data: &src, width: sw, height: sh, order: ColorOrder::Rgb }, &mut out).unwrap();
-            let src_img = fir::images::ImageRef::new(sw as u32, sh as u32, &src, fir::PixelType::U8x3).unwrap();
+            p.process(
+                &Frame {
+                    data: &src,
+                    width: sw,
+                    height: sh,
+                    order: ColorOrder::Rgb,
+                },
+                &mut out,
+            )
+            .unwrap();
+            let src_img =
+                fir::images::ImageRef::new(sw as u32, sh as u32, &src, fir::PixelType::U8x3)
+                    .unwrap();
             let mut dst = fir::images::Image::new(dw as u32, dh as u32, fir::PixelType::U8x3);
-            let opts = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Interpolation(fir::FilterType::Bilinear));
-            fir::Resizer::new().resize(&src_img, &mut dst, &opts).unwrap();
+            let opts = fir::ResizeOptions::new()
+                .resize_alg(fir::ResizeAlg::Interpolation(fir::FilterType::Bilinear));
+            fir::Resizer::new()
+                .resize(&src_img, &mut dst, &opts)
+                .unwrap();
             let want = dst.buffer();
             let mut worst = 0i32;
             for y in 0..dh {
@@ -277,7 +404,10 @@ mod tests {
                     }
                 }
             }
-            assert!(worst <= 1, "{sw}x{sh} -> {dw}x{dh}: worst difference {worst} grey levels");
+            assert!(
+                worst <= 1,
+                "{sw}x{sh} -> {dw}x{dh}: worst difference {worst} grey levels"
+            );
         }
     }
 
@@ -286,10 +416,22 @@ mod tests {
         let norm = Normalizer::new(&Normalization::Identity, 3);
         let mut p = ImagePreprocessor::new(&spec(1, 1, ColorOrder::Rgb, ResizeRule::None), &norm);
         let mut out = [0.0f32; 3];
-        assert!(p.process(&Frame { data: &[1, 2], width: 1, height: 1, order: ColorOrder::Rgb }, &mut out).is_err());
+        assert!(p
+            .process(
+                &Frame {
+                    data: &[1, 2],
+                    width: 1,
+                    height: 1,
+                    order: ColorOrder::Rgb
+                },
+                &mut out
+            )
+            .is_err());
         let n2 = Normalizer::new(&Normalization::Identity, 2);
         let mut o = [0.0f32; 2];
-        let e = normalize_vector("observation.state", &n2, &[1.0, f32::NAN], &mut o).unwrap_err().to_string();
+        let e = normalize_vector("observation.state", &n2, &[1.0, f32::NAN], &mut o)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("observation.state") && e.contains("NaN"), "{e}");
         assert!(normalize_vector("observation.state", &n2, &[1.0], &mut o).is_err());
     }

@@ -29,7 +29,8 @@ impl Latency {
     /// 1 ns .. 100 s at 3 significant digits.
     pub fn new() -> Latency {
         // Bounds are constants, so construction cannot fail.
-        let h = Histogram::new_with_bounds(1, 100_000_000_000, 3).unwrap_or_else(|_| unreachable!());
+        let h =
+            Histogram::new_with_bounds(1, 100_000_000_000, 3).unwrap_or_else(|_| unreachable!());
         Latency { h }
     }
 

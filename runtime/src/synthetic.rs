@@ -32,7 +32,12 @@ impl SyntheticObservation {
             Some(TactileInput::Taxels { size, .. }) => vec![0.0; *size],
             _ => vec![],
         };
-        SyntheticObservation { images, n_cams: m.inputs.cameras.len(), state, taxels }
+        SyntheticObservation {
+            images,
+            n_cams: m.inputs.cameras.len(),
+            state,
+            taxels,
+        }
     }
 
     /// Advance the scene to control tick `k`.
@@ -68,24 +73,46 @@ impl SyntheticObservation {
 
     /// Feed the current scene into every observation step of the engine.
     pub fn apply(&self, engine: &mut Engine) -> Result<(), EngineError> {
-        let mut frames = [Frame { data: &[], width: 0, height: 0, order: ColorOrder::Rgb }; 8];
+        let mut frames = [Frame {
+            data: &[],
+            width: 0,
+            height: 0,
+            order: ColorOrder::Rgb,
+        }; 8];
         if self.n_cams > frames.len() {
-            return Err(EngineError::input("observation.images", "more than 8 cameras are not supported"));
+            return Err(EngineError::input(
+                "observation.images",
+                "more than 8 cameras are not supported",
+            ));
         }
         for (f, (h, w, buf)) in frames.iter_mut().zip(&self.images) {
-            *f = Frame { data: buf, width: *w, height: *h, order: ColorOrder::Rgb };
+            *f = Frame {
+                data: buf,
+                width: *w,
+                height: *h,
+                order: ColorOrder::Rgb,
+            };
         }
         let tactile = if !self.taxels.is_empty() {
             Some(TactileReading::Taxels(&self.taxels))
         } else if self.images.len() > self.n_cams {
             let (h, w, buf) = &self.images[self.n_cams];
-            Some(TactileReading::Image(Frame { data: buf, width: *w, height: *h, order: ColorOrder::Rgb }))
+            Some(TactileReading::Image(Frame {
+                data: buf,
+                width: *w,
+                height: *h,
+                order: ColorOrder::Rgb,
+            }))
         } else {
             None
         };
         let obs = ObservationStep {
             cameras: &frames[..self.n_cams],
-            state: if self.state.is_empty() { None } else { Some(&self.state) },
+            state: if self.state.is_empty() {
+                None
+            } else {
+                Some(&self.state)
+            },
             tactile,
         };
         for step in 0..engine.n_obs_steps() {

@@ -4,11 +4,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/fixtures")
+        .join(name)
 }
 
 fn maniflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_maniflow")).args(args).env_remove("ORT_DYLIB_PATH").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_maniflow"))
+        .args(args)
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -17,12 +23,23 @@ fn text(b: &[u8]) -> String {
 
 /// A failed run prints exactly one line on stderr, no panic, no backtrace.
 fn assert_one_line_error(o: &Output) -> String {
-    assert!(!o.status.success(), "expected failure, got success: {}", text(&o.stdout));
+    assert!(
+        !o.status.success(),
+        "expected failure, got success: {}",
+        text(&o.stdout)
+    );
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected:\n{err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected:\n{err}"
+    );
     assert!(err.starts_with("maniflow: error: "), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
     err
 }
 
@@ -78,7 +95,11 @@ fn infer_writes_the_reference_chunk() {
     assert_eq!(chunk.shape(), &[15, 6]);
     let mut e = ndarray_npy::NpzReader::new(std::fs::File::open(&expected).unwrap()).unwrap();
     let want: ndarray::ArrayD<f32> = e.by_name("action_n10").unwrap();
-    let err = chunk.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let err = chunk
+        .iter()
+        .zip(want.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(err <= 1e-3, "max abs err {err}");
     assert_eq!(action.as_slice().unwrap(), &chunk.as_slice().unwrap()[..48]);
 }
@@ -88,7 +109,8 @@ fn infer_refuses_an_observation_missing_an_input() {
     let d = tempfile::tempdir().unwrap();
     let obs = d.path().join("obs.npz");
     let mut w = ndarray_npy::NpzWriter::new(std::fs::File::create(&obs).unwrap());
-    w.add_array("observation.state", &ndarray::Array1::<f32>::zeros(6)).unwrap();
+    w.add_array("observation.state", &ndarray::Array1::<f32>::zeros(6))
+        .unwrap();
     w.finish().unwrap();
     let o = maniflow(&[
         "infer",
@@ -99,17 +121,38 @@ fn infer_refuses_an_observation_missing_an_input() {
         d.path().join("o.npz").to_str().unwrap(),
     ]);
     let err = assert_one_line_error(&o);
-    assert!(err.contains("observation.images.head") && err.contains("obs.npz"), "{err}");
+    assert!(
+        err.contains("observation.images.head") && err.contains("obs.npz"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bench_json_has_the_documented_keys() {
-    let o = maniflow(&["bench", fixture("tiny-maniflow").to_str().unwrap(), "--iters", "10", "--warmup", "2", "--json"]);
+    let o = maniflow(&[
+        "bench",
+        fixture("tiny-maniflow").to_str().unwrap(),
+        "--iters",
+        "10",
+        "--warmup",
+        "2",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    for k in ["preprocess", "encoder", "velocity_step", "whole", "raw_encoder", "raw_velocity_step", "raw_total"] {
+    for k in [
+        "preprocess",
+        "encoder",
+        "velocity_step",
+        "whole",
+        "raw_encoder",
+        "raw_velocity_step",
+        "raw_total",
+    ] {
         for p in ["p50_us", "p99_us", "p999_us", "max_us"] {
-            let x = v[k][p].as_f64().unwrap_or_else(|| panic!("{k}.{p} missing"));
+            let x = v[k][p]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{k}.{p} missing"));
             assert!(x > 0.0, "{k}.{p} = {x}");
         }
         // one sample per iteration; the raw velocity step is timed per step (N = 2)
@@ -131,7 +174,9 @@ fn missing_onnx_runtime_is_one_clear_line() {
         .unwrap();
     let err = assert_one_line_error(&o);
     assert!(
-        err.contains("ONNX Runtime not found") && err.contains("/nonexistent/libonnxruntime.so") && err.contains("make bootstrap"),
+        err.contains("ONNX Runtime not found")
+            && err.contains("/nonexistent/libonnxruntime.so")
+            && err.contains("make bootstrap"),
         "{err}"
     );
 }
@@ -139,17 +184,24 @@ fn missing_onnx_runtime_is_one_clear_line() {
 #[test]
 fn a_library_that_is_not_onnx_runtime_is_one_clear_line() {
     // Any shared library that is not ONNX Runtime: the C library itself.
-    let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("a libc.so.6 to stand in for a wrong library");
+    let libc = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("a libc.so.6 to stand in for a wrong library");
     let o = Command::new(env!("CARGO_BIN_EXE_maniflow"))
         .args(["bench", fixture("tiny-act").to_str().unwrap()])
         .env("ORT_DYLIB_PATH", libc)
         .output()
         .unwrap();
     let err = assert_one_line_error(&o);
-    assert!(err.contains("cannot be used") && err.contains(libc) && err.contains("OrtGetApiBase"), "{err}");
+    assert!(
+        err.contains("cannot be used") && err.contains(libc) && err.contains("OrtGetApiBase"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -162,11 +214,17 @@ fn a_bad_package_is_one_clear_line() {
 #[test]
 fn an_onnx_runtime_that_is_too_old_is_one_clear_line() {
     // Installed by `make bootstrap` beside the venv, on no search path.
-    let capi = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/onnxruntime-too-old/onnxruntime/capi");
+    let capi = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.cache/onnxruntime-too-old/onnxruntime/capi");
     let old = std::fs::read_dir(&capi)
         .unwrap_or_else(|e| panic!("{}: {e} (run `make bootstrap`)", capi.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("libonnxruntime.so.1.22"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("libonnxruntime.so.1.22")
+        })
         .expect("onnxruntime 1.22 library (run `make bootstrap`)");
     let o = Command::new(env!("CARGO_BIN_EXE_maniflow"))
         .args(["inspect", fixture("tiny-act").to_str().unwrap()])
@@ -174,5 +232,8 @@ fn an_onnx_runtime_that_is_too_old_is_one_clear_line() {
         .output()
         .unwrap();
     let err = assert_one_line_error(&o);
-    assert!(err.contains("cannot be used") && err.contains("1.22.1") && err.contains("1.31"), "{err}");
+    assert!(
+        err.contains("cannot be used") && err.contains("1.22.1") && err.contains("1.31"),
+        "{err}"
+    );
 }

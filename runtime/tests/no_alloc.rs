@@ -40,9 +40,15 @@ fn allocations() -> u64 {
     COUNT.with(|c| c.get())
 }
 
-fn steady_state_allocations(package: &str, mode: ExecutorMode, frame_size: Option<(usize, usize)>) -> u64 {
+fn steady_state_allocations(
+    package: &str,
+    mode: ExecutorMode,
+    frame_size: Option<(usize, usize)>,
+) -> u64 {
     maniflow_runtime::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures").join(package);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/fixtures")
+        .join(package);
     let engine = Engine::load(&dir, &EngineOptions::default()).unwrap();
     let mut obs = SyntheticObservation::new(&engine.package().manifest, frame_size);
     let mut safety = so101_safety(30.0);
@@ -53,50 +59,82 @@ fn steady_state_allocations(package: &str, mode: ExecutorMode, frame_size: Optio
     safety.max_first_jump.iter_mut().for_each(|x| *x = 1e6);
     safety.max_velocity.iter_mut().for_each(|x| *x = 1e9);
     safety.max_jerk.iter_mut().for_each(|x| *x = 1e15);
-    let mut ctl = Controller::new(engine, ExecutorConfig { mode, interpolation_multiplier: 2 }, safety).unwrap();
+    let mut ctl = Controller::new(
+        engine,
+        ExecutorConfig {
+            mode,
+            interpolation_multiplier: 2,
+        },
+        safety,
+    )
+    .unwrap();
     let mut present = [0.0f32; 6];
     let mut cmd = [0.0f32; 6];
     let mut inferences = 0;
-    let mut run = |ticks: u64, ctl: &mut Controller, present: &mut [f32; 6], inferences: &mut u32| {
-        for k in 0..ticks {
-            obs.update(k);
-            obs.state.copy_from_slice(present);
-            let r = ctl.step(|e| obs.apply(e), present, &mut cmd).unwrap();
-            if r.inferred {
-                *inferences += 1;
+    let mut run =
+        |ticks: u64, ctl: &mut Controller, present: &mut [f32; 6], inferences: &mut u32| {
+            for k in 0..ticks {
+                obs.update(k);
+                obs.state.copy_from_slice(present);
+                let r = ctl.step(|e| obs.apply(e), present, &mut cmd).unwrap();
+                if r.inferred {
+                    *inferences += 1;
+                }
+                present.copy_from_slice(&cmd);
             }
-            present.copy_from_slice(&cmd);
-        }
-    };
+        };
     run(40, &mut ctl, &mut present, &mut inferences); // warm-up: ORT plans, resizer buffers
     let before = allocations();
     inferences = 0;
     run(120, &mut ctl, &mut present, &mut inferences);
     let n = allocations() - before;
-    assert!(inferences >= 5, "the measured window must include inferences ({inferences})");
+    assert!(
+        inferences >= 5,
+        "the measured window must include inferences ({inferences})"
+    );
     let c = ctl.safety.counters();
-    assert_eq!(c.chunk_first_jump + c.chunk_velocity + c.chunk_jerk + c.chunk_nonfinite, 0, "chunks must be accepted: {c:?}");
+    assert_eq!(
+        c.chunk_first_jump + c.chunk_velocity + c.chunk_jerk + c.chunk_nonfinite,
+        0,
+        "chunks must be accepted: {c:?}"
+    );
     n
 }
 
 #[test]
 fn maniflow_queue_mode_does_not_allocate() {
-    assert_eq!(steady_state_allocations("tiny-maniflow", ExecutorMode::Queue, None), 0);
+    assert_eq!(
+        steady_state_allocations("tiny-maniflow", ExecutorMode::Queue, None),
+        0
+    );
 }
 
 #[test]
 fn maniflow_with_resize_does_not_allocate() {
-    assert_eq!(steady_state_allocations("tiny-maniflow", ExecutorMode::Queue, Some((160, 120))), 0);
+    assert_eq!(
+        steady_state_allocations("tiny-maniflow", ExecutorMode::Queue, Some((160, 120))),
+        0
+    );
 }
 
 #[test]
 fn act_temporal_ensembling_does_not_allocate() {
-    assert_eq!(steady_state_allocations("tiny-act", ExecutorMode::TemporalEnsemble { coeff: 0.01 }, None), 0);
+    assert_eq!(
+        steady_state_allocations(
+            "tiny-act",
+            ExecutorMode::TemporalEnsemble { coeff: 0.01 },
+            None
+        ),
+        0
+    );
 }
 
 #[test]
 fn async_overlap_does_not_allocate() {
-    let mode = ExecutorMode::Async { threshold: 0.5, aggregate: Aggregate::WeightedAverage };
+    let mode = ExecutorMode::Async {
+        threshold: 0.5,
+        aggregate: Aggregate::WeightedAverage,
+    };
     assert_eq!(steady_state_allocations("tiny-maniflow", mode, None), 0);
 }
 

@@ -6,7 +6,9 @@ use maniflow_runtime::engine::{Engine, EngineOptions};
 use maniflow_runtime::package::sha256_hex;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/fixtures")
+        .join(name)
 }
 
 /// A private copy of a fixture package.
@@ -30,7 +32,10 @@ fn edit_manifest(dir: &Path, f: impl FnOnce(String) -> String) {
 fn load_err(dir: &Path) -> String {
     maniflow_runtime::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
     match Engine::load(dir, &EngineOptions::default()) {
-        Ok(_) => panic!("package at {} loaded but should have been refused", dir.display()),
+        Ok(_) => panic!(
+            "package at {} loaded but should have been refused",
+            dir.display()
+        ),
         Err(e) => e.to_string(),
     }
 }
@@ -47,7 +52,10 @@ fn wrong_checksum_names_the_graph_and_both_hashes() {
     let d = copy("tiny-act");
     edit_manifest(d.path(), |s| s.replace("sha256 = \"dcc", "sha256 = \"0cc"));
     let e = load_err(d.path());
-    assert!(e.contains("act.onnx") && e.contains("graphs.act.sha256") && e.contains("dcced869"), "{e}");
+    assert!(
+        e.contains("act.onnx") && e.contains("graphs.act.sha256") && e.contains("dcced869"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -63,7 +71,10 @@ fn corrupt_graph_with_matching_checksum_is_refused_by_onnx_runtime() {
         format!("{}{}{}", &s[..start], sum, &s[start + 64..])
     });
     let e = load_err(d.path());
-    assert!(e.contains("act.onnx") && e.contains("cannot load this graph"), "{e}");
+    assert!(
+        e.contains("act.onnx") && e.contains("cannot load this graph"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -83,7 +94,10 @@ fn manifest_and_graph_shape_mismatch_names_the_tensor() {
     let d = copy("tiny-maniflow");
     edit_manifest(d.path(), |s| s.replacen("height = 96", "height = 64", 1));
     let e = load_err(d.path());
-    assert!(e.contains("encoder.onnx") && e.contains("observation.images.head") && e.contains("shape"), "{e}");
+    assert!(
+        e.contains("encoder.onnx") && e.contains("observation.images.head") && e.contains("shape"),
+        "{e}"
+    );
 
     let d = copy("tiny-maniflow");
     edit_manifest(d.path(), |s| s.replace("horizon = 16", "horizon = 12"));
@@ -91,22 +105,38 @@ fn manifest_and_graph_shape_mismatch_names_the_tensor() {
     assert!(e.contains("velocity.onnx") && e.contains("x_t"), "{e}");
 
     let d = copy("tiny-act");
-    edit_manifest(d.path(), |s| s.replace("key = \"observation.state\"", "key = \"observation.joints\"").replace(
-        "[normalization.\"observation.state\"]",
-        "[normalization.\"observation.joints\"]",
-    ));
+    edit_manifest(d.path(), |s| {
+        s.replace(
+            "key = \"observation.state\"",
+            "key = \"observation.joints\"",
+        )
+        .replace(
+            "[normalization.\"observation.state\"]",
+            "[normalization.\"observation.joints\"]",
+        )
+    });
     let e = load_err(d.path());
-    assert!(e.contains("observation.joints") && e.contains("no such input"), "{e}");
+    assert!(
+        e.contains("observation.joints") && e.contains("no such input"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_manifest_key_is_named() {
     let d = copy("tiny-act");
-    edit_manifest(d.path(), |s| s.replace("n_obs_steps = 1", "n_obs_steps = 1\nchunk_size = 10"));
+    edit_manifest(d.path(), |s| {
+        s.replace("n_obs_steps = 1", "n_obs_steps = 1\nchunk_size = 10")
+    });
     let e = load_err(d.path());
-    assert!(e.contains("policy.toml") && e.contains("unknown field") && e.contains("chunk_size"), "{e}");
+    assert!(
+        e.contains("policy.toml") && e.contains("unknown field") && e.contains("chunk_size"),
+        "{e}"
+    );
     let d = copy("tiny-act");
-    edit_manifest(d.path(), |s| s.replace("resize = \"none\"", "resize = \"none\"\ninterp = 1"));
+    edit_manifest(d.path(), |s| {
+        s.replace("resize = \"none\"", "resize = \"none\"\ninterp = 1")
+    });
     let e = load_err(d.path());
     assert!(e.contains("interp"), "{e}");
 }
@@ -114,21 +144,42 @@ fn unknown_manifest_key_is_named() {
 #[test]
 fn nan_in_stats_is_named_with_its_index() {
     let d = copy("tiny-act");
-    edit_manifest(d.path(), |s| s.replace("std = [30.0, 28.0", "std = [30.0, nan"));
+    edit_manifest(d.path(), |s| {
+        s.replace("std = [30.0, 28.0", "std = [30.0, nan")
+    });
     let e = load_err(d.path());
-    assert!(e.contains("normalization.\"action\".std[1]") && e.contains("NaN"), "{e}");
+    assert!(
+        e.contains("normalization.\"action\".std[1]") && e.contains("NaN"),
+        "{e}"
+    );
 }
 
 #[test]
 fn stats_of_the_wrong_length_and_missing_normalisation_are_named() {
     let d = copy("tiny-act");
-    edit_manifest(d.path(), |s| s.replace("mean = [2.0, -12.0, 18.0, 4.0, -1.0, 35.0]", "mean = [2.0, -12.0]"));
+    edit_manifest(d.path(), |s| {
+        s.replace(
+            "mean = [2.0, -12.0, 18.0, 4.0, -1.0, 35.0]",
+            "mean = [2.0, -12.0]",
+        )
+    });
     let e = load_err(d.path());
-    assert!(e.contains("normalization.\"action\".mean") && e.contains("2 values"), "{e}");
+    assert!(
+        e.contains("normalization.\"action\".mean") && e.contains("2 values"),
+        "{e}"
+    );
     let d = copy("tiny-act");
-    edit_manifest(d.path(), |s| s.replace("[normalization.\"observation.state\"]", "[normalization.\"observation.other\"]"));
+    edit_manifest(d.path(), |s| {
+        s.replace(
+            "[normalization.\"observation.state\"]",
+            "[normalization.\"observation.other\"]",
+        )
+    });
     let e = load_err(d.path());
-    assert!(e.contains("normalization.\"observation.state\"") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("normalization.\"observation.state\"") && e.contains("missing"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -144,7 +195,12 @@ fn missing_package_files_are_named() {
 #[test]
 fn inconsistent_action_slicing_is_refused() {
     let d = copy("tiny-maniflow");
-    edit_manifest(d.path(), |s| s.replace("n_action_steps = 8", "n_action_steps = 16"));
+    edit_manifest(d.path(), |s| {
+        s.replace("n_action_steps = 8", "n_action_steps = 16")
+    });
     let e = load_err(d.path());
-    assert!(e.contains("outputs.action") && e.contains("exceeds horizon"), "{e}");
+    assert!(
+        e.contains("outputs.action") && e.contains("exceeds horizon"),
+        "{e}"
+    );
 }

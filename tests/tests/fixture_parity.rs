@@ -12,7 +12,9 @@ use ndarray::ArrayD;
 use ndarray_npy::NpzReader;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/fixtures")
+        .join(name)
 }
 
 fn read(npz: &Path, name: &str) -> Vec<f32> {
@@ -29,12 +31,18 @@ fn read_u8(npz: &Path, name: &str) -> (Vec<usize>, Vec<u8>) {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn load(name: &str, steps: Option<usize>) -> Engine {
     maniflow_runtime::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
-    let opts = EngineOptions { steps, ..EngineOptions::default() };
+    let opts = EngineOptions {
+        steps,
+        ..EngineOptions::default()
+    };
     Engine::load(&fixture(name), &opts).unwrap()
 }
 
@@ -56,7 +64,10 @@ fn maniflow_chunks_match_the_reference_for_1_2_and_10_steps() {
         // And the steps matter: N=1 and N=10 differ.
         if n == 1 {
             let other = read(&expected, "action_n10");
-            assert!(max_abs_diff(&chunk, &other) > 1e-2, "N must change the result");
+            assert!(
+                max_abs_diff(&chunk, &other) > 1e-2,
+                "N must change the result"
+            );
         }
     }
 }
@@ -83,14 +94,25 @@ fn bgr_frames_are_swapped_to_the_graphs_order() {
     let (_, wrist) = read_u8(&expected, "observation.images.wrist");
     let state = read(&expected, "observation.state");
     let taxels = read(&expected, "observation.tactile");
-    let swap = |v: &[u8]| -> Vec<u8> { v.chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]).collect() };
+    let swap =
+        |v: &[u8]| -> Vec<u8> { v.chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]).collect() };
     let (head_bgr, wrist_bgr) = (swap(&head), swap(&wrist));
     let (h, w) = (shape[1], shape[2]);
     let n = h * w * 3;
     for step in 0..2 {
         let frames = [
-            Frame { data: &head_bgr[step * n..(step + 1) * n], width: w, height: h, order: ColorOrder::Bgr },
-            Frame { data: &wrist_bgr[step * n..(step + 1) * n], width: w, height: h, order: ColorOrder::Bgr },
+            Frame {
+                data: &head_bgr[step * n..(step + 1) * n],
+                width: w,
+                height: h,
+                order: ColorOrder::Bgr,
+            },
+            Frame {
+                data: &wrist_bgr[step * n..(step + 1) * n],
+                width: w,
+                height: h,
+                order: ColorOrder::Bgr,
+            },
         ];
         let obs = ObservationStep {
             cameras: &frames,
@@ -104,8 +126,18 @@ fn bgr_frames_are_swapped_to_the_graphs_order() {
     // Declaring the BGR bytes as RGB must change the answer (the fixture is colour sensitive).
     for step in 0..2 {
         let frames = [
-            Frame { data: &head_bgr[step * n..(step + 1) * n], width: w, height: h, order: ColorOrder::Rgb },
-            Frame { data: &wrist_bgr[step * n..(step + 1) * n], width: w, height: h, order: ColorOrder::Rgb },
+            Frame {
+                data: &head_bgr[step * n..(step + 1) * n],
+                width: w,
+                height: h,
+                order: ColorOrder::Rgb,
+            },
+            Frame {
+                data: &wrist_bgr[step * n..(step + 1) * n],
+                width: w,
+                height: h,
+                order: ColorOrder::Rgb,
+            },
         ];
         let obs = ObservationStep {
             cameras: &frames,
@@ -143,20 +175,48 @@ fn nan_state_is_refused_with_the_input_named() {
     let mut engine = load("tiny-act", None);
     let frame = vec![0u8; 96 * 96 * 3];
     let frames = [
-        Frame { data: &frame, width: 96, height: 96, order: ColorOrder::Rgb },
-        Frame { data: &frame, width: 96, height: 96, order: ColorOrder::Rgb },
+        Frame {
+            data: &frame,
+            width: 96,
+            height: 96,
+            order: ColorOrder::Rgb,
+        },
+        Frame {
+            data: &frame,
+            width: 96,
+            height: 96,
+            order: ColorOrder::Rgb,
+        },
     ];
     let state = [0.0, f32::NAN, 0.0, 0.0, 0.0, 0.0];
-    let obs = ObservationStep { cameras: &frames, state: Some(&state), tactile: None };
+    let obs = ObservationStep {
+        cameras: &frames,
+        state: Some(&state),
+        tactile: None,
+    };
     let e = engine.set_observation(0, &obs).unwrap_err().to_string();
     assert!(e.contains("observation.state") && e.contains("NaN"), "{e}");
     // Wrong frame size on a resize = "none" camera.
     let small = vec![0u8; 32 * 32 * 3];
     let frames = [
-        Frame { data: &small, width: 32, height: 32, order: ColorOrder::Rgb },
-        Frame { data: &frame, width: 96, height: 96, order: ColorOrder::Rgb },
+        Frame {
+            data: &small,
+            width: 32,
+            height: 32,
+            order: ColorOrder::Rgb,
+        },
+        Frame {
+            data: &frame,
+            width: 96,
+            height: 96,
+            order: ColorOrder::Rgb,
+        },
     ];
-    let obs = ObservationStep { cameras: &frames, state: Some(&[0.0; 6]), tactile: None };
+    let obs = ObservationStep {
+        cameras: &frames,
+        state: Some(&[0.0; 6]),
+        tactile: None,
+    };
     let e = engine.set_observation(0, &obs).unwrap_err().to_string();
     assert!(e.contains("observation.images.head"), "{e}");
 }

@@ -4,7 +4,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "maniflow-train", version, about = "Onboard trainer for ManiFlow and ACT policies (libtorch)")]
+#[command(
+    name = "maniflow-train",
+    version,
+    about = "Onboard trainer for ManiFlow and ACT policies (libtorch)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,13 +30,20 @@ fn main() -> anyhow::Result<()> {
 fn info() -> anyhow::Result<()> {
     let lib = loaded_libtorch().unwrap_or_else(|| "unknown".into());
     println!("libtorch      {lib}");
-    println!("cuda          {} ({} device(s))", tch::Cuda::is_available(), tch::Cuda::device_count());
+    println!(
+        "cuda          {} ({} device(s))",
+        tch::Cuda::is_available(),
+        tch::Cuda::device_count()
+    );
     println!("threads       {}", tch::get_num_threads());
     let a = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).reshape([2, 2]);
     let b = a.matmul(&a);
     let v: Vec<f32> = b.reshape([-1]).try_into()?;
     println!("cpu matmul    [[1,2],[3,4]]^2 = {v:?}");
-    anyhow::ensure!(v == [7.0, 10.0, 15.0, 22.0], "libtorch computed a wrong matmul: {v:?}");
+    anyhow::ensure!(
+        v == [7.0, 10.0, 15.0, 22.0],
+        "libtorch computed a wrong matmul: {v:?}"
+    );
     Ok(())
 }
 

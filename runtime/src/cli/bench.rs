@@ -62,9 +62,15 @@ pub struct BenchReport {
 }
 
 fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
-    let (w, h) = s.split_once('x').ok_or_else(|| anyhow::anyhow!("--frame-size `{s}`: expected WIDTHxHEIGHT"))?;
-    let w: usize = w.parse().map_err(|_| anyhow::anyhow!("--frame-size `{s}`: bad width"))?;
-    let h: usize = h.parse().map_err(|_| anyhow::anyhow!("--frame-size `{s}`: bad height"))?;
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| anyhow::anyhow!("--frame-size `{s}`: expected WIDTHxHEIGHT"))?;
+    let w: usize = w
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--frame-size `{s}`: bad width"))?;
+    let h: usize = h
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--frame-size `{s}`: bad height"))?;
     if w == 0 || h == 0 {
         anyhow::bail!("--frame-size `{s}`: must be at least 1x1");
     }
@@ -76,9 +82,19 @@ pub fn measure(a: &Args) -> anyhow::Result<BenchReport> {
     let frame_size = a.frame_size.as_deref().map(parse_size).transpose()?;
     let mut obs = SyntheticObservation::new(&engine.package().manifest, frame_size);
     let kind = engine.kind();
-    let steps = if kind == PolicyKind::Maniflow { engine.steps() } else { 0 };
-    let (mut pre, mut enc, mut vel, mut whole) = (Latency::new(), Latency::new(), Latency::new(), Latency::new());
-    let (mut raw_enc, mut raw_vel, mut raw_total) = (Latency::new(), Latency::new(), Latency::new());
+    let steps = if kind == PolicyKind::Maniflow {
+        engine.steps()
+    } else {
+        0
+    };
+    let (mut pre, mut enc, mut vel, mut whole) = (
+        Latency::new(),
+        Latency::new(),
+        Latency::new(),
+        Latency::new(),
+    );
+    let (mut raw_enc, mut raw_vel, mut raw_total) =
+        (Latency::new(), Latency::new(), Latency::new());
     for it in 0..(a.warmup + a.iters) {
         obs.update(it as u64);
         let t0 = Instant::now();
@@ -146,10 +162,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    println!("{} ({:?}) on {}, {} thread(s), N = {}, {} iterations", r.policy, r.kind, r.device, r.threads, r.steps, r.iters);
-    println!("{:<18} {:>10} {:>10} {:>10} {:>10}", "stage [us]", "p50", "p99", "p99.9", "max");
+    println!(
+        "{} ({:?}) on {}, {} thread(s), N = {}, {} iterations",
+        r.policy, r.kind, r.device, r.threads, r.steps, r.iters
+    );
+    println!(
+        "{:<18} {:>10} {:>10} {:>10} {:>10}",
+        "stage [us]", "p50", "p99", "p99.9", "max"
+    );
     let row = |name: &str, p: &Percentiles| {
-        println!("{:<18} {:>10.1} {:>10.1} {:>10.1} {:>10.1}", name, p.p50_us, p.p99_us, p.p999_us, p.max_us)
+        println!(
+            "{:<18} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+            name, p.p50_us, p.p99_us, p.p999_us, p.max_us
+        )
     };
     row("preprocess", &r.preprocess);
     row("encoder", &r.encoder);

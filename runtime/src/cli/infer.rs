@@ -31,9 +31,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let chunk = match &a.noise {
         Some(p) => {
             let f = std::fs::File::open(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-            let mut npz = ndarray_npy::NpzReader::new(f).map_err(|e| anyhow::anyhow!("{}: not an .npz: {e}", p.display()))?;
-            let noise: ndarray::ArrayD<f32> =
-                npz.by_name("noise").map_err(|e| anyhow::anyhow!("{}: array `noise`: {e}", p.display()))?;
+            let mut npz = ndarray_npy::NpzReader::new(f)
+                .map_err(|e| anyhow::anyhow!("{}: not an .npz: {e}", p.display()))?;
+            let noise: ndarray::ArrayD<f32> = npz
+                .by_name("noise")
+                .map_err(|e| anyhow::anyhow!("{}: array `noise`: {e}", p.display()))?;
             let noise: Vec<f32> = noise.iter().copied().collect();
             engine.infer_with_noise(&noise)?.to_vec()
         }
@@ -44,7 +46,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let rows = engine.chunk_len();
     write_arrays(
         &a.output,
-        &[("action", vec![n_exec, da], &chunk[..n_exec * da]), ("action_chunk", vec![rows, da], &chunk)],
+        &[
+            ("action", vec![n_exec, da], &chunk[..n_exec * da]),
+            ("action_chunk", vec![rows, da], &chunk),
+        ],
     )?;
     let t = engine.last_times();
     println!(

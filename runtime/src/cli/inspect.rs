@@ -45,30 +45,60 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 }
 
 fn print_manifest(m: &Manifest, pkg: &PolicyPackage) {
-    println!("policy   {} ({:?}), format v{}", m.name, m.kind, m.format_version);
+    println!(
+        "policy   {} ({:?}), format v{}",
+        m.name, m.kind, m.format_version
+    );
     if !m.description.is_empty() {
         println!("         {}", m.description);
     }
-    println!("producer {} {}{}", m.producer.name, m.producer.version, m.producer.parity_max_abs_err.map_or(String::new(), |e| format!(", export parity max abs err {e:.2e}")));
+    println!(
+        "producer {} {}{}",
+        m.producer.name,
+        m.producer.version,
+        m.producer
+            .parity_max_abs_err
+            .map_or(String::new(), |e| format!(
+                ", export parity max abs err {e:.2e}"
+            ))
+    );
     println!("obs      n_obs_steps = {}", m.n_obs_steps);
     println!("inputs");
     for c in &m.inputs.cameras {
-        println!("  camera  {:<32} {}x{}x{} {:?}, resize {:?}", c.key, c.height, c.width, c.channels, c.color_order, c.resize);
+        println!(
+            "  camera  {:<32} {}x{}x{} {:?}, resize {:?}",
+            c.key, c.height, c.width, c.channels, c.color_order, c.resize
+        );
     }
     if let Some(s) = &m.inputs.state {
-        let named: Vec<String> = s.names.iter().zip(&s.units).map(|(n, u)| format!("{n} [{u}]")).collect();
+        let named: Vec<String> = s
+            .names
+            .iter()
+            .zip(&s.units)
+            .map(|(n, u)| format!("{n} [{u}]"))
+            .collect();
         println!("  state   {:<32} {}", s.key, named.join(", "));
     }
     match &m.inputs.tactile {
         Some(TactileInput::Taxels { key, size }) => println!("  tactile {key:<32} {size} taxels"),
-        Some(TactileInput::Image { key, height, width, .. }) => println!("  tactile {key:<32} image {height}x{width}"),
+        Some(TactileInput::Image {
+            key, height, width, ..
+        }) => println!("  tactile {key:<32} image {height}x{width}"),
         None => {}
     }
     let a = &m.outputs.action;
     println!("outputs");
-    let named: Vec<String> = a.names.iter().zip(&a.units).map(|(n, u)| format!("{n} [{u}]")).collect();
+    let named: Vec<String> = a
+        .names
+        .iter()
+        .zip(&a.units)
+        .map(|(n, u)| format!("{n} [{u}]"))
+        .collect();
     println!("  action  {:<32} {}", a.key, named.join(", "));
-    println!("          horizon {}, n_action_steps {}, start_index {}", a.horizon, a.n_action_steps, a.start_index);
+    println!(
+        "          horizon {}, n_action_steps {}, start_index {}",
+        a.horizon, a.n_action_steps, a.start_index
+    );
     println!("normalization");
     for (k, n) in &m.normalization {
         let stats: Vec<String> = n
@@ -76,24 +106,43 @@ fn print_manifest(m: &Manifest, pkg: &PolicyPackage) {
             .iter()
             .map(|(name, v)| {
                 let shown: Vec<String> = v.iter().take(6).map(|x| format!("{x:.4}")).collect();
-                format!("{name}=[{}{}]", shown.join(", "), if v.len() > 6 { ", ..." } else { "" })
+                format!(
+                    "{name}=[{}{}]",
+                    shown.join(", "),
+                    if v.len() > 6 { ", ..." } else { "" }
+                )
             })
             .collect();
         println!("  {k:<40} {:<10} {}", n.mode_name(), stats.join(" "));
     }
     if let Some(s) = &m.sampler {
-        println!("sampler  steps {}, target_t {:?}, seed {}", s.steps, s.target_t, s.seed);
+        println!(
+            "sampler  steps {}, target_t {:?}, seed {}",
+            s.steps, s.target_t, s.seed
+        );
     }
     if !m.modality_map.is_empty() {
-        let mm: Vec<String> = m.modality_map.iter().map(|r| format!("{} [{}, {})", r.modality, r.start, r.end)).collect();
-        println!("context  {} tokens x {}: {}", pkg.context.tokens, pkg.context.width, mm.join(", "));
+        let mm: Vec<String> = m
+            .modality_map
+            .iter()
+            .map(|r| format!("{} [{}, {})", r.modality, r.start, r.end))
+            .collect();
+        println!(
+            "context  {} tokens x {}: {}",
+            pkg.context.tokens,
+            pkg.context.width,
+            mm.join(", ")
+        );
     }
     println!("graphs");
     for g in &pkg.graphs {
         println!(
             "  {:<9} {:<16} sha256 {}  {} parameters",
             g.name,
-            g.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+            g.path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
             g.sha256,
             g.parameters.map_or("?".to_string(), |p| p.to_string())
         );
@@ -104,5 +153,9 @@ fn print_manifest(m: &Manifest, pkg: &PolicyPackage) {
             println!("            out {:<28} {}", o.name(), o.dtype());
         }
     }
-    println!("parameters {}", pkg.parameter_count().map_or("?".to_string(), |p| p.to_string()));
+    println!(
+        "parameters {}",
+        pkg.parameter_count()
+            .map_or("?".to_string(), |p| p.to_string())
+    );
 }

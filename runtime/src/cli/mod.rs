@@ -29,7 +29,10 @@ pub struct RunOpts {
 
 impl RunOpts {
     pub fn engine_options(&self) -> anyhow::Result<EngineOptions> {
-        let provider: ExecutionProvider = self.device.parse().map_err(|e: String| anyhow::anyhow!("--device: {e}"))?;
+        let provider: ExecutionProvider = self
+            .device
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--device: {e}"))?;
         if self.steps == Some(0) {
             anyhow::bail!("--steps must be >= 1");
         }
