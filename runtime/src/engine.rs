@@ -593,27 +593,19 @@ impl Engine {
 
     /// Run the observation graph (encoder or act) once with the current inputs.
     pub fn run_obs_graph(&mut self) -> Result<(), EngineError> {
-        let graph_name = if self.kind == PolicyKind::Maniflow {
-            "encoder"
-        } else {
-            "act"
-        };
-        let idx = self.graph_index(graph_name)?;
-        let inputs: ArrayVec<SessionInputValue<'_>, 8> = self
-            .obs_inputs
-            .values
-            .iter()
-            .map(SessionInputValue::from)
-            .collect();
-        let session = &mut self.pkg.graphs[idx].session;
-        let out = session
-            .run_with_options(&inputs[..], &self.obs_run)
-            .map_err(ort_err(graph_name))?;
-        drop(out);
-        Ok(())
+        self.run_obs_graph_inner().map(drop)
     }
 
     fn run_obs_graph_taking_output(&mut self) -> Result<DynValue, EngineError> {
+        self.run_obs_graph_inner()?
+            .ok_or_else(|| EngineError::Config {
+                what: "observation graph".into(),
+                message: format!("produced no `{}`", self.obs_output_name),
+            })
+    }
+
+    /// Returns a handle on the (preallocated) output; dropping it frees nothing.
+    fn run_obs_graph_inner(&mut self) -> Result<Option<DynValue>, EngineError> {
         let graph_name = if self.kind == PolicyKind::Maniflow {
             "encoder"
         } else {
@@ -630,18 +622,12 @@ impl Engine {
         let mut out = session
             .run_with_options(&inputs[..], &self.obs_run)
             .map_err(ort_err(graph_name))?;
-        out.remove(self.obs_output_name)
-            .ok_or_else(|| EngineError::Config {
-                what: format!("graph {graph_name}"),
-                message: format!("produced no `{}`", self.obs_output_name),
-            })
+        Ok(out.remove(self.obs_output_name))
     }
 
     /// Run one velocity step with the current inputs (x_t, t, target_t) and the encoder's context.
     pub fn run_velocity(&mut self) -> Result<(), EngineError> {
-        let out = self.run_velocity_inner()?;
-        drop(out);
-        Ok(())
+        self.run_velocity_inner().map(drop)
     }
 
     fn run_velocity_taking_output(&mut self) -> Result<DynValue, EngineError> {

@@ -368,7 +368,6 @@ fn fixed_dims(g: &Graph, name: &str, input: bool) -> Result<Vec<usize>, PackageE
     Ok(out)
 }
 
-#[cfg_attr(not(any(feature = "cuda", feature = "tensorrt")), allow(dead_code))]
 pub(crate) enum SessionBuildError {
     Ort(String),
     Config(String),
@@ -390,32 +389,28 @@ fn build_session(
     b = b
         .with_inter_threads(1)
         .map_err(|e| SessionBuildError::Ort(e.to_string()))?;
-    match opts.provider {
-        ExecutionProvider::Cpu => {}
+    let ep: Option<ort::ep::ExecutionProviderDispatch> = match opts.provider {
+        ExecutionProvider::Cpu => None,
         #[cfg(feature = "cuda")]
-        ExecutionProvider::Cuda { device_id } => {
-            let mut ep = ort::ep::CUDA::default()
+        ExecutionProvider::Cuda { device_id } => Some(
+            ort::ep::CUDA::default()
                 .with_device_id(device_id as i32)
-                .build();
-            if opts.error_on_failure {
-                ep = ep.error_on_failure();
-            }
-            b = b
-                .with_execution_providers([ep])
-                .map_err(|e| SessionBuildError::Config(e.to_string()))?;
-        }
+                .build(),
+        ),
         #[cfg(feature = "tensorrt")]
-        ExecutionProvider::TensorRt { device_id } => {
-            let mut ep = ort::ep::TensorRT::default()
+        ExecutionProvider::TensorRt { device_id } => Some(
+            ort::ep::TensorRT::default()
                 .with_device_id(device_id as i32)
-                .build();
-            if opts.error_on_failure {
-                ep = ep.error_on_failure();
-            }
-            b = b
-                .with_execution_providers([ep])
-                .map_err(|e| SessionBuildError::Config(e.to_string()))?;
+                .build(),
+        ),
+    };
+    if let Some(mut ep) = ep {
+        if opts.error_on_failure {
+            ep = ep.error_on_failure();
         }
+        b = b
+            .with_execution_providers([ep])
+            .map_err(|e| SessionBuildError::Config(e.to_string()))?;
     }
     b.commit_from_memory(bytes).map_err(o)
 }

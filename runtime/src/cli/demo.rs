@@ -172,12 +172,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     println!("summary");
     println!(
         "  {} ticks in {:.2} s = {:.2} Hz (target {}), wake-up lateness p50 {:.0} us, p99 {:.0} us",
-        a.ticks,
-        elapsed,
-        rate,
-        a.fps,
-        ll.p50_us,
-        ll.p99_us
+        a.ticks, elapsed, rate, a.fps, ll.p50_us, ll.p99_us
     );
     println!(
         "  {inferences} inferences: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",

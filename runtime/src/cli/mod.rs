@@ -25,6 +25,10 @@ pub struct RunOpts {
     /// Noise seed; default: the manifest's `sampler.seed`.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Let ONNX Runtime fall back to the CPU when a GPU execution provider cannot
+    /// start (default: refuse with an error).
+    #[arg(long)]
+    pub cpu_fallback: bool,
 }
 
 impl RunOpts {
@@ -39,7 +43,7 @@ impl RunOpts {
         Ok(EngineOptions {
             intra_threads: self.threads.max(1),
             provider,
-            error_on_failure: true,
+            error_on_failure: !self.cpu_fallback,
             steps: self.steps,
             seed: self.seed,
         })
