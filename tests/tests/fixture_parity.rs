@@ -99,53 +99,40 @@ fn bgr_frames_are_swapped_to_the_graphs_order() {
     let (head_bgr, wrist_bgr) = (swap(&head), swap(&wrist));
     let (h, w) = (shape[1], shape[2]);
     let n = h * w * 3;
-    for step in 0..2 {
-        let frames = [
-            Frame {
-                data: &head_bgr[step * n..(step + 1) * n],
-                width: w,
-                height: h,
-                order: ColorOrder::Bgr,
-            },
-            Frame {
-                data: &wrist_bgr[step * n..(step + 1) * n],
-                width: w,
-                height: h,
-                order: ColorOrder::Bgr,
-            },
-        ];
-        let obs = ObservationStep {
-            cameras: &frames,
-            state: Some(&state[step * 6..(step + 1) * 6]),
-            tactile: Some(TactileReading::Taxels(&taxels[step * 32..(step + 1) * 32])),
-        };
-        engine.set_observation(step, &obs).unwrap();
-    }
+    // Feed the BGR bytes, declared with `order`, for both history steps.
+    let feed = |engine: &mut Engine, order: ColorOrder| {
+        for step in 0..2 {
+            let (hb, wb) = (
+                &head_bgr[step * n..(step + 1) * n],
+                &wrist_bgr[step * n..(step + 1) * n],
+            );
+            let frames = [
+                Frame {
+                    data: hb,
+                    width: w,
+                    height: h,
+                    order,
+                },
+                Frame {
+                    data: wb,
+                    width: w,
+                    height: h,
+                    order,
+                },
+            ];
+            let obs = ObservationStep {
+                cameras: &frames,
+                state: Some(&state[step * 6..(step + 1) * 6]),
+                tactile: Some(TactileReading::Taxels(&taxels[step * 32..(step + 1) * 32])),
+            };
+            engine.set_observation(step, &obs).unwrap();
+        }
+    };
+    feed(&mut engine, ColorOrder::Bgr);
     let chunk = engine.infer_with_noise(&noise).unwrap();
     assert!(max_abs_diff(chunk, &want) <= 1e-3);
     // Declaring the BGR bytes as RGB must change the answer (the fixture is colour sensitive).
-    for step in 0..2 {
-        let frames = [
-            Frame {
-                data: &head_bgr[step * n..(step + 1) * n],
-                width: w,
-                height: h,
-                order: ColorOrder::Rgb,
-            },
-            Frame {
-                data: &wrist_bgr[step * n..(step + 1) * n],
-                width: w,
-                height: h,
-                order: ColorOrder::Rgb,
-            },
-        ];
-        let obs = ObservationStep {
-            cameras: &frames,
-            state: Some(&state[step * 6..(step + 1) * 6]),
-            tactile: Some(TactileReading::Taxels(&taxels[step * 32..(step + 1) * 32])),
-        };
-        engine.set_observation(step, &obs).unwrap();
-    }
+    feed(&mut engine, ColorOrder::Rgb);
     let wrong = engine.infer_with_noise(&noise).unwrap();
     assert!(max_abs_diff(wrong, &want) > 1e-2);
 }
