@@ -14,9 +14,6 @@ use std::sync::OnceLock;
 
 use crate::error::OrtLoadError;
 
-/// Minimum ONNX Runtime minor version (`ort` 2.0.0-rc.15 speaks API 31 = 1.31).
-pub const MIN_MINOR: u32 = 31;
-
 static LOADED: OnceLock<Result<(PathBuf, ort::environment::Environment), OrtLoadError>> =
     OnceLock::new();
 

@@ -128,40 +128,46 @@ impl PolicyPackage {
         self.graphs.iter().map(|g| g.parameters).sum()
     }
 
+    /// The observation inputs of the encoder (ManiFlow) or act graph (ACT), with
+    /// their dims: `(B, [To,] feature dims...)`; ACT has no history axis.
+    fn observation_inputs(&self) -> Vec<(String, Dims)> {
+        let m = &self.manifest;
+        let lead: Dims = match m.kind {
+            PolicyKind::Maniflow => vec![D::Batch, D::Is(m.n_obs_steps)],
+            PolicyKind::Act => vec![D::Batch],
+        };
+        let with_lead = |tail: &[usize]| -> Dims {
+            lead.iter()
+                .copied()
+                .chain(tail.iter().map(|v| D::Is(*v)))
+                .collect()
+        };
+        let mut inputs: Vec<(String, Dims)> = m
+            .image_inputs()
+            .into_iter()
+            .map(|img| (img.key, with_lead(&[3, img.height, img.width])))
+            .collect();
+        if let Some(s) = &m.inputs.state {
+            inputs.push((s.key.clone(), with_lead(&[s.names.len()])));
+        }
+        if let Some(TactileInput::Taxels { key, size }) = &m.inputs.tactile {
+            inputs.push((key.clone(), with_lead(&[*size])));
+        }
+        inputs
+    }
+
     /// The tensors each graph must have, from the manifest.
     fn check_interfaces(&mut self) -> Result<(), PackageError> {
+        let inputs = self.observation_inputs();
         let m = &self.manifest;
-        let to = m.n_obs_steps;
         let a = &m.outputs.action;
         let b = D::Batch;
+        let act_dims = vec![b, D::Is(a.horizon), D::Is(a.dim())];
         match m.kind {
             PolicyKind::Maniflow => {
-                let mut inputs: Vec<(String, Dims)> = Vec::new();
-                for cam in &m.inputs.cameras {
-                    inputs.push((
-                        cam.key.clone(),
-                        vec![b, D::Is(to), D::Is(3), D::Is(cam.height), D::Is(cam.width)],
-                    ));
-                }
-                if let Some(s) = &m.inputs.state {
-                    inputs.push((s.key.clone(), vec![b, D::Is(to), D::Is(s.names.len())]));
-                }
-                match &m.inputs.tactile {
-                    Some(TactileInput::Taxels { key, size }) => {
-                        inputs.push((key.clone(), vec![b, D::Is(to), D::Is(*size)]))
-                    }
-                    Some(TactileInput::Image {
-                        key, height, width, ..
-                    }) => inputs.push((
-                        key.clone(),
-                        vec![b, D::Is(to), D::Is(3), D::Is(*height), D::Is(*width)],
-                    )),
-                    None => {}
-                }
                 let enc = self.graph("encoder").ok_or_else(|| missing("encoder"))?;
                 check_graph(enc, &inputs, &[("context".into(), vec![b, D::Any, D::Any])])?;
-                let ctx_dims = fixed_dims(enc, "context", false)?;
-                let (l, dc) = (ctx_dims[1], ctx_dims[2]);
+                let (l, dc) = context_dims(enc)?;
                 if let Some(last) = m.modality_map.last() {
                     if last.end != l {
                         return Err(PackageError::Interface {
@@ -175,7 +181,6 @@ impl PolicyPackage {
                     }
                 }
                 let vel = self.graph("velocity").ok_or_else(|| missing("velocity"))?;
-                let act_dims = vec![b, D::Is(a.horizon), D::Is(a.dim())];
                 check_graph(
                     vel,
                     &[
@@ -192,35 +197,8 @@ impl PolicyPackage {
                 };
             }
             PolicyKind::Act => {
-                let mut inputs: Vec<(String, Dims)> = Vec::new();
-                if let Some(s) = &m.inputs.state {
-                    inputs.push((s.key.clone(), vec![b, D::Is(s.names.len())]));
-                }
-                for cam in &m.inputs.cameras {
-                    inputs.push((
-                        cam.key.clone(),
-                        vec![b, D::Is(3), D::Is(cam.height), D::Is(cam.width)],
-                    ));
-                }
-                if let Some(t) = &m.inputs.tactile {
-                    match t {
-                        TactileInput::Taxels { key, size } => {
-                            inputs.push((key.clone(), vec![b, D::Is(*size)]))
-                        }
-                        TactileInput::Image {
-                            key, height, width, ..
-                        } => inputs.push((
-                            key.clone(),
-                            vec![b, D::Is(3), D::Is(*height), D::Is(*width)],
-                        )),
-                    }
-                }
                 let g = self.graph("act").ok_or_else(|| missing("act"))?;
-                check_graph(
-                    g,
-                    &inputs,
-                    &[("action".into(), vec![b, D::Is(a.horizon), D::Is(a.dim())])],
-                )?;
+                check_graph(g, &inputs, &[("action".into(), act_dims)])?;
             }
         }
         Ok(())
@@ -334,38 +312,27 @@ fn check_graph(
     check_side(g, "output", outs, outputs)
 }
 
-/// The fixed dims of a graph output (batch excluded from the fixedness check).
-fn fixed_dims(g: &Graph, name: &str, input: bool) -> Result<Vec<usize>, PackageError> {
-    let list = if input {
-        g.session.inputs()
-    } else {
-        g.session.outputs()
-    };
-    let Some(o) = list.iter().find(|o| o.name() == name) else {
-        return Err(PackageError::Interface {
+/// (L, Dc) of the encoder's `context` output, already checked to be `(B, *, *)`;
+/// both must be fixed so the runtime can preallocate.
+fn context_dims(g: &Graph) -> Result<(usize, usize), PackageError> {
+    let shape = g
+        .session
+        .outputs()
+        .iter()
+        .find(|o| o.name() == "context")
+        .and_then(|o| shape_of(o.dtype()))
+        .map(|(_, shape)| shape)
+        .unwrap_or_default();
+    match shape.as_slice() {
+        [_, l, dc] if *l >= 0 && *dc >= 0 => Ok((*l as usize, *dc as usize)),
+        _ => Err(PackageError::Interface {
             file: g.path.clone(),
-            tensor: name.into(),
-            message: "is missing".into(),
-        });
-    };
-    let (_, shape) = shape_of(o.dtype()).unwrap_or((TensorElementType::Float32, vec![]));
-    let mut out = Vec::new();
-    for (i, s) in shape.iter().enumerate() {
-        if i == 0 {
-            out.push(1);
-        } else if *s < 0 {
-            return Err(PackageError::Interface {
-                file: g.path.clone(),
-                tensor: name.into(),
-                message: format!(
-                    "dimension {i} is symbolic; the runtime needs a fixed size to preallocate"
-                ),
-            });
-        } else {
-            out.push(*s as usize);
-        }
+            tensor: "context".into(),
+            message: format!(
+                "has shape {shape:?}; tokens and width must be fixed for the runtime to preallocate"
+            ),
+        }),
     }
-    Ok(out)
 }
 
 pub(crate) enum SessionBuildError {
@@ -378,17 +345,15 @@ fn build_session(
     opts: &EngineOptions,
     bytes: &[u8],
 ) -> Result<Session, SessionBuildError> {
-    let o = |e: ort::Error| SessionBuildError::Ort(e.to_string());
+    fn o(e: impl std::fmt::Display) -> SessionBuildError {
+        SessionBuildError::Ort(e.to_string())
+    }
     let mut b = Session::builder(env).map_err(o)?;
     b = b
         .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
-        .map_err(|e| SessionBuildError::Ort(e.to_string()))?;
-    b = b
-        .with_intra_threads(opts.intra_threads.max(1))
-        .map_err(|e| SessionBuildError::Ort(e.to_string()))?;
-    b = b
-        .with_inter_threads(1)
-        .map_err(|e| SessionBuildError::Ort(e.to_string()))?;
+        .map_err(o)?;
+    b = b.with_intra_threads(opts.intra_threads.max(1)).map_err(o)?;
+    b = b.with_inter_threads(1).map_err(o)?;
     let ep: Option<ort::ep::ExecutionProviderDispatch> = match opts.provider {
         ExecutionProvider::Cpu => None,
         #[cfg(feature = "cuda")]
