@@ -114,8 +114,6 @@ pub struct StageTimes {
     pub encoder: Duration,
     /// Sum over the velocity steps.
     pub velocity: Duration,
-    /// Sampler arithmetic, unnormalisation and slicing.
-    pub post: Duration,
 }
 
 /// What feeds a graph input.
@@ -144,12 +142,17 @@ pub struct Engine {
     state_norm: Option<Normalizer>,
     tactile_norm: Option<Normalizer>,
     action_norm: Normalizer,
+    /// "encoder" (maniflow) or "act", and its index in `pkg.graphs`.
+    obs_graph: &'static str,
+    obs_graph_index: usize,
     /// maniflow: encoder inputs; act: act inputs.
     obs_inputs: GraphInputs,
     obs_run: RunOptions<HasSelectedOutputs>,
     obs_output_name: &'static str,
     /// maniflow: encoder output handle (shares memory with the preallocated output); act: action output.
     obs_output: DynValue,
+    /// Index of `velocity` in `pkg.graphs` (maniflow only).
+    vel_graph_index: usize,
     vel_inputs: Option<GraphInputs>,
     vel_run: Option<RunOptions<HasSelectedOutputs>>,
     vel_output: Option<DynValue>,
@@ -168,6 +171,18 @@ pub struct Engine {
 
 fn ort_err(stage: &'static str) -> impl Fn(ort::Error) -> EngineError {
     move |source| EngineError::Ort { stage, source }
+}
+
+/// The shape of a graph tensor with its symbolic batch set to 1 (the package
+/// check has already matched every other dimension against the manifest).
+fn batch_of_one(vt: &ort::value::ValueType) -> Vec<usize> {
+    match vt {
+        ort::value::ValueType::Tensor { shape, .. } => shape
+            .iter()
+            .map(|d| usize::try_from(*d).unwrap_or(1))
+            .collect(),
+        _ => vec![1],
+    }
 }
 
 fn zeros(shape: Vec<usize>) -> Result<Tensor<f32>, EngineError> {
@@ -216,44 +231,27 @@ impl Engine {
         } else {
             "act"
         };
-        let batch_to: Vec<usize> = if m.kind == PolicyKind::Maniflow {
-            vec![1, to]
-        } else {
-            vec![1]
-        };
         // Observation-side inputs in the session's order.
-        let graph = pkg.graph(obs_graph).ok_or_else(|| EngineError::Config {
-            what: "policy package".into(),
-            message: format!("graph `{obs_graph}` is missing"),
-        })?;
+        let obs_graph_index = graph_index(&pkg, obs_graph)?;
+        let graph = &pkg.graphs[obs_graph_index];
         let mut roles = Vec::new();
         let mut values = Vec::new();
         for input in graph.session.inputs() {
             let name = input.name();
-            let (role, tail): (Role, Vec<usize>) =
-                if let Some(i) = images.iter().position(|p| p.spec().key == name) {
-                    let s = images[i].spec();
-                    (Role::Image(i), vec![3, s.height, s.width])
-                } else if m.inputs.state.as_ref().is_some_and(|s| s.key == name) {
-                    (
-                        Role::State,
-                        vec![state_norm.as_ref().map_or(0, |n| n.len())],
-                    )
-                } else if m.inputs.tactile.as_ref().is_some_and(|t| t.key() == name) {
-                    (
-                        Role::Taxels,
-                        vec![tactile_norm.as_ref().map_or(0, |n| n.len())],
-                    )
-                } else {
-                    return Err(EngineError::Config {
-                        what: format!("graph {obs_graph}"),
-                        message: format!("input `{name}` is not declared in policy.toml"),
-                    });
-                };
-            let mut shape = batch_to.clone();
-            shape.extend(tail);
+            let role = if let Some(i) = images.iter().position(|p| p.spec().key == name) {
+                Role::Image(i)
+            } else if m.inputs.state.as_ref().is_some_and(|s| s.key == name) {
+                Role::State
+            } else if m.inputs.tactile.as_ref().is_some_and(|t| t.key() == name) {
+                Role::Taxels
+            } else {
+                return Err(EngineError::Config {
+                    what: format!("graph {obs_graph}"),
+                    message: format!("input `{name}` is not declared in policy.toml"),
+                });
+            };
             roles.push(role);
-            values.push(zeros(shape)?);
+            values.push(zeros(batch_of_one(input.dtype()))?);
         }
         let obs_inputs = GraphInputs { roles, values };
 
@@ -267,11 +265,9 @@ impl Engine {
                 OutputSelector::default().preallocate(obs_output_name, zeros(obs_out_shape)?),
             );
 
-        let (vel_inputs, vel_run) = if m.kind == PolicyKind::Maniflow {
-            let vg = pkg.graph("velocity").ok_or_else(|| EngineError::Config {
-                what: "policy package".into(),
-                message: "graph `velocity` is missing".into(),
-            })?;
+        let (vel_graph_index, vel_inputs, vel_run) = if m.kind == PolicyKind::Maniflow {
+            let vel_graph_index = graph_index(&pkg, "velocity")?;
+            let vg = &pkg.graphs[vel_graph_index];
             let mut roles = Vec::new();
             let mut values = Vec::new();
             for input in vg.session.inputs() {
@@ -296,9 +292,13 @@ impl Engine {
                 .with_outputs(
                     OutputSelector::default().preallocate("velocity", zeros(vec![1, horizon, da])?),
                 );
-            (Some(GraphInputs { roles, values }), Some(run))
+            (
+                vel_graph_index,
+                Some(GraphInputs { roles, values }),
+                Some(run),
+            )
         } else {
-            (None, None)
+            (usize::MAX, None, None)
         };
 
         let sampler = m.sampler.clone();
@@ -322,10 +322,13 @@ impl Engine {
             state_norm,
             tactile_norm,
             action_norm,
+            obs_graph,
+            obs_graph_index,
             obs_inputs,
             obs_run,
             obs_output_name,
             obs_output: zeros(vec![1])?.into_dyn(),
+            vel_graph_index,
             vel_inputs,
             vel_run,
             vel_output: None,
@@ -517,16 +520,13 @@ impl Engine {
         self.run_obs_graph()?;
         let t1 = Instant::now();
         self.times.encoder = t1 - t0;
-        let mut post = Duration::ZERO;
         match self.kind {
             PolicyKind::Act => {
-                let p0 = Instant::now();
                 let (_, y) = self
                     .obs_output
                     .try_extract_tensor::<f32>()
                     .map_err(ort_err("reading act output"))?;
                 self.x.copy_from_slice(y);
-                post += p0.elapsed();
                 self.times.velocity = Duration::ZERO;
             }
             PolicyKind::Maniflow => {
@@ -539,11 +539,10 @@ impl Engine {
                         TargetT::Relative => dt,
                         TargetT::Absolute => t + dt,
                     };
-                    let p0 = Instant::now();
-                    self.write_velocity_inputs(t, target)?;
-                    let p1 = Instant::now();
+                    self.write_velocity_inputs(t, target);
+                    let v0 = Instant::now();
                     self.run_velocity()?;
-                    let p2 = Instant::now();
+                    vel_time += v0.elapsed();
                     let out = self
                         .vel_output
                         .as_ref()
@@ -558,26 +557,21 @@ impl Engine {
                     for (xi, vi) in self.x.iter_mut().zip(v) {
                         *xi += dt * vi;
                     }
-                    post += (p1 - p0) + p2.elapsed();
-                    vel_time += p2 - p1;
                 }
                 self.times.velocity = vel_time;
             }
         }
-        let p0 = Instant::now();
         let da = self.da;
         for (r, row) in self.chunk.chunks_exact_mut(da).enumerate() {
             let src = &self.x[(self.start_index + r) * da..(self.start_index + r + 1) * da];
             self.action_norm.unnormalize(src, row);
         }
-        post += p0.elapsed();
-        self.times.post = post;
         Ok(&self.chunk)
     }
 
-    fn write_velocity_inputs(&mut self, t: f32, target: f32) -> Result<(), EngineError> {
+    fn write_velocity_inputs(&mut self, t: f32, target: f32) {
         let Some(vi) = self.vel_inputs.as_mut() else {
-            return Ok(());
+            return;
         };
         for (role, value) in vi.roles.iter().zip(vi.values.iter_mut()) {
             let (_, data) = value.extract_tensor_mut();
@@ -588,7 +582,6 @@ impl Engine {
                 _ => {}
             }
         }
-        Ok(())
     }
 
     /// Run the observation graph (encoder or act) once with the current inputs.
@@ -606,22 +599,16 @@ impl Engine {
 
     /// Returns a handle on the (preallocated) output; dropping it frees nothing.
     fn run_obs_graph_inner(&mut self) -> Result<Option<DynValue>, EngineError> {
-        let graph_name = if self.kind == PolicyKind::Maniflow {
-            "encoder"
-        } else {
-            "act"
-        };
-        let idx = self.graph_index(graph_name)?;
         let inputs: ArrayVec<SessionInputValue<'_>, 8> = self
             .obs_inputs
             .values
             .iter()
             .map(SessionInputValue::from)
             .collect();
-        let session = &mut self.pkg.graphs[idx].session;
+        let session = &mut self.pkg.graphs[self.obs_graph_index].session;
         let mut out = session
             .run_with_options(&inputs[..], &self.obs_run)
-            .map_err(ort_err(graph_name))?;
+            .map_err(ort_err(self.obs_graph))?;
         Ok(out.remove(self.obs_output_name))
     }
 
@@ -639,7 +626,6 @@ impl Engine {
     }
 
     fn run_velocity_inner(&mut self) -> Result<Option<DynValue>, EngineError> {
-        let idx = self.graph_index("velocity")?;
         let (Some(vi), Some(run)) = (self.vel_inputs.as_ref(), self.vel_run.as_ref()) else {
             return Err(EngineError::Config {
                 what: "engine".into(),
@@ -658,23 +644,22 @@ impl Engine {
                 }
             })
             .collect();
-        let session = &mut self.pkg.graphs[idx].session;
+        let session = &mut self.pkg.graphs[self.vel_graph_index].session;
         let mut out = session
             .run_with_options(&inputs[..], run)
             .map_err(ort_err("velocity"))?;
         Ok(out.remove("velocity"))
     }
+}
 
-    fn graph_index(&self, name: &str) -> Result<usize, EngineError> {
-        self.pkg
-            .graphs
-            .iter()
-            .position(|g| g.name == name)
-            .ok_or_else(|| EngineError::Config {
-                what: "policy package".into(),
-                message: format!("graph `{name}` is missing"),
-            })
-    }
+fn graph_index(pkg: &PolicyPackage, name: &str) -> Result<usize, EngineError> {
+    pkg.graphs
+        .iter()
+        .position(|g| g.name == name)
+        .ok_or_else(|| EngineError::Config {
+            what: "policy package".into(),
+            message: format!("graph `{name}` is missing"),
+        })
 }
 
 #[cfg(test)]
