@@ -38,6 +38,8 @@ pub struct StepReport {
     pub inferred: bool,
     /// The new chunk was rejected by the whole-chunk checks.
     pub chunk_rejected: bool,
+    /// Base timestep of the executed action (`None` when the executor had none).
+    pub timestep: Option<u64>,
     pub verdict: CommandVerdict,
 }
 
@@ -45,7 +47,6 @@ pub struct Controller {
     pub engine: Engine,
     pub executor: Executor,
     pub safety: Safety,
-    tick: u64,
 }
 
 impl Controller {
@@ -82,7 +83,6 @@ impl Controller {
             engine,
             executor: ex,
             safety: sf,
-            tick: 0,
         })
     }
 
@@ -103,24 +103,29 @@ impl Controller {
             inferred = true;
             match self.safety.check_chunk(chunk, present) {
                 ChunkVerdict::Accepted => {
-                    self.executor.push_chunk(chunk, self.tick).map_err(|e| {
-                        EngineError::Config {
+                    // Row 0 is for the next base step to execute (not the control
+                    // tick: with interpolation there are M ticks per base step).
+                    let start = self.executor.timestep();
+                    self.executor
+                        .push_chunk(chunk, start)
+                        .map_err(|e| EngineError::Config {
                             what: "executor".into(),
                             message: e.to_string(),
-                        }
-                    })?;
+                        })?;
                 }
                 ChunkVerdict::Rejected(_) => chunk_rejected = true,
             }
         }
-        let verdict = match self.executor.tick(out) {
-            Tick::Action { .. } => self.safety.filter_command(out, present),
-            Tick::Empty => self.safety.hold(out, present),
+        let (timestep, verdict) = match self.executor.tick(out) {
+            Tick::Action { timestep, .. } => {
+                (Some(timestep), self.safety.filter_command(out, present))
+            }
+            Tick::Empty => (None, self.safety.hold(out, present)),
         };
-        self.tick += 1;
         Ok(StepReport {
             inferred,
             chunk_rejected,
+            timestep,
             verdict,
         })
     }
@@ -128,6 +133,5 @@ impl Controller {
     pub fn reset(&mut self) {
         self.executor.reset();
         self.safety.reset();
-        self.tick = 0;
     }
 }
