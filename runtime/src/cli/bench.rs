@@ -116,7 +116,6 @@ pub fn measure(a: &Args) -> anyhow::Result<BenchReport> {
                 raw_vel.record(d);
             }
         }
-        let r2 = Instant::now();
         if it >= a.warmup {
             let times = engine.last_times();
             pre.record(t1 - t0);
@@ -127,7 +126,6 @@ pub fn measure(a: &Args) -> anyhow::Result<BenchReport> {
             whole.record(t2 - t0);
             raw_enc.record(r1 - r0);
             raw_total.record((r1 - r0) + rv);
-            let _ = r2;
         }
     }
     let (w, r) = (whole.percentiles(), raw_total.percentiles());
