@@ -1,5 +1,16 @@
-//! Robot I/O for the ManiFlow runtime: the SO-101 arm's description (joint order,
-//! limits, units). Transports and messages arrive with the robot I/O work; this
-//! crate knows nothing of ML.
+//! Robot I/O for the ManiFlow runtime. Knows nothing of ML.
+//!
+//! - [`so101`]: the SO-101 arm's joint order, limits and units;
+//!   [`kinematics`]: its joint chain, forward kinematics and damped-least-squares IK.
+//! - [`msg`]: ROS 2 message types and their CDR encoding.
+//! - [`transport`]: one transport trait over native zenoh, ROS 2 over DDS and
+//!   ROS 2 over rmw_zenoh.
+//! - [`camera`]: JPEG decode/encode for compressed image streams.
+//! - [`sim`]: the simulated SO-101 pick task and its scripted expert.
 
+pub mod camera;
+pub mod kinematics;
+pub mod msg;
+pub mod sim;
 pub mod so101;
+pub mod transport;

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod manifest;
+pub mod node;
 pub mod normalize;
 pub mod npz;
 pub mod onnx_info;

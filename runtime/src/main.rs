@@ -29,15 +29,31 @@ enum Command {
     Infer(cli::infer::Args),
     /// The main job on the embedded default: the bundled policy in a closed loop on synthetic observations.
     Demo(cli::demo::Args),
+    /// The robot node: subscribe to the robot's streams, run the policy, publish commands.
+    Run(cli::run::Args),
+    /// The simulated SO-101 pick task on the same transports (a separate process).
+    Sim(cli::sim::Args),
+    /// One-way latency of images and joint states over each transport on loopback.
+    TransportBench(cli::transport_bench::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // launch_ros appends `--ros-args ...` to every node's command line: split it
+    // off before clap sees it.
+    let mut args: Vec<String> = std::env::args().collect();
+    let ros_args = match args.iter().position(|a| a == "--ros-args") {
+        Some(i) => args.split_off(i),
+        None => Vec::new(),
+    };
+    let cli = Cli::parse_from(args);
     let res = match cli.command {
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Infer(a) => cli::infer::run(a),
         Command::Demo(a) => cli::demo::run(a),
+        Command::Run(a) => cli::run::run(a, cli::run::parse_ros_args(&ros_args)),
+        Command::Sim(a) => cli::sim::run(a),
+        Command::TransportBench(a) => cli::transport_bench::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

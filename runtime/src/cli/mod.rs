@@ -4,6 +4,9 @@ pub mod bench;
 pub mod demo;
 pub mod infer;
 pub mod inspect;
+pub mod run;
+pub mod sim;
+pub mod transport_bench;
 
 use std::path::Path;
 

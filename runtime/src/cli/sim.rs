@@ -1,0 +1,343 @@
+//! `maniflow sim`: the simulated SO-101 (bridge::sim) as its own process on the
+//! same transports as a real arm: joint states at `--joint-rate` (100 Hz), head
+//! and wrist images and tactile taxels at `--fps` (30), commands in from
+//! `joint_command` (Float64MultiArray, LeRobot units). `--expert` drives the
+//! scripted expert instead. Episodes reset on success (after a short hold) or
+//! on timeout; every episode is reported.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossbeam::atomic::AtomicCell;
+use maniflow_bridge::msg::{
+    CompressedImage, Float32MultiArray, Float64MultiArray, Header, Image, JointState, Time,
+};
+use maniflow_bridge::sim::{Expert, SimConfig, SimWorld};
+use maniflow_bridge::so101::{JOINT_NAMES, N_JOINTS};
+use maniflow_bridge::transport::{
+    wall_ns, AnyTransport, Qos, Transport, TransportConfig, TransportKind, DEFAULT_ENDPOINT,
+};
+use serde::Serialize;
+
+use super::run::{parse_duration, write_json_atomic};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// zenoh | ros2-dds | ros2-zenoh.
+    #[arg(long, default_value = "zenoh")]
+    pub transport: TransportKind,
+    /// Robot name (zenoh key prefix maniflow/<robot>/, ROS namespace /<robot>).
+    #[arg(long, default_value = "so101")]
+    pub robot: String,
+    /// Zenoh endpoint(s) to listen on (default tcp/127.0.0.1:7447).
+    #[arg(long)]
+    pub listen: Vec<String>,
+    /// Zenoh endpoint(s) to connect to.
+    #[arg(long)]
+    pub connect: Vec<String>,
+    /// ROS domain id (default: ROS_DOMAIN_ID, else 0).
+    #[arg(long)]
+    pub domain_id: Option<u16>,
+    /// Scenario seed (cube poses).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Drive the scripted expert instead of listening for commands.
+    #[arg(long)]
+    pub expert: bool,
+    /// Stop after this long (default: until SIGINT).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many episodes.
+    #[arg(long)]
+    pub episodes: Option<u64>,
+    /// Episode timeout in seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub episode_s: f64,
+    /// Camera image width and height.
+    #[arg(long, default_value_t = 96)]
+    pub width: usize,
+    #[arg(long, default_value_t = 96)]
+    pub height: usize,
+    /// Camera and tactile rate (Hz).
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f64,
+    /// Joint state rate and physics step (Hz).
+    #[arg(long, default_value_t = 100.0)]
+    pub joint_rate: f64,
+    /// Publish JPEG CompressedImage on `<camera>/image_raw/compressed` as well.
+    #[arg(long)]
+    pub jpeg: bool,
+    /// Write per-episode results as JSON here at the end.
+    #[arg(long)]
+    pub stats_json: Option<PathBuf>,
+    /// No per-second status line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EpisodeResult {
+    pub episode: u64,
+    pub success: bool,
+    pub time_to_success_s: Option<f64>,
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SimStats {
+    pub episodes: Vec<EpisodeResult>,
+    pub success_rate: f64,
+    pub commands_received: u64,
+    pub commands_malformed: u64,
+    pub joint_states_published: u64,
+    pub frames_published: u64,
+    pub expert: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if !(a.fps > 0.0 && a.joint_rate >= a.fps && a.joint_rate <= 1000.0) {
+        anyhow::bail!("--fps must be > 0 and <= --joint-rate <= 1000");
+    }
+    if a.width == 0 || a.height == 0 || a.width > 4096 || a.height > 4096 {
+        anyhow::bail!("--width/--height must be in 1..=4096");
+    }
+    let mut tc = TransportConfig {
+        kind: a.transport,
+        robot: a.robot.clone(),
+        domain_id: a.domain_id,
+        listen: if a.listen.is_empty() && a.connect.is_empty() {
+            vec![DEFAULT_ENDPOINT.to_string()]
+        } else {
+            a.listen.clone()
+        },
+        connect: a.connect.clone(),
+        ..TransportConfig::default()
+    };
+    tc.namespace = None;
+    let t = AnyTransport::open(&tc, "so101_sim")
+        .with_context(|| format!("opening the {} transport", tc.kind))?;
+    let js_pub = t.publisher::<JointState>("joint_states", Qos::Sensor)?;
+    let head_pub = t.publisher::<Image>("head/image_raw", Qos::Sensor)?;
+    let wrist_pub = t.publisher::<Image>("wrist/image_raw", Qos::Sensor)?;
+    let (head_jpg, wrist_jpg) = if a.jpeg {
+        (
+            Some(t.publisher::<CompressedImage>("head/image_raw/compressed", Qos::Sensor)?),
+            Some(t.publisher::<CompressedImage>("wrist/image_raw/compressed", Qos::Sensor)?),
+        )
+    } else {
+        (None, None)
+    };
+    let tac_pub = t.publisher::<Float32MultiArray>("tactile", Qos::Sensor)?;
+
+    let latest_cmd: Arc<AtomicCell<([f32; N_JOINTS], u64)>> =
+        Arc::new(AtomicCell::new(([0.0; N_JOINTS], 0)));
+    let received = Arc::new(AtomicU64::new(0));
+    let malformed = Arc::new(AtomicU64::new(0));
+    let _cmd_sub = {
+        let c = latest_cmd.clone();
+        let (r, m) = (received.clone(), malformed.clone());
+        t.subscribe::<Float64MultiArray>(
+            "joint_command",
+            Qos::Command,
+            Box::new(move |res| match res {
+                Ok(x) if x.msg.data.len() == N_JOINTS && x.msg.data.iter().all(|v| v.is_finite()) => {
+                    let mut q = [0.0f32; N_JOINTS];
+                    for (d, s) in q.iter_mut().zip(&x.msg.data) {
+                        *d = *s as f32;
+                    }
+                    let seq = c.load().1 + 1;
+                    c.store((q, seq));
+                    r.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    m.fetch_add(1, Ordering::Relaxed);
+                }
+            }),
+        )?
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let s = stop.clone();
+        ctrlc::set_handler(move || {
+            if s.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        })
+        .context("installing the SIGINT handler")?;
+    }
+
+    let cfg = SimConfig {
+        seed: a.seed,
+        image_width: a.width,
+        image_height: a.height,
+        ..SimConfig::default()
+    };
+    let mut world = SimWorld::new(cfg.clone());
+    let mut expert = Expert::new(&cfg);
+    let mut episode = 0u64;
+    world.reset(episode);
+    expert.reset();
+    eprintln!(
+        "maniflow sim: SO-101 pick task, seed {}, {} transport (robot {}), {}x{} cameras at {} fps, joints at {} Hz, {}",
+        a.seed,
+        tc.kind,
+        a.robot,
+        a.width,
+        a.height,
+        a.fps,
+        a.joint_rate,
+        if a.expert { "scripted expert drives" } else { "listening on joint_command" }
+    );
+
+    let n_px = a.width * a.height * 3;
+    let mut head = vec![0u8; n_px];
+    let mut wrist = vec![0u8; n_px];
+    let mut taxels = vec![0.0f32; world.taxel_count()];
+    let dt = 1.0 / a.joint_rate;
+    let frame_dt = 1.0 / a.fps;
+    let start = Instant::now();
+    let mut next_frame_t = 0.0f64;
+    let mut last_cmd_seq = 0u64;
+    let mut ep_start_t = 0.0f64;
+    let mut success_at: Option<f64> = None;
+    let mut results: Vec<EpisodeResult> = Vec::new();
+    let (mut js_count, mut frame_count) = (0u64, 0u64);
+    let mut last_status = Instant::now();
+    let mut js = JointState {
+        header: Header::default(),
+        name: JOINT_NAMES.iter().map(|s| s.to_string()).collect(),
+        position: vec![0.0; N_JOINTS],
+        velocity: vec![],
+        effort: vec![],
+    };
+    let mut tac_msg = Float32MultiArray::vector("taxels", vec![0.0; taxels.len()]);
+    let mut k: u64 = 0;
+    loop {
+        if stop.load(Ordering::Relaxed)
+            || a.duration.is_some_and(|d| start.elapsed() >= d)
+            || a.episodes.is_some_and(|n| results.len() as u64 >= n)
+        {
+            break;
+        }
+        let target = start + Duration::from_secs_f64(k as f64 * dt);
+        let now = Instant::now();
+        if target > now {
+            std::thread::sleep(target - now);
+        }
+        let t_sim = world.time();
+        let frame_due = t_sim + 1e-9 >= next_frame_t;
+        if frame_due {
+            world.render_head(&mut head);
+            world.render_wrist(&mut wrist);
+            world.tactile(&mut taxels);
+        }
+        if a.expert {
+            if frame_due {
+                let q = world.joint_positions();
+                let cmd = expert.act(&head, &q, &taxels, t_sim);
+                world.set_command(&cmd);
+            }
+        } else {
+            let (cmd, seq) = latest_cmd.load();
+            if seq != last_cmd_seq {
+                last_cmd_seq = seq;
+                world.set_command(&cmd);
+            }
+        }
+        world.step(dt);
+        let stamp = Time::from_nanos(wall_ns());
+        let q = world.joint_positions();
+        js.header.stamp = stamp;
+        for (d, s) in js.position.iter_mut().zip(q.iter()) {
+            *d = f64::from(*s);
+        }
+        if js_pub.publish(&js).is_ok() {
+            js_count += 1;
+        }
+        if frame_due {
+            next_frame_t += frame_dt;
+            let h = Header::new(stamp, "head_camera");
+            let w = Header::new(stamp, "wrist_camera");
+            let hi = Image::rgb8(h.clone(), a.width as u32, a.height as u32, head.clone())?;
+            let wi = Image::rgb8(w.clone(), a.width as u32, a.height as u32, wrist.clone())?;
+            let _ = head_pub.publish(&hi);
+            let _ = wrist_pub.publish(&wi);
+            if let (Some(hp), Some(wp)) = (&head_jpg, &wrist_jpg) {
+                if let Ok(j) = maniflow_bridge::camera::encode_jpeg_rgb(&head, a.width, a.height, 90) {
+                    let _ = hp.publish(&CompressedImage::jpeg(h, j));
+                }
+                if let Ok(j) = maniflow_bridge::camera::encode_jpeg_rgb(&wrist, a.width, a.height, 90) {
+                    let _ = wp.publish(&CompressedImage::jpeg(w, j));
+                }
+            }
+            tac_msg.data.copy_from_slice(&taxels);
+            let _ = tac_pub.publish(&tac_msg);
+            frame_count += 1;
+        }
+        // Episode bookkeeping.
+        let t_ep = world.time() - ep_start_t;
+        if success_at.is_none() && world.success() {
+            success_at = Some(t_ep);
+            eprintln!("maniflow sim: episode {episode}: success at {t_ep:.2} s");
+        }
+        let done = success_at.is_some_and(|s| t_ep >= s + 1.0) || t_ep >= a.episode_s;
+        if done {
+            results.push(EpisodeResult {
+                episode,
+                success: success_at.is_some(),
+                time_to_success_s: success_at,
+                duration_s: t_ep,
+            });
+            if success_at.is_none() {
+                eprintln!("maniflow sim: episode {episode}: timeout after {t_ep:.1} s");
+            }
+            episode += 1;
+            world.reset(episode);
+            expert.reset();
+            ep_start_t = world.time();
+            success_at = None;
+        }
+        if !a.quiet && last_status.elapsed() >= Duration::from_secs(1) {
+            last_status = Instant::now();
+            let ok = results.iter().filter(|r| r.success).count();
+            eprintln!(
+                "sim t {:>6.1}s | episode {episode} ({:.1} s{}) | done {} ok {ok} | commands {} (malformed {}) | joints [{}]",
+                start.elapsed().as_secs_f64(),
+                t_ep,
+                if a.expert { format!(", expert {}", expert.phase()) } else { String::new() },
+                results.len(),
+                received.load(Ordering::Relaxed),
+                malformed.load(Ordering::Relaxed),
+                q.iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>().join(" ")
+            );
+        }
+        k += 1;
+    }
+    let ok = results.iter().filter(|r| r.success).count();
+    let stats = SimStats {
+        success_rate: if results.is_empty() { 0.0 } else { ok as f64 / results.len() as f64 },
+        episodes: results,
+        commands_received: received.load(Ordering::Relaxed),
+        commands_malformed: malformed.load(Ordering::Relaxed),
+        joint_states_published: js_count,
+        frames_published: frame_count,
+        expert: a.expert,
+    };
+    println!(
+        "sim summary: {} episodes, success rate {:.2}, commands received {} (malformed {}), joint states {}, frames {}",
+        stats.episodes.len(),
+        stats.success_rate,
+        stats.commands_received,
+        stats.commands_malformed,
+        stats.joint_states_published,
+        stats.frames_published
+    );
+    if let Some(p) = &a.stats_json {
+        write_json_atomic(p, &stats)?;
+    }
+    Ok(())
+}

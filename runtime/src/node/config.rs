@@ -1,0 +1,340 @@
+//! `maniflow run` configuration (TOML, e.g. `launch/so101.toml`). Every table
+//! and field is checked (`deny_unknown_fields`); relative paths are resolved
+//! against the config file's directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use maniflow_bridge::transport::TransportConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::executor::{Aggregate, ExecutorMode};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub policy: PolicySection,
+    #[serde(default)]
+    pub control: ControlSection,
+    #[serde(default)]
+    pub transport: TransportConfig,
+    /// Input streams by name. `joints` and `tactile` are reserved names; every
+    /// other stream is a camera, matched to the policy input
+    /// `observation.images.<name>`.
+    pub streams: BTreeMap<String, StreamConfig>,
+    #[serde(default)]
+    pub outputs: OutputSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Policy package directory.
+    pub path: PathBuf,
+    /// ONNX Runtime intra-op threads.
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// cpu, cuda[:N], tensorrt[:N].
+    #[serde(default = "cpu")]
+    pub device: String,
+    /// Sampling steps N (ManiFlow); default: the manifest's.
+    pub steps: Option<usize>,
+    pub seed: Option<u64>,
+}
+
+fn one() -> usize {
+    1
+}
+fn cpu() -> String {
+    "cpu".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    Queue,
+    Ensemble,
+    Async,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateKind {
+    WeightedAverage,
+    LatestOnly,
+    Average,
+    Conservative,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSection {
+    /// Base rate of the policy's actions (the dataset fps), Hz.
+    pub rate_hz: f64,
+    /// Commands go out at `rate_hz * interpolation` (linear interpolation).
+    pub interpolation: usize,
+    pub executor: ExecutorKind,
+    /// Async: start the next inference when queued/chunk <= threshold.
+    pub async_threshold: f32,
+    pub aggregate: AggregateKind,
+    /// Temporal ensembling coefficient.
+    pub ensemble_coeff: f32,
+    /// Try SCHED_FIFO for the control thread and mlockall (reported either way).
+    pub realtime: bool,
+    /// SCHED_FIFO priority of the control thread (1..=99).
+    pub priority: u8,
+    /// CPU core to pin the control thread to (none by default).
+    pub cpu: Option<usize>,
+    /// Ticks of the stop ramp (hold at the present position) on SIGINT.
+    pub stop_ramp_ticks: u32,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        ControlSection {
+            rate_hz: 30.0,
+            interpolation: 1,
+            executor: ExecutorKind::Async,
+            async_threshold: 0.5,
+            aggregate: AggregateKind::WeightedAverage,
+            ensemble_coeff: 0.01,
+            realtime: true,
+            priority: 80,
+            cpu: None,
+            stop_ramp_ticks: 15,
+        }
+    }
+}
+
+impl ControlSection {
+    pub fn executor_mode(&self) -> ExecutorMode {
+        match self.executor {
+            ExecutorKind::Queue => ExecutorMode::Queue,
+            ExecutorKind::Ensemble => ExecutorMode::TemporalEnsemble {
+                coeff: self.ensemble_coeff,
+            },
+            ExecutorKind::Async => ExecutorMode::Async {
+                threshold: self.async_threshold,
+                aggregate: match self.aggregate {
+                    AggregateKind::WeightedAverage => Aggregate::WeightedAverage,
+                    AggregateKind::LatestOnly => Aggregate::LatestOnly,
+                    AggregateKind::Average => Aggregate::Average,
+                    AggregateKind::Conservative => Aggregate::Conservative,
+                },
+            },
+        }
+    }
+
+    /// Control tick rate in Hz.
+    pub fn tick_hz(&self) -> f64 {
+        self.rate_hz * self.interpolation as f64
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamType {
+    /// sensor_msgs/Image (rgb8, bgr8).
+    Image,
+    /// sensor_msgs/CompressedImage (JPEG).
+    CompressedImage,
+    /// std_msgs/Float32MultiArray of taxel values.
+    Taxels,
+    /// sensor_msgs/JointState.
+    JointState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JointUnits {
+    /// LeRobot units: degrees from the calibration midpoint, gripper 0..100.
+    Lerobot,
+    /// ROS convention (REP-103): radians; the gripper is the jaw angle.
+    Radians,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Topic relative to the robot's namespace / key prefix.
+    pub topic: String,
+    #[serde(rename = "type")]
+    pub kind: StreamType,
+    /// Inputs older than this (receive time) are stale and rejected.
+    pub max_age_ms: Option<f64>,
+    /// Joint states: units of `position` (default lerobot).
+    pub units: Option<JointUnits>,
+}
+
+impl StreamConfig {
+    pub fn max_age_s(&self) -> f64 {
+        self.max_age_ms.unwrap_or(match self.kind {
+            StreamType::JointState => 100.0,
+            _ => 500.0,
+        }) / 1000.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandType {
+    /// std_msgs/Float64MultiArray, one value per joint (policy units).
+    Float64MultiArray,
+    /// sensor_msgs/JointState with names and positions (policy units).
+    JointState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputSection {
+    /// trajectory_msgs/JointTrajectory for every accepted chunk ("" = off).
+    pub chunk_topic: String,
+    /// Per-tick command ("" = off).
+    pub command_topic: String,
+    pub command_type: CommandType,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        OutputSection {
+            chunk_topic: "action_chunk".into(),
+            command_topic: "joint_command".into(),
+            command_type: CommandType::Float64MultiArray,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads and checks a config file; relative paths become relative to its directory.
+    pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        let mut cfg: NodeConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if cfg.policy.path.is_relative() {
+            cfg.policy.path = base.join(&cfg.policy.path);
+        }
+        if let Some(z) = cfg.transport.zenoh_config.as_mut() {
+            if z.is_relative() {
+                *z = base.join(&*z);
+            }
+        }
+        cfg.check()
+            .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Semantic checks; each error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        let c = &self.control;
+        if !(c.rate_hz.is_finite() && c.rate_hz > 0.0 && c.rate_hz <= 1000.0) {
+            return Err(format!("control.rate_hz = {} must be in (0, 1000]", c.rate_hz));
+        }
+        if c.interpolation == 0 || c.tick_hz() > 1000.0 {
+            return Err(format!(
+                "control.interpolation = {} must be >= 1 with rate_hz * interpolation <= 1000",
+                c.interpolation
+            ));
+        }
+        if !(0.0..=1.0).contains(&c.async_threshold) {
+            return Err(format!(
+                "control.async_threshold = {} must be in [0, 1]",
+                c.async_threshold
+            ));
+        }
+        if !(1..=99).contains(&c.priority) {
+            return Err(format!("control.priority = {} must be in 1..=99", c.priority));
+        }
+        if self.policy.threads == 0 {
+            return Err("policy.threads must be >= 1".into());
+        }
+        let mut joints = 0;
+        for (name, s) in &self.streams {
+            maniflow_bridge::transport::check_topic(&s.topic)
+                .map_err(|e| format!("streams.{name}.topic: {e}"))?;
+            if let Some(a) = s.max_age_ms {
+                if !(a.is_finite() && a > 0.0) {
+                    return Err(format!("streams.{name}.max_age_ms = {a} must be > 0"));
+                }
+            }
+            match (name.as_str(), s.kind) {
+                ("joints", StreamType::JointState) => joints += 1,
+                ("joints", k) => {
+                    return Err(format!("streams.joints.type = {k:?}: must be joint_state"))
+                }
+                ("tactile", StreamType::Taxels | StreamType::Image | StreamType::CompressedImage) => {}
+                ("tactile", k) => {
+                    return Err(format!(
+                        "streams.tactile.type = {k:?}: must be taxels, image or compressed_image"
+                    ))
+                }
+                (_, StreamType::Image | StreamType::CompressedImage) => {}
+                (n, k) => {
+                    return Err(format!(
+                        "streams.{n}.type = {k:?}: a camera stream must be image or compressed_image"
+                    ))
+                }
+            }
+            if s.units.is_some() && s.kind != StreamType::JointState {
+                return Err(format!("streams.{name}.units applies to joint_state streams only"));
+            }
+        }
+        if joints == 0 {
+            return Err("streams.joints (type = \"joint_state\") is required: the control loop needs the arm's position".into());
+        }
+        for (field, t) in [
+            ("outputs.chunk_topic", &self.outputs.chunk_topic),
+            ("outputs.command_topic", &self.outputs.command_topic),
+        ] {
+            if !t.is_empty() {
+                maniflow_bridge::transport::check_topic(t).map_err(|e| format!("{field}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[policy]
+path = "p"
+[streams.joints]
+topic = "joint_states"
+type = "joint_state"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults_and_relative_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, MIN).unwrap();
+        let c = NodeConfig::load(&p).unwrap();
+        assert_eq!(c.policy.path, d.path().join("p"));
+        assert_eq!(c.control.rate_hz, 30.0);
+        assert_eq!(c.streams["joints"].max_age_s(), 0.1);
+        assert_eq!(c.outputs.command_topic, "joint_command");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        let cases = [
+            (format!("{MIN}\n[control]\nrate_hz = -1\n"), "control.rate_hz"),
+            (format!("{MIN}\n[streams.head]\ntopic = \"h\"\ntype = \"taxels\"\n"), "streams.head.type"),
+            (format!("{MIN}\n[streams.head]\ntopic = \"1h\"\ntype = \"image\"\n"), "streams.head.topic"),
+            (MIN.replace("joint_state\"", "image\""), "streams.joints.type"),
+            (format!("{MIN}\n[control]\nbogus = 1\n"), "bogus"),
+            ("[policy]\npath = \"p\"\n[streams.head]\ntopic = \"h\"\ntype = \"image\"\n".into(), "streams.joints"),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&p, &text).unwrap();
+            let e = NodeConfig::load(&p).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("c.toml"), "{want}: {e}");
+        }
+    }
+}
