@@ -22,13 +22,20 @@ $(STAMP): tests/requirements.txt
 	@rm -f $(VENV)/.bootstrap-*
 	@touch $@
 
-## The main job on the embedded default: the bundled policy in a real-time closed loop.
+## The main job on the embedded default: the simulated SO-101 (`maniflow sim`) and the
+## robot node (`maniflow run`) with the bundled policy, over zenoh on loopback, for 20 s.
 demo: bootstrap
-	cargo run --release -p maniflow-runtime --bin maniflow -- demo
+	cargo build --release -p maniflow-runtime --bin maniflow
+	@mkdir -p runs
+	@target/release/maniflow sim --duration 30s --quiet --stats-json runs/demo-sim.json & sim=$$!; \
+	target/release/maniflow run --config launch/so101.toml --duration 20s --stats-json runs/demo-stats.json; rc=$$?; \
+	kill -INT $$sim 2>/dev/null; wait $$sim 2>/dev/null; \
+	echo "final stats (runs/demo-stats.json):"; cat runs/demo-stats.json; echo; exit $$rc
 
 ## The full test suite (Rust workspace + fixture consistency check in Python).
 test: bootstrap
 	$(VENV)/bin/python models/fixtures/make_fixtures.py --check
+	$(VENV)/bin/python tests/launch/test_launch_xml.py
 	cargo test --workspace
 
 ## Latency benchmark of the fixture ManiFlow package at N = 1 and N = 2 (release build).
@@ -37,6 +44,7 @@ bench: bootstrap
 	target/release/maniflow bench models/fixtures/tiny-maniflow --steps 1 --iters 1000
 	target/release/maniflow bench models/fixtures/tiny-maniflow --steps 2 --iters 1000
 	target/release/maniflow bench models/fixtures/tiny-act --iters 1000
+	target/release/maniflow transport-bench
 
 ## Regenerate the fixture packages (changes their sha256 if torch changes).
 fixtures: bootstrap

@@ -17,7 +17,8 @@ pub fn decode_jpeg_rgb(bytes: &[u8]) -> Result<(Vec<u8>, usize, usize), String> 
         .set_max_width(MAX_JPEG_SIDE)
         .set_max_height(MAX_JPEG_SIDE);
     let mut d = JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
-    d.decode_headers().map_err(|e| format!("jpeg header: {e:?}"))?;
+    d.decode_headers()
+        .map_err(|e| format!("jpeg header: {e:?}"))?;
     let info = d.info().ok_or("jpeg: no image info")?;
     let (w, h) = (usize::from(info.width), usize::from(info.height));
     let px = d.decode().map_err(|e| format!("jpeg: {e:?}"))?;
@@ -32,14 +33,27 @@ pub fn decode_jpeg_rgb(bytes: &[u8]) -> Result<(Vec<u8>, usize, usize), String> 
 }
 
 /// Encodes tightly packed RGB8 as JPEG at `quality` (1..=100).
-pub fn encode_jpeg_rgb(rgb: &[u8], width: usize, height: usize, quality: u8) -> Result<Vec<u8>, String> {
+pub fn encode_jpeg_rgb(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    quality: u8,
+) -> Result<Vec<u8>, String> {
     if rgb.len() != width * height * 3 || width > u16::MAX as usize || height > u16::MAX as usize {
-        return Err(format!("jpeg encode: {} bytes for {width}x{height} RGB", rgb.len()));
+        return Err(format!(
+            "jpeg encode: {} bytes for {width}x{height} RGB",
+            rgb.len()
+        ));
     }
     let mut out = Vec::new();
     let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
-    enc.encode(rgb, width as u16, height as u16, jpeg_encoder::ColorType::Rgb)
-        .map_err(|e| format!("jpeg encode: {e}"))?;
+    enc.encode(
+        rgb,
+        width as u16,
+        height as u16,
+        jpeg_encoder::ColorType::Rgb,
+    )
+    .map_err(|e| format!("jpeg encode: {e}"))?;
     Ok(out)
 }
 
@@ -50,12 +64,18 @@ mod tests {
     #[test]
     fn jpeg_round_trip_is_close() {
         let (w, h) = (32, 24);
-        let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i / 3) % 200) as u8 / 2 + 40).collect();
+        let rgb: Vec<u8> = (0..w * h * 3)
+            .map(|i| ((i / 3) % 200) as u8 / 2 + 40)
+            .collect();
         let j = encode_jpeg_rgb(&rgb, w, h, 95).unwrap();
         assert_eq!(&j[..2], &[0xFF, 0xD8]);
         let (px, w2, h2) = decode_jpeg_rgb(&j).unwrap();
         assert_eq!((w2, h2), (w, h));
-        let mean_err: f64 = px.iter().zip(&rgb).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>()
+        let mean_err: f64 = px
+            .iter()
+            .zip(&rgb)
+            .map(|(a, b)| (*a as f64 - *b as f64).abs())
+            .sum::<f64>()
             / px.len() as f64;
         assert!(mean_err < 4.0, "mean abs error {mean_err}");
     }

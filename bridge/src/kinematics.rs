@@ -54,6 +54,8 @@ pub struct UrdfJoint {
 }
 
 /// The six revolute joints of the SO-101, in LeRobot order (5 arm joints + jaw).
+/// Values are the URDF's verbatim (its 3.14159 / 1.5708 are not exact pi).
+#[allow(clippy::approx_constant)]
 pub const URDF_JOINTS: [UrdfJoint; 6] = [
     UrdfJoint {
         name: "shoulder_pan",
@@ -102,6 +104,7 @@ pub const URDF_JOINTS: [UrdfJoint; 6] = [
 /// `gripperframe` (TCP) origin on the `gripper` link: translation (m).
 pub const GRIPPERFRAME_XYZ: [f64; 3] = [-0.0079, -0.000218, -0.0981274];
 /// `gripperframe` (TCP) origin on the `gripper` link: roll, pitch, yaw (rad).
+#[allow(clippy::approx_constant)]
 pub const GRIPPERFRAME_RPY: [f64; 3] = [1.5708, 0.0, 1.5708];
 /// `baseframe` origin on the `base` link (no rotation).
 pub const BASEFRAME_XYZ: [f64; 3] = [0.020791, 0.0157608, 0.0324817];
@@ -666,6 +669,7 @@ mod tests {
     }
 
     /// Independent FK: the table of SO101.md typed in again, plain 4x4 products.
+    #[allow(clippy::approx_constant)]
     fn fk_by_hand(q: [f64; 5]) -> Matrix4<f64> {
         let rz = |a: f64| h([0.0; 3], [0.0, 0.0, a]);
         h([0.0207909, -0.0230745, 0.0948817], [-3.14159, 0.0, 1.5708])
@@ -785,8 +789,8 @@ mod tests {
             assert!((got.translation.vector - target.translation.vector).norm() < 1e-3);
             assert!(got.rotation.angle_to(&target.rotation) < 1e-2);
             let l = arm_limits();
-            for i in 0..5 {
-                assert!(sol.q[i] >= l[i].0 && sol.q[i] <= l[i].1);
+            for (qi, (lo, hi)) in sol.q.iter().zip(l.iter()) {
+                assert!(qi >= lo && qi <= hi);
             }
         }
         println!("IK round trips: mean {} iterations", iters as f64 / 50.0);

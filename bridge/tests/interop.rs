@@ -32,7 +32,10 @@ fn python_with(module: &str) -> Option<PathBuf> {
             .map(|o| o.status.success())
             .unwrap_or(false);
     if !ok {
-        eprintln!("SKIP: {} lacks the Python package {module:?} (run `make bootstrap`)", py.display());
+        eprintln!(
+            "SKIP: {} lacks the Python package {module:?} (run `make bootstrap`)",
+            py.display()
+        );
         return None;
     }
     Some(py)
@@ -76,11 +79,20 @@ impl Peer {
             }
         });
         let p = Peer { child, lines };
-        p.wait_for(|v| v.get("ready").is_some(), Duration::from_secs(30), "ready");
+        p.wait_for(
+            |v| v.get("ready").is_some(),
+            Duration::from_secs(30),
+            "ready",
+        );
         p
     }
 
-    fn wait_for(&self, f: impl Fn(&serde_json::Value) -> bool, t: Duration, what: &str) -> serde_json::Value {
+    fn wait_for(
+        &self,
+        f: impl Fn(&serde_json::Value) -> bool,
+        t: Duration,
+        what: &str,
+    ) -> serde_json::Value {
         let start = Instant::now();
         loop {
             if let Some(v) = self.lines.lock().unwrap().iter().find(|v| f(v)) {
@@ -135,12 +147,15 @@ fn exchange(t: &AnyTransport, seconds: f64) -> (Got<JointState>, Got<Image>, Arc
             }),
         )
         .unwrap();
-    let p = t.publisher::<Float64MultiArray>("joint_command", Qos::Command).unwrap();
+    let p = t
+        .publisher::<Float64MultiArray>("joint_command", Qos::Command)
+        .unwrap();
     let start = Instant::now();
     let mut k = 0u32;
     while start.elapsed().as_secs_f64() < seconds {
         k += 1;
-        let cmd = Float64MultiArray::vector("cmd", (0..6).map(|i| i as f64 + k as f64 * 0.5).collect());
+        let cmd =
+            Float64MultiArray::vector("cmd", (0..6).map(|i| i as f64 + k as f64 * 0.5).collect());
         p.publish(&cmd).unwrap();
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -150,9 +165,17 @@ fn exchange(t: &AnyTransport, seconds: f64) -> (Got<JointState>, Got<Image>, Arc
 fn check_received(js: &Got<JointState>, img: &Got<Image>, errors: &Arc<Mutex<u64>>) {
     let js = js.lock().unwrap();
     let img = img.lock().unwrap();
-    assert!(js.len() >= 5, "only {} JointState samples received", js.len());
+    assert!(
+        js.len() >= 5,
+        "only {} JointState samples received",
+        js.len()
+    );
     assert!(img.len() >= 5, "only {} Image samples received", img.len());
-    assert_eq!(*errors.lock().unwrap(), 0, "decode errors on valid peer data");
+    assert_eq!(
+        *errors.lock().unwrap(),
+        0,
+        "decode errors on valid peer data"
+    );
     for r in js.iter() {
         let m = &r.msg;
         assert_eq!(m.name, JOINT_NAMES.map(String::from).to_vec());
@@ -160,7 +183,11 @@ fn check_received(js: &Got<JointState>, img: &Got<Image>, errors: &Arc<Mutex<u64
         let seq = ((m.position[0] - 0.1) / 1e-3).round();
         assert!(seq >= 1.0, "{:?}", m.position);
         for (i, p) in m.position.iter().enumerate() {
-            assert!((p - (0.1 * (i + 1) as f64 + seq * 1e-3)).abs() < 1e-9, "{:?}", m.position);
+            assert!(
+                (p - (0.1 * (i + 1) as f64 + seq * 1e-3)).abs() < 1e-9,
+                "{:?}",
+                m.position
+            );
         }
         assert_eq!(m.header.frame_id, "peer");
         // the stamp is the peer's wall clock, close to ours (same machine)
@@ -168,10 +195,17 @@ fn check_received(js: &Got<JointState>, img: &Got<Image>, errors: &Arc<Mutex<u64
     }
     for r in img.iter() {
         let m = &r.msg;
-        assert_eq!((m.width, m.height, m.step, m.encoding.as_str()), (4, 3, 12, "rgb8"));
+        assert_eq!(
+            (m.width, m.height, m.step, m.encoding.as_str()),
+            (4, 3, 12, "rgb8")
+        );
         assert_eq!(m.data.len(), 36);
         let s = m.data[0] as usize;
-        assert!(m.data.iter().enumerate().all(|(i, v)| *v as usize == (s + i) % 256));
+        assert!(m
+            .data
+            .iter()
+            .enumerate()
+            .all(|(i, v)| *v as usize == (s + i) % 256));
     }
 }
 
@@ -192,7 +226,9 @@ fn check_commands(summary: &serde_json::Value) {
 
 #[test]
 fn native_zenoh_with_an_eclipse_zenoh_peer() {
-    let Some(py) = python_with("zenoh") else { return };
+    let Some(py) = python_with("zenoh") else {
+        return;
+    };
     let port = free_port();
     let ep = format!("tcp/127.0.0.1:{port}");
     let peer = Peer::spawn(&py, &["zenoh", "--listen", &ep, "--seconds", "5"]);
@@ -213,10 +249,23 @@ fn native_zenoh_with_an_eclipse_zenoh_peer() {
 
 #[test]
 fn rmw_zenoh_keys_and_attachment_with_an_eclipse_zenoh_peer() {
-    let Some(py) = python_with("zenoh") else { return };
+    let Some(py) = python_with("zenoh") else {
+        return;
+    };
     let port = free_port();
     let ep = format!("tcp/127.0.0.1:{port}");
-    let peer = Peer::spawn(&py, &["rmw-zenoh", "--listen", &ep, "--domain", "13", "--seconds", "6"]);
+    let peer = Peer::spawn(
+        &py,
+        &[
+            "rmw-zenoh",
+            "--listen",
+            &ep,
+            "--domain",
+            "13",
+            "--seconds",
+            "6",
+        ],
+    );
     let t = AnyTransport::open(
         &TransportConfig {
             kind: TransportKind::Ros2Zenoh,
@@ -233,14 +282,20 @@ fn rmw_zenoh_keys_and_attachment_with_an_eclipse_zenoh_peer() {
     check_commands(&summary);
     // every sample we sent carried rmw_zenoh's 33-byte attachment
     assert!(summary["attachment_33"].as_u64().unwrap() >= 5, "{summary}");
-    assert_eq!(summary["attachment_other"].as_u64().unwrap(), 0, "{summary}");
+    assert_eq!(
+        summary["attachment_other"].as_u64().unwrap(),
+        0,
+        "{summary}"
+    );
     // and the source timestamp from the peer's attachment reached us
     assert!(js.lock().unwrap().iter().all(|r| r.source_ns.is_some()));
 }
 
 #[test]
 fn ros2_dds_with_a_cyclone_dds_peer() {
-    let Some(py) = python_with("cyclonedds") else { return };
+    let Some(py) = python_with("cyclonedds") else {
+        return;
+    };
     let peer = Peer::spawn(&py, &["dds", "--domain", "57", "--seconds", "8"]);
     let t = AnyTransport::open(
         &TransportConfig {

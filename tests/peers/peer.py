@@ -72,7 +72,7 @@ def zenoh_config(args):
 
 def run_zenoh(args, rmw):
     import zenoh
-    from zenoh.ext import z_serialize
+    from zenoh.ext import Int64, z_serialize
     received = []
     attach_ok = [0, 0]
     session = zenoh.open(zenoh_config(args))
@@ -111,7 +111,7 @@ def run_zenoh(args, rmw):
         seq += 1
         js, img = sample_msgs(seq)
         if rmw:
-            att = z_serialize((seq, time.time_ns(), gid))
+            att = z_serialize((Int64(seq), Int64(time.time_ns()), gid))
             pub_js.put(cdr(js), attachment=att)
             pub_img.put(cdr(img), attachment=att)
         else:
@@ -127,7 +127,7 @@ def run_zenoh(args, rmw):
 
 def run_garbage(args):
     import zenoh
-    from zenoh.ext import z_serialize
+    from zenoh.ext import Int64, z_serialize
     session = zenoh.open(zenoh_config(args))
     ns, d = args.robot, args.domain
     topics = ["joint_states", "head/image_raw", "wrist/image_raw", "tactile"]
@@ -152,7 +152,7 @@ def run_garbage(args):
                 full = cdr(js if i % 2 == 0 else img)
                 data = full[: rng.randrange(1, len(full))]
             if i >= len(keys):
-                p.put(data, attachment=z_serialize((n + 1, time.time_ns(), bytes(16))))
+                p.put(data, attachment=z_serialize((Int64(n + 1), Int64(time.time_ns()), bytes(16))))
             else:
                 p.put(data)
             n += 1

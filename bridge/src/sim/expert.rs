@@ -310,9 +310,8 @@ impl Expert {
             }
             Phase::Approach => {
                 let s = self.progress(t);
-                for i in 0..ARM_JOINTS {
-                    q_out[i] = self.q_from[i] + (self.q_to[i] - self.q_from[i]) * s;
-                }
+                q_out =
+                    std::array::from_fn(|i| self.q_from[i] + (self.q_to[i] - self.q_from[i]) * s);
                 if t - self.phase_t0 >= self.move_time + 0.15 {
                     let from = kinematics::fk(&q_out).translation.vector;
                     let mut to = self.target.map(|e| e.position).unwrap_or(from);
@@ -368,9 +367,8 @@ impl Expert {
             Phase::RetryHome => {
                 self.gripper = GRIPPER_OPEN;
                 let s = self.progress(t);
-                for i in 0..ARM_JOINTS {
-                    q_out[i] = self.q_from[i] + (self.q_to[i] - self.q_from[i]) * s;
-                }
+                q_out =
+                    std::array::from_fn(|i| self.q_from[i] + (self.q_to[i] - self.q_from[i]) * s);
                 if t - self.phase_t0 >= self.move_time + 0.3 {
                     self.enter(Phase::Locate, t);
                 }

@@ -64,11 +64,11 @@ use crate::so101::{limits_lerobot_units, N_JOINTS, URDF_LIMITS_RAD};
 pub const HOME_LEROBOT: [f32; 6] = [-3.86, -36.64, 33.28, 93.37, 86.14, 40.0];
 
 /// Head camera position (world).
-pub const HEAD_EYE: [f64; 3] = [0.02, -0.46, 0.36];
+pub const HEAD_EYE: [f64; 3] = [0.02, -0.50, 0.40];
 /// Point the head camera looks at (world).
-pub const HEAD_TARGET: [f64; 3] = [0.02, -0.17, 0.0];
+pub const HEAD_TARGET: [f64; 3] = [0.02, -0.13, 0.04];
 /// Head camera horizontal field of view (rad).
-pub const HEAD_HFOV_RAD: f64 = 0.95;
+pub const HEAD_HFOV_RAD: f64 = 1.0;
 /// Wrist camera horizontal field of view (rad).
 pub const WRIST_HFOV_RAD: f64 = 1.45;
 
@@ -146,11 +146,11 @@ pub fn head_camera(cfg: &SimConfig) -> PinholeCamera {
 }
 
 /// Wrist camera pose (camera-to-world) for a given `gripper` link pose: beside
-/// the fingers (4.5 cm off along the link's `-y`), 3 cm down the approach axis,
+/// the fingers (5 cm off along the link's `-y`), 4 cm down the approach axis,
 /// looking a little past the finger tips; image right = closing axis.
 pub fn wrist_camera_pose(gripper: &Isometry3<f64>) -> Isometry3<f64> {
     let local = PinholeCamera::look_at_pose(
-        &Point3::new(-0.008, -0.045, -0.03),
+        &Point3::new(-0.008, -0.05, -0.04),
         &Point3::new(-0.008, 0.0, -0.13),
         &Vector3::y(),
     );
@@ -535,6 +535,21 @@ impl SimWorld {
         self.cube
     }
 
+    /// Put the cube down upright at `(x, y)` on the table with the given yaw
+    /// (releases it if held). For fixtures and demos (e.g. disturbances).
+    pub fn place_cube(&mut self, x: f64, y: f64, yaw: f64) {
+        if !(x.is_finite() && y.is_finite() && yaw.is_finite()) {
+            return;
+        }
+        self.cube = Isometry3::from_parts(
+            Translation3::new(x, y, self.rest_z()),
+            UnitQuaternion::from_axis_angle(&Vector3::z_axis(), yaw),
+        );
+        self.cube_state = CubeState::Resting;
+        self.squeeze = 0.0;
+        self.jaw = self.jaw_free;
+    }
+
     /// Whether the cube is held in the jaws.
     pub fn is_grasped(&self) -> bool {
         matches!(self.cube_state, CubeState::Grasped(_))
@@ -780,7 +795,15 @@ mod tests {
             w.render_wrist(&mut img);
         }
         let per = t0.elapsed().as_secs_f64() / n as f64;
-        println!("render head+wrist 96x96: {:.3} ms per pair", per * 1e3);
+        println!(
+            "render head+wrist 96x96: {:.3} ms per pair ({} build)",
+            per * 1e3,
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        );
     }
 
     #[test]
@@ -813,6 +836,17 @@ mod tests {
         ep: u64,
         trace: Option<&mut Vec<[f32; 6]>>,
     ) -> bool {
+        run_expert_episode_with(world, expert, ep, trace, 10.0, |_, _| {})
+    }
+
+    fn run_expert_episode_with(
+        world: &mut SimWorld,
+        expert: &mut Expert,
+        ep: u64,
+        trace: Option<&mut Vec<[f32; 6]>>,
+        limit_s: f64,
+        mut disturb: impl FnMut(&mut SimWorld, &Expert),
+    ) -> bool {
         let cfg = world.config().clone();
         let mut img = vec![0u8; cfg.image_width * cfg.image_height * 3];
         let mut tac = vec![0.0f32; world.taxel_count()];
@@ -821,7 +855,8 @@ mod tests {
         let dt = 0.01;
         let mut next_act = 0.0;
         let mut trace = trace;
-        while world.time() < 10.0 {
+        while world.time() < limit_s {
+            disturb(world, expert);
             if world.time() + 1e-9 >= next_act {
                 world.render_head(&mut img);
                 world.tactile(&mut tac);
@@ -862,6 +897,33 @@ mod tests {
         let rate = ok as f64 / n as f64;
         println!("expert success rate: {ok}/{n} = {rate:.2}");
         assert!(rate >= 0.9);
+    }
+
+    #[test]
+    fn expert_replans_after_a_missed_grasp() {
+        let cfg = SimConfig::default();
+        let mut world = SimWorld::new(cfg.clone());
+        let mut expert = Expert::new(&cfg);
+        let mut moved = false;
+        // While the gripper comes down, slide the cube 5 cm sideways: the first
+        // grasp closes on nothing, the expert must re-locate and try again.
+        let ok = run_expert_episode_with(&mut world, &mut expert, 2, None, 15.0, |w, e| {
+            if !moved && e.phase() == "descend" {
+                let [x, y, _] = w.cube_position();
+                let yaw = upright_yaw(&w.cube_pose().rotation);
+                w.place_cube(x + 0.05, y, yaw + 0.3);
+                moved = true;
+            }
+        });
+        assert!(moved);
+        assert!(expert.attempts() >= 2, "attempts {}", expert.attempts());
+        assert!(
+            ok,
+            "phase {}, cube {:?}",
+            expert.phase(),
+            world.cube_position()
+        );
+        println!("re-planned grasp succeeded at t = {:.2} s", world.time());
     }
 
     #[test]

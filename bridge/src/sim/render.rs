@@ -4,9 +4,8 @@
 //! handful of analytic primitives (the table plane, oriented boxes for the cube
 //! and the fingers, capsules for the arm links), Lambertian shading from one
 //! fixed directional light plus ambient. No allocation per frame: the scene is a
-//! fixed-size array built on the stack and every primitive's screen-space
-//! bounding rectangle is computed once per frame so a pixel only tests the
-//! primitives that can cover it.
+//! fixed-size array built on the stack, and the image is rendered in 8x8 tiles,
+//! each testing only the primitives whose bounding sphere meets its frustum.
 //!
 //! Cameras follow the OpenCV convention: `x` right, `y` down, `z` forward
 //! (optical axis); pixel `(u, v)` has its centre at `(u + 0.5, v + 0.5)`.
@@ -356,8 +355,8 @@ fn table_color(x: f64, y: f64) -> [f32; 3] {
     if x < x0 || x > x1 || y < y0 || y > y1 {
         return colors::FLOOR;
     }
-    let gx = (x / GRID_SPACING).rem_euclid(1.0);
-    let gy = (y / GRID_SPACING).rem_euclid(1.0);
+    let (sx, sy) = (x / GRID_SPACING, y / GRID_SPACING);
+    let (gx, gy) = (sx - sx.floor(), sy - sy.floor());
     let line = gx < 0.06 || gy < 0.06;
     let border = x - x0 < 0.015 || x1 - x < 0.015 || y - y0 < 0.015 || y1 - y < 0.015;
     let k = if border {
@@ -374,36 +373,25 @@ fn table_color(x: f64, y: f64) -> [f32; 3] {
     ]
 }
 
-/// Screen rectangle (inclusive pixel bounds) that a bounding sphere can cover.
-fn screen_rect(cam: &PinholeCamera, c: V3, r: f64) -> [i64; 4] {
-    let full = [0, 0, cam.width as i64 - 1, cam.height as i64 - 1];
-    let p = cam
-        .pose
-        .inverse_transform_point(&Point3::new(c[0], c[1], c[2]));
-    let zn = p.z - r;
-    if zn <= 1e-6 {
-        return full;
-    }
-    let zf = p.z + r;
-    let lo_x = ((p.x - r) / zn).min((p.x - r) / zf);
-    let hi_x = ((p.x + r) / zn).max((p.x + r) / zf);
-    let lo_y = ((p.y - r) / zn).min((p.y - r) / zf);
-    let hi_y = ((p.y + r) / zn).max((p.y + r) / zf);
-    [
-        (cam.fx * lo_x + cam.cx).floor() as i64 - 1,
-        (cam.fy * lo_y + cam.cy).floor() as i64 - 1,
-        (cam.fx * hi_x + cam.cx).ceil() as i64 + 1,
-        (cam.fy * hi_y + cam.cy).ceil() as i64 + 1,
-    ]
-}
+/// Side length (pixels) of the square tiles used for culling.
+const TILE: usize = 8;
 
 /// Render `scene` (plus the table) through `cam` into `out`, RGB8 row-major
 /// (HWC). Only whole pixels that fit in `out` are written.
+///
+/// Culling: the image is cut into 8x8 tiles; a primitive is tested only on the
+/// tiles whose view frustum (four planes through the eye) its bounding sphere
+/// touches.
 pub fn render(scene: &Scene, cam: &PinholeCamera, out: &mut [u8]) {
     let n = scene.n;
-    let mut rects = [[0i64; 4]; MAX_PRIMS];
-    for i in 0..n {
-        rects[i] = screen_rect(cam, scene.prims[i].bc, scene.prims[i].br);
+    let (w, h) = (cam.width, cam.height);
+    // Bounding spheres in camera coordinates.
+    let mut spheres = [([0.0f64; 3], 0.0f64); MAX_PRIMS];
+    for (sph, p) in spheres.iter_mut().zip(scene.prims.iter()).take(n) {
+        let c = cam
+            .pose
+            .inverse_transform_point(&Point3::new(p.bc[0], p.bc[1], p.bc[2]));
+        *sph = ([c.x, c.y, c.z], p.br);
     }
     let m = cam.pose.rotation.to_rotation_matrix();
     let r = m.matrix();
@@ -413,53 +401,103 @@ pub fn render(scene: &Scene, cam: &PinholeCamera, out: &mut [u8]) {
         [r[(2, 0)], r[(2, 1)], r[(2, 2)]],
     ];
     let o = v3(&cam.pose.translation.vector);
+    // Eye-to-centre vectors and squared lengths, for the per-ray sphere check.
+    let mut oc = [([0.0f64; 3], 0.0f64); MAX_PRIMS];
+    for (e, p) in oc.iter_mut().zip(scene.prims.iter()).take(n) {
+        let v = sub(p.bc, o);
+        *e = (v, dot(v, v));
+    }
     let (ifx, ify) = (1.0 / cam.fx, 1.0 / cam.fy);
-    for (idx, px) in out
-        .chunks_exact_mut(3)
-        .take(cam.width * cam.height)
-        .enumerate()
-    {
-        let (ui, vi) = ((idx % cam.width) as i64, (idx / cam.width) as i64);
-        let xc = (ui as f64 + 0.5 - cam.cx) * ifx;
-        let yc = (vi as f64 + 0.5 - cam.cy) * ify;
-        let dw = [
-            rm[0][0] * xc + rm[0][1] * yc + rm[0][2],
-            rm[1][0] * xc + rm[1][1] * yc + rm[1][2],
-            rm[2][0] * xc + rm[2][1] * yc + rm[2][2],
-        ];
-        let inv = 1.0 / dot(dw, dw).sqrt();
-        let d = [dw[0] * inv, dw[1] * inv, dw[2] * inv];
-        let mut best_t = f64::INFINITY;
-        let mut col = colors::SKY;
-        // Table / floor plane z = 0 (the floor is drawn at the same height).
-        if d[2] < -1e-9 {
-            let t = -o[2] / d[2];
-            if t > 0.0 {
-                best_t = t;
-                let p = mad(o, d, t);
-                col = shade(table_color(p[0], p[1]), [0.0, 0.0, 1.0]);
+    let table_k = shade([1.0; 3], [0.0, 0.0, 1.0])[0];
+    let normalized = |a: f64, b: f64, c: f64| {
+        let l = (a * a + b * b + c * c).sqrt();
+        [a / l, b / l, c / l]
+    };
+    for ty in (0..h).step_by(TILE) {
+        let ty1 = (ty + TILE).min(h);
+        let y0 = (ty as f64 - cam.cy) * ify;
+        let y1 = (ty1 as f64 - cam.cy) * ify;
+        for tx in (0..w).step_by(TILE) {
+            let tx1 = (tx + TILE).min(w);
+            let x0 = (tx as f64 - cam.cx) * ifx;
+            let x1 = (tx1 as f64 - cam.cx) * ifx;
+            // Inward normals of the tile frustum's side planes.
+            let planes = [
+                normalized(1.0, 0.0, -x0),
+                normalized(-1.0, 0.0, x1),
+                normalized(0.0, 1.0, -y0),
+                normalized(0.0, -1.0, y1),
+            ];
+            let mut list = [0usize; MAX_PRIMS];
+            let mut count = 0;
+            for (i, (c, rad)) in spheres.iter().take(n).enumerate() {
+                let inside = c[2] > -rad && planes.iter().all(|pl| dot(*pl, *c) >= -rad);
+                if inside {
+                    list[count] = i;
+                    count += 1;
+                }
             }
-        }
-        for i in 0..n {
-            let rc = &rects[i];
-            if ui < rc[0] || ui > rc[2] || vi < rc[1] || vi > rc[3] {
-                continue;
-            }
-            let p = &scene.prims[i];
-            let hit = match &p.shape {
-                Shape::Capsule { a, b, r } => hit_capsule(o, d, *a, *b, *r),
-                Shape::Obb { c, axes, half } => hit_obb(o, d, *c, axes, *half),
-            };
-            if let Some((t, nrm)) = hit {
-                if t < best_t {
-                    best_t = t;
-                    col = shade(p.color, nrm);
+            for vi in ty..ty1 {
+                let yc = (vi as f64 + 0.5 - cam.cy) * ify;
+                for ui in tx..tx1 {
+                    let idx = (vi * w + ui) * 3;
+                    let Some(px) = out.get_mut(idx..idx + 3) else {
+                        continue;
+                    };
+                    let xc = (ui as f64 + 0.5 - cam.cx) * ifx;
+                    let dw = [
+                        rm[0][0] * xc + rm[0][1] * yc + rm[0][2],
+                        rm[1][0] * xc + rm[1][1] * yc + rm[1][2],
+                        rm[2][0] * xc + rm[2][1] * yc + rm[2][2],
+                    ];
+                    let mut best_t = f64::INFINITY;
+                    let mut col = colors::SKY;
+                    // Table / floor plane z = 0 (the floor is drawn at the same
+                    // height); `t` in units of the unnormalised `dw`.
+                    let mut plane_t = f64::INFINITY;
+                    if dw[2] < -1e-12 {
+                        let t = -o[2] / dw[2];
+                        if t > 0.0 {
+                            plane_t = t;
+                            let p = mad(o, dw, t);
+                            let c = table_color(p[0], p[1]);
+                            col = [c[0] * table_k, c[1] * table_k, c[2] * table_k];
+                        }
+                    }
+                    let inv = if count > 0 {
+                        1.0 / dot(dw, dw).sqrt()
+                    } else {
+                        1.0
+                    };
+                    let d = [dw[0] * inv, dw[1] * inv, dw[2] * inv];
+                    if plane_t.is_finite() {
+                        best_t = plane_t / inv;
+                    }
+                    for &i in &list[..count] {
+                        let p = &scene.prims[i];
+                        // Bounding sphere: missed, behind, or farther than the best hit.
+                        let (v, vv) = oc[i];
+                        let tca = dot(v, d);
+                        if vv - tca * tca > p.br * p.br || tca + p.br < 0.0 || tca - p.br > best_t {
+                            continue;
+                        }
+                        let hit = match &p.shape {
+                            Shape::Capsule { a, b, r } => hit_capsule(o, d, *a, *b, *r),
+                            Shape::Obb { c, axes, half } => hit_obb(o, d, *c, axes, *half),
+                        };
+                        if let Some((t, nrm)) = hit {
+                            if t < best_t {
+                                best_t = t;
+                                col = shade(p.color, nrm);
+                            }
+                        }
+                    }
+                    px[0] = (col[0].clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
+                    px[1] = (col[1].clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
+                    px[2] = (col[2].clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
                 }
             }
         }
-        px[0] = (col[0].clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
-        px[1] = (col[1].clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
-        px[2] = (col[2].clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
     }
 }
 

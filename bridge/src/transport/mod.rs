@@ -122,11 +122,16 @@ impl TransportConfig {
         }
         match std::env::var("ROS_DOMAIN_ID") {
             Ok(s) if s.trim().is_empty() => Ok(0),
-            Ok(s) => s.trim().parse::<u16>().ok().filter(|d| *d <= 232).ok_or_else(|| {
-                TransportError::Config(format!(
-                    "ROS_DOMAIN_ID={s:?} is not a domain id (0..=232)"
-                ))
-            }),
+            Ok(s) => s
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|d| *d <= 232)
+                .ok_or_else(|| {
+                    TransportError::Config(format!(
+                        "ROS_DOMAIN_ID={s:?} is not a domain id (0..=232)"
+                    ))
+                }),
             Err(_) => Ok(0),
         }
     }
@@ -172,10 +177,9 @@ impl TransportConfig {
         set(&mut c, "listen/endpoints", json_list(&listen))?;
         set(&mut c, "connect/endpoints", json_list(&self.connect))?;
         // Reconnect quickly when the other side comes back (sim restarted).
-        set(&mut c, "connect/retry/period_init_ms", "200".into())?;
-        set(&mut c, "connect/retry/period_max_ms", "1000".into())?;
-        set(&mut c, "listen/retry/period_init_ms", "200".into())?;
-        set(&mut c, "listen/retry/period_max_ms", "1000".into())?;
+        let retry = "{period_init_ms: 200, period_max_ms: 1000, period_increase_factor: 2}";
+        set(&mut c, "connect/retry", retry.into())?;
+        set(&mut c, "listen/retry", retry.into())?;
         Ok(c)
     }
 }
@@ -258,7 +262,7 @@ pub trait Transport: Send + Sync {
         topic: &str,
         qos: Qos,
     ) -> Result<Box<dyn Publish<M>>, TransportError>;
-    fn subscribe<M: RosMessage + Send + 'static>(
+    fn subscribe<M: RosMessage + Send + Sync + 'static>(
         &self,
         topic: &str,
         qos: Qos,
@@ -281,9 +285,7 @@ impl AnyTransport {
         Ok(match cfg.kind {
             TransportKind::Zenoh => AnyTransport::Zenoh(zenoh_native::ZenohNative::open(cfg)?),
             TransportKind::Ros2Dds => AnyTransport::Ros2Dds(ros2::Ros2Dds::open(cfg, node)?),
-            TransportKind::Ros2Zenoh => {
-                AnyTransport::Ros2Zenoh(ros2::Ros2Zenoh::open(cfg, node)?)
-            }
+            TransportKind::Ros2Zenoh => AnyTransport::Ros2Zenoh(ros2::Ros2Zenoh::open(cfg, node)?),
         })
     }
 }
@@ -307,7 +309,7 @@ impl Transport for AnyTransport {
             AnyTransport::Ros2Zenoh(t) => t.publisher(topic, qos),
         }
     }
-    fn subscribe<M: RosMessage + Send + 'static>(
+    fn subscribe<M: RosMessage + Send + Sync + 'static>(
         &self,
         topic: &str,
         qos: Qos,
@@ -379,7 +381,11 @@ mod tests {
 
     #[test]
     fn transport_kind_parses_and_names() {
-        for k in [TransportKind::Zenoh, TransportKind::Ros2Dds, TransportKind::Ros2Zenoh] {
+        for k in [
+            TransportKind::Zenoh,
+            TransportKind::Ros2Dds,
+            TransportKind::Ros2Zenoh,
+        ] {
             assert_eq!(k.to_string().parse::<TransportKind>().unwrap(), k);
         }
         let e = "mqtt".parse::<TransportKind>().unwrap_err();

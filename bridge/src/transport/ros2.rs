@@ -110,7 +110,13 @@ where
 const CLOSED: &str = "\u{0}closed";
 
 fn short(s: &str) -> String {
-    s.chars().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect()
+    s.chars()
+        .rev()
+        .take(12)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
 }
 
 struct ReaderGuard {
@@ -179,7 +185,7 @@ impl Ros2Dds {
     }
 }
 
-struct DdsPublisher<M> {
+struct DdsPublisher<M: serde::Serialize> {
     p: ros2_client::dds::Publisher<M>,
     wire: String,
 }
@@ -190,7 +196,7 @@ impl<M: RosMessage + Clone + Send + Sync> Publish<M> for DdsPublisher<M> {
             .publish(msg.clone())
             .map_err(|e| TransportError::Publish {
                 topic: self.wire.clone(),
-                message: format!("{e:?}"),
+                message: e.to_string(),
             })
     }
     fn wire_name(&self) -> &str {
@@ -229,7 +235,7 @@ impl Transport for Ros2Dds {
         Ok(Box::new(DdsPublisher { p, wire }))
     }
 
-    fn subscribe<M: RosMessage + Send + 'static>(
+    fn subscribe<M: RosMessage + Send + Sync + 'static>(
         &self,
         topic: &str,
         qos: Qos,
@@ -309,7 +315,9 @@ impl Ros2Zenoh {
                     .enable_rosout(false)
                     .start_parameter_services(false),
             )
-            .map_err(|e| TransportError::Session(format!("rmw_zenoh node {namespace}/{node}: {e}")))?;
+            .map_err(|e| {
+                TransportError::Session(format!("rmw_zenoh node {namespace}/{node}: {e}"))
+            })?;
         Ok(Ros2Zenoh {
             node: n,
             _ctx: ctx,
@@ -323,7 +331,7 @@ impl Ros2Zenoh {
     }
 }
 
-struct RzPublisher<M> {
+struct RzPublisher<M: serde::Serialize> {
     p: ros2_client::zenoh::Publisher<M>,
     wire: String,
 }
@@ -334,7 +342,7 @@ impl<M: RosMessage + Clone + Send + Sync> Publish<M> for RzPublisher<M> {
             .publish(msg.clone())
             .map_err(|e| TransportError::Publish {
                 topic: self.wire.clone(),
-                message: format!("{e:?}"),
+                message: e.to_string(),
             })
     }
     fn wire_name(&self) -> &str {
@@ -356,18 +364,18 @@ impl Transport for Ros2Zenoh {
         let name = ros_name(&self.namespace, topic)?;
         let q = qos_profile(qos);
         let t = self.node.create_topic(&name, type_name::<M>(), &q);
-        let p = self
-            .node
-            .create_publisher::<M>(&t, Some(q))
-            .map_err(|e| TransportError::Create {
-                topic: wire.clone(),
-                what: "publisher",
-                message: e.to_string(),
-            })?;
+        let p =
+            self.node
+                .create_publisher::<M>(&t, Some(q))
+                .map_err(|e| TransportError::Create {
+                    topic: wire.clone(),
+                    what: "publisher",
+                    message: e.to_string(),
+                })?;
         Ok(Box::new(RzPublisher { p, wire }))
     }
 
-    fn subscribe<M: RosMessage + Send + 'static>(
+    fn subscribe<M: RosMessage + Send + Sync + 'static>(
         &self,
         topic: &str,
         qos: Qos,

@@ -25,8 +25,7 @@ pub struct ZenohNative {
 
 impl ZenohNative {
     pub fn open(cfg: &TransportConfig) -> Result<ZenohNative, TransportError> {
-        check_topic(&cfg.robot)
-            .map_err(|e| TransportError::Config(format!("robot name: {e}")))?;
+        check_topic(&cfg.robot).map_err(|e| TransportError::Config(format!("robot name: {e}")))?;
         let zc = cfg.zenoh_session_config()?;
         let session = zenoh::open(zc)
             .wait()
@@ -104,7 +103,7 @@ impl Transport for ZenohNative {
         Ok(Box::new(ZPublisher { publisher, key }))
     }
 
-    fn subscribe<M: RosMessage + Send + 'static>(
+    fn subscribe<M: RosMessage + Send + Sync + 'static>(
         &self,
         topic: &str,
         _qos: Qos,

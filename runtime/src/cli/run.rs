@@ -136,8 +136,12 @@ pub fn run(a: Args, ros: RosArgs) -> anyhow::Result<()> {
     if let Some(s) = a.steps {
         cfg.policy.steps = Some(s);
     }
-    cfg.check()
-        .map_err(|e| anyhow::anyhow!("config {} (with command-line overrides): {e}", a.config.display()))?;
+    cfg.check().map_err(|e| {
+        anyhow::anyhow!(
+            "config {} (with command-line overrides): {e}",
+            a.config.display()
+        )
+    })?;
 
     let ort = maniflow_runtime::ortlib::init()?;
     let provider: ExecutionProvider = cfg
@@ -188,7 +192,9 @@ pub fn run(a: Args, ros: RosArgs) -> anyhow::Result<()> {
                 // second signal: leave now
                 std::process::exit(130);
             }
-            eprintln!("maniflow run: stopping (ramping to hold); press Ctrl-C again to quit at once");
+            eprintln!(
+                "maniflow run: stopping (ramping to hold); press Ctrl-C again to quit at once"
+            );
         })
         .context("installing the SIGINT/SIGTERM handler")?;
     }
@@ -217,7 +223,10 @@ pub fn write_json_atomic<T: serde::Serialize>(p: &std::path::Path, v: &T) -> any
 }
 
 fn print_summary(s: &NodeStats) {
-    println!("summary ({} over {}, {:.1} s)", s.policy, s.transport, s.duration_s);
+    println!(
+        "summary ({} over {}, {:.1} s)",
+        s.policy, s.transport, s.duration_s
+    );
     println!(
         "  rate {:.3} Hz (target {}), {} ticks, deadline misses {}",
         s.achieved_rate_hz, s.target_rate_hz, s.ticks, s.deadline_misses
@@ -289,10 +298,18 @@ mod tests {
 
     #[test]
     fn ros_args_from_launch_ros() {
-        let v: Vec<String> = ["--ros-args", "-r", "__node:=pol", "-r", "__ns:=/arm1", "-p", "x:=1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let v: Vec<String> = [
+            "--ros-args",
+            "-r",
+            "__node:=pol",
+            "-r",
+            "__ns:=/arm1",
+            "-p",
+            "x:=1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let r = parse_ros_args(&v);
         assert_eq!(r.node.as_deref(), Some("pol"));
         assert_eq!(r.namespace.as_deref(), Some("/arm1"));

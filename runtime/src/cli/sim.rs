@@ -143,7 +143,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "joint_command",
             Qos::Command,
             Box::new(move |res| match res {
-                Ok(x) if x.msg.data.len() == N_JOINTS && x.msg.data.iter().all(|v| v.is_finite()) => {
+                Ok(x)
+                    if x.msg.data.len() == N_JOINTS && x.msg.data.iter().all(|v| v.is_finite()) =>
+                {
                     let mut q = [0.0f32; N_JOINTS];
                     for (d, s) in q.iter_mut().zip(&x.msg.data) {
                         *d = *s as f32;
@@ -267,10 +269,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let _ = head_pub.publish(&hi);
             let _ = wrist_pub.publish(&wi);
             if let (Some(hp), Some(wp)) = (&head_jpg, &wrist_jpg) {
-                if let Ok(j) = maniflow_bridge::camera::encode_jpeg_rgb(&head, a.width, a.height, 90) {
+                if let Ok(j) =
+                    maniflow_bridge::camera::encode_jpeg_rgb(&head, a.width, a.height, 90)
+                {
                     let _ = hp.publish(&CompressedImage::jpeg(h, j));
                 }
-                if let Ok(j) = maniflow_bridge::camera::encode_jpeg_rgb(&wrist, a.width, a.height, 90) {
+                if let Ok(j) =
+                    maniflow_bridge::camera::encode_jpeg_rgb(&wrist, a.width, a.height, 90)
+                {
                     let _ = wp.publish(&CompressedImage::jpeg(w, j));
                 }
             }
@@ -298,7 +304,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             episode += 1;
             world.reset(episode);
             expert.reset();
+            // reset() restarts the world's clock (the expert relies on it).
             ep_start_t = world.time();
+            next_frame_t = world.time();
             success_at = None;
         }
         if !a.quiet && last_status.elapsed() >= Duration::from_secs(1) {
@@ -319,7 +327,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let ok = results.iter().filter(|r| r.success).count();
     let stats = SimStats {
-        success_rate: if results.is_empty() { 0.0 } else { ok as f64 / results.len() as f64 },
+        success_rate: if results.is_empty() {
+            0.0
+        } else {
+            ok as f64 / results.len() as f64
+        },
         episodes: results,
         commands_received: received.load(Ordering::Relaxed),
         commands_malformed: malformed.load(Ordering::Relaxed),

@@ -138,15 +138,24 @@ impl HasStamp for JointState {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let kinds = if a.transports.is_empty() {
-        vec![TransportKind::Zenoh, TransportKind::Ros2Zenoh, TransportKind::Ros2Dds]
+        vec![
+            TransportKind::Zenoh,
+            TransportKind::Ros2Zenoh,
+            TransportKind::Ros2Dds,
+        ]
     } else {
         a.transports.clone()
     };
     let (w, h) = (a.width, a.height);
     let pixels: Vec<u8> = (0..(w * h * 3) as usize).map(|i| (i % 251) as u8).collect();
     let make_img = |s: i64| {
-        Image::rgb8(Header::new(Time::from_nanos(s), "cam"), w, h, pixels.clone())
-            .unwrap_or_default()
+        Image::rgb8(
+            Header::new(Time::from_nanos(s), "cam"),
+            w,
+            h,
+            pixels.clone(),
+        )
+        .unwrap_or_default()
     };
     let make_js = |s: i64| JointState {
         header: Header::new(Time::from_nanos(s), ""),

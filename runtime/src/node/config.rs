@@ -209,8 +209,8 @@ impl NodeConfig {
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
-        let mut cfg: NodeConfig = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        let mut cfg: NodeConfig =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         if cfg.policy.path.is_relative() {
             cfg.policy.path = base.join(&cfg.policy.path);
@@ -229,7 +229,10 @@ impl NodeConfig {
     pub fn check(&self) -> Result<(), String> {
         let c = &self.control;
         if !(c.rate_hz.is_finite() && c.rate_hz > 0.0 && c.rate_hz <= 1000.0) {
-            return Err(format!("control.rate_hz = {} must be in (0, 1000]", c.rate_hz));
+            return Err(format!(
+                "control.rate_hz = {} must be in (0, 1000]",
+                c.rate_hz
+            ));
         }
         if c.interpolation == 0 || c.tick_hz() > 1000.0 {
             return Err(format!(
@@ -244,7 +247,10 @@ impl NodeConfig {
             ));
         }
         if !(1..=99).contains(&c.priority) {
-            return Err(format!("control.priority = {} must be in 1..=99", c.priority));
+            return Err(format!(
+                "control.priority = {} must be in 1..=99",
+                c.priority
+            ));
         }
         if self.policy.threads == 0 {
             return Err("policy.threads must be >= 1".into());
@@ -263,21 +269,24 @@ impl NodeConfig {
                 ("joints", k) => {
                     return Err(format!("streams.joints.type = {k:?}: must be joint_state"))
                 }
-                ("tactile", StreamType::Taxels | StreamType::Image | StreamType::CompressedImage) => {}
+                (
+                    "tactile",
+                    StreamType::Taxels | StreamType::Image | StreamType::CompressedImage,
+                ) => {}
                 ("tactile", k) => {
                     return Err(format!(
                         "streams.tactile.type = {k:?}: must be taxels, image or compressed_image"
                     ))
                 }
                 (_, StreamType::Image | StreamType::CompressedImage) => {}
-                (n, k) => {
-                    return Err(format!(
-                        "streams.{n}.type = {k:?}: a camera stream must be image or compressed_image"
-                    ))
-                }
+                (n, k) => return Err(format!(
+                    "streams.{n}.type = {k:?}: a camera stream must be image or compressed_image"
+                )),
             }
             if s.units.is_some() && s.kind != StreamType::JointState {
-                return Err(format!("streams.{name}.units applies to joint_state streams only"));
+                return Err(format!(
+                    "streams.{name}.units applies to joint_state streams only"
+                ));
             }
         }
         if joints == 0 {
@@ -324,12 +333,27 @@ type = "joint_state"
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("c.toml");
         let cases = [
-            (format!("{MIN}\n[control]\nrate_hz = -1\n"), "control.rate_hz"),
-            (format!("{MIN}\n[streams.head]\ntopic = \"h\"\ntype = \"taxels\"\n"), "streams.head.type"),
-            (format!("{MIN}\n[streams.head]\ntopic = \"1h\"\ntype = \"image\"\n"), "streams.head.topic"),
-            (MIN.replace("joint_state\"", "image\""), "streams.joints.type"),
+            (
+                format!("{MIN}\n[control]\nrate_hz = -1\n"),
+                "control.rate_hz",
+            ),
+            (
+                format!("{MIN}\n[streams.head]\ntopic = \"h\"\ntype = \"taxels\"\n"),
+                "streams.head.type",
+            ),
+            (
+                format!("{MIN}\n[streams.head]\ntopic = \"1h\"\ntype = \"image\"\n"),
+                "streams.head.topic",
+            ),
+            (
+                MIN.replace("joint_state\"", "image\""),
+                "streams.joints.type",
+            ),
             (format!("{MIN}\n[control]\nbogus = 1\n"), "bogus"),
-            ("[policy]\npath = \"p\"\n[streams.head]\ntopic = \"h\"\ntype = \"image\"\n".into(), "streams.joints"),
+            (
+                "[policy]\npath = \"p\"\n[streams.head]\ntopic = \"h\"\ntype = \"image\"\n".into(),
+                "streams.joints",
+            ),
         ];
         for (text, want) in cases {
             std::fs::write(&p, &text).unwrap();

@@ -296,31 +296,14 @@ fn subscribe_all(
     }
     let image_sub = |idx: Option<usize>, topic: &str, kind: StreamType| {
         let inp = inputs.clone();
-        let stream = move |inp: &Inputs| -> Option<*const ImageStream> {
-            match idx {
-                Some(i) => inp.cameras.get(i).map(|s| s as *const _),
-                None => match &inp.tactile {
-                    Some(TactileStream::Image(s)) => Some(s as *const _),
-                    _ => None,
-                },
-            }
-        };
-        let _ = stream;
-        let pick = move |inp: &Inputs| -> Option<&ImageStream> {
-            match idx {
-                Some(i) => inp.cameras.get(i),
-                None => match &inp.tactile {
-                    Some(TactileStream::Image(s)) => Some(s),
-                    _ => None,
-                },
-            }
-        };
         match kind {
             StreamType::CompressedImage => t.subscribe::<CompressedImage>(
                 topic,
                 Qos::Sensor,
                 Box::new(move |r| {
-                    let Some(s) = pick(&inp) else { return };
+                    let Some(s) = pick_stream(&inp, idx) else {
+                        return;
+                    };
                     match r {
                         Err(e) => streams::on_image(s, Err(err(e)), Reject::Malformed),
                         Ok(x) => {
@@ -338,7 +321,9 @@ fn subscribe_all(
                 topic,
                 Qos::Sensor,
                 Box::new(move |r| {
-                    let Some(s) = pick(&inp) else { return };
+                    let Some(s) = pick_stream(&inp, idx) else {
+                        return;
+                    };
                     match r {
                         Err(e) => streams::on_image(s, Err(err(e)), Reject::Malformed),
                         Ok(x) => {
@@ -403,17 +388,23 @@ fn subscribe_all(
     Ok(subs)
 }
 
-/// Shared handles the threads need.
-struct Shared {
-    inputs: Arc<Inputs>,
-    live: Arc<Live>,
-    stop: Arc<AtomicBool>,
-    /// Control -> inference: "stop inferring" once the stop ramp begins.
-    control_done: Arc<AtomicBool>,
+/// The image stream a subscription feeds: camera `idx`, or the tactile image (None).
+fn pick_stream(inp: &Inputs, idx: Option<usize>) -> Option<&ImageStream> {
+    match idx {
+        Some(i) => inp.cameras.get(i),
+        None => match &inp.tactile {
+            Some(TactileStream::Image(s)) => Some(s),
+            _ => None,
+        },
+    }
 }
 
 /// Loads the policy, connects, runs until stopped; returns the final stats.
-pub fn run_node(cfg: &NodeConfig, mut engine: Engine, opts: &RunOptions) -> anyhow::Result<NodeStats> {
+pub fn run_node(
+    cfg: &NodeConfig,
+    mut engine: Engine,
+    opts: &RunOptions,
+) -> anyhow::Result<NodeStats> {
     let rate = cfg.control.rate_hz;
     let m_interp = cfg.control.interpolation;
     let tick_hz = cfg.control.tick_hz();
@@ -426,7 +417,10 @@ pub fn run_node(cfg: &NodeConfig, mut engine: Engine, opts: &RunOptions) -> anyh
     }
     let cmd_pub: Option<Box<dyn Publish<Float64MultiArray>>>;
     let cmd_js_pub: Option<Box<dyn Publish<JointState>>>;
-    match (cfg.outputs.command_topic.is_empty(), cfg.outputs.command_type) {
+    match (
+        cfg.outputs.command_topic.is_empty(),
+        cfg.outputs.command_type,
+    ) {
         (true, _) => {
             cmd_pub = None;
             cmd_js_pub = None;
@@ -440,7 +434,8 @@ pub fn run_node(cfg: &NodeConfig, mut engine: Engine, opts: &RunOptions) -> anyh
             cmd_js_pub = Some(transport.publisher(&cfg.outputs.command_topic, Qos::Command)?);
         }
     }
-    let chunk_pub: Option<Box<dyn Publish<JointTrajectory>>> = if cfg.outputs.chunk_topic.is_empty() {
+    let chunk_pub: Option<Box<dyn Publish<JointTrajectory>>> = if cfg.outputs.chunk_topic.is_empty()
+    {
         None
     } else {
         Some(transport.publisher(&cfg.outputs.chunk_topic, Qos::Command)?)
@@ -471,12 +466,8 @@ pub fn run_node(cfg: &NodeConfig, mut engine: Engine, opts: &RunOptions) -> anyh
     let (out_tx, out_rx) = bounded::<OutMsg>(256);
 
     let live = Arc::new(Live::default());
-    let shared = Shared {
-        inputs: inputs.clone(),
-        live: live.clone(),
-        stop: opts.stop.clone(),
-        control_done: Arc::new(AtomicBool::new(false)),
-    };
+    // Set by the control thread when the stop ramp begins: inference stops.
+    let control_done = Arc::new(AtomicBool::new(false));
 
     let rt_report = Arc::new(Mutex::new(rt::RtReport {
         priority: cfg.control.priority,
@@ -484,7 +475,10 @@ pub fn run_node(cfg: &NodeConfig, mut engine: Engine, opts: &RunOptions) -> anyh
     }));
     if cfg.control.realtime {
         match rt::lock_memory() {
-            Ok(()) => rt_report.lock().map(|mut r| r.mlockall = true).unwrap_or(()),
+            Ok(()) => rt_report
+                .lock()
+                .map(|mut r| r.mlockall = true)
+                .unwrap_or(()),
             Err(e) => rt_report.lock().map(|mut r| r.notes.push(e)).unwrap_or(()),
         }
     } else {
@@ -501,13 +495,22 @@ pub fn run_node(cfg: &NodeConfig, mut engine: Engine, opts: &RunOptions) -> anyh
     let inf = {
         let inputs = inputs.clone();
         let live = live.clone();
-        let stop = shared.control_done.clone();
+        let stop = control_done.clone();
         let ready_tx = ready_tx.clone();
         let pool_rx = pool_rx.clone();
         std::thread::Builder::new()
             .name("maniflow-infer".into())
             .spawn(move || {
-                inference_loop(&mut engine, &inputs, rate, &req_rx, &ready_tx, &pool_rx, &live, &stop)
+                inference_loop(
+                    &mut engine,
+                    &inputs,
+                    rate,
+                    &req_rx,
+                    &ready_tx,
+                    &pool_rx,
+                    &live,
+                    &stop,
+                )
             })?
     };
 
@@ -518,15 +521,17 @@ pub fn run_node(cfg: &NodeConfig, mut engine: Engine, opts: &RunOptions) -> anyh
         let rate = rate;
         std::thread::Builder::new()
             .name("maniflow-publish".into())
-            .spawn(move || publisher_loop(out_rx, pool_tx, cmd_pub, cmd_js_pub, chunk_pub, rate, &live))?
+            .spawn(move || {
+                publisher_loop(out_rx, pool_tx, cmd_pub, cmd_js_pub, chunk_pub, rate, &live)
+            })?
     };
 
     // ---------------- control thread
     let ctl = {
         let inputs = inputs.clone();
         let live = live.clone();
-        let stop = shared.stop.clone();
-        let done = shared.control_done.clone();
+        let stop = opts.stop.clone();
+        let done = control_done.clone();
         let rt_report = rt_report.clone();
         let c = cfg.control.clone();
         std::thread::Builder::new()
@@ -535,12 +540,18 @@ pub fn run_node(cfg: &NodeConfig, mut engine: Engine, opts: &RunOptions) -> anyh
                 if c.realtime {
                     if let Some(cpu) = c.cpu {
                         match rt::pin_current_thread(cpu) {
-                            Ok(()) => rt_report.lock().map(|mut r| r.cpu = Some(cpu)).unwrap_or(()),
+                            Ok(()) => rt_report
+                                .lock()
+                                .map(|mut r| r.cpu = Some(cpu))
+                                .unwrap_or(()),
                             Err(e) => rt_report.lock().map(|mut r| r.notes.push(e)).unwrap_or(()),
                         }
                     }
                     match rt::make_current_thread_fifo(c.priority) {
-                        Ok(()) => rt_report.lock().map(|mut r| r.sched_fifo = true).unwrap_or(()),
+                        Ok(()) => rt_report
+                            .lock()
+                            .map(|mut r| r.sched_fifo = true)
+                            .unwrap_or(()),
                         Err(e) => rt_report.lock().map(|mut r| r.notes.push(e)).unwrap_or(()),
                     }
                 }
@@ -589,8 +600,15 @@ pub fn run_node(cfg: &NodeConfig, mut engine: Engine, opts: &RunOptions) -> anyh
             last_t = Instant::now();
             let ms = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
             let rejected: u64 = inputs.joint_counters.rejected()
-                + inputs.cameras.iter().map(|c| c.counters.rejected()).sum::<u64>()
-                + inputs.tactile.as_ref().map_or(0, |t| t.counters().rejected());
+                + inputs
+                    .cameras
+                    .iter()
+                    .map(|c| c.counters.rejected())
+                    .sum::<u64>()
+                + inputs
+                    .tactile
+                    .as_ref()
+                    .map_or(0, |t| t.counters().rejected());
             eprintln!(
                 "t {:>6.1}s | rate {:>7.2} Hz | late p99 {:.3} ms | e2e p50 {:.1} p99 {:.1} ms | infer p50 {:.2} ms | chunks ok {} rej {} skip {} | inputs rejected {} | clamped {} held(stale) {} | misses {}",
                 start.elapsed().as_secs_f64(),
@@ -727,7 +745,7 @@ fn control_loop(
     let mut stopping: Option<u32> = None;
     let status_every = (tick_hz.round() as u64).max(1);
     let mut first_wake_ns = 0u64;
-    let mut last_wake_ns = 0u64;
+    let mut last_wake_ns: u64;
     let mut k: u64 = 0;
     loop {
         if stopping.is_none()
@@ -773,8 +791,10 @@ fn control_loop(
                                 live.chunks_accepted.fetch_add(1, Ordering::Relaxed);
                                 obs_stamp = c.obs_stamp_ns;
                                 first_pending = true;
-                                if let Err(TrySendError::Full(OutMsg::Chunk(c)) | TrySendError::Disconnected(OutMsg::Chunk(c))) =
-                                    out_tx.try_send(OutMsg::Chunk(c))
+                                if let Err(
+                                    TrySendError::Full(OutMsg::Chunk(c))
+                                    | TrySendError::Disconnected(OutMsg::Chunk(c)),
+                                ) = out_tx.try_send(OutMsg::Chunk(c))
                                 {
                                     let _ = pool_tx.try_send(c.buf);
                                 }
@@ -831,7 +851,8 @@ fn control_loop(
             }
         }
         let end = clock.elapsed_ns();
-        o.compute.record(Duration::from_nanos(end.saturating_sub(wake)));
+        o.compute
+            .record(Duration::from_nanos(end.saturating_sub(wake)));
         if end.saturating_sub(deadline) > period_ns {
             o.misses += 1;
             live.misses.fetch_add(1, Ordering::Relaxed);
@@ -839,8 +860,10 @@ fn control_loop(
         o.ticks += 1;
         live.ticks.store(o.ticks, Ordering::Relaxed);
         if o.ticks % status_every == 0 {
-            live.late_p99_ns
-                .store(o.lateness.percentiles().p99_us as u64 * 1000, Ordering::Relaxed);
+            live.late_p99_ns.store(
+                o.lateness.percentiles().p99_us as u64 * 1000,
+                Ordering::Relaxed,
+            );
         }
         if let Some(left) = stopping.as_mut() {
             *left -= 1;
@@ -893,7 +916,10 @@ fn inference_loop(
             Err(RecvTimeoutError::Timeout) => {
                 // History sample at the base rate.
                 let slot = (head + 1) % to;
-                if inputs.snapshot(inputs.clock.now_ns(), &mut hist[slot]).is_ok() {
+                if inputs
+                    .snapshot(inputs.clock.now_ns(), &mut hist[slot])
+                    .is_ok()
+                {
                     head = slot;
                     valid = (valid + 1).min(to);
                 } else {
@@ -928,13 +954,22 @@ fn inference_loop(
                     }
                 }
                 order.push(usize::MAX);
-                let r = (|| -> Result<&[f32], crate::error::EngineError> {
-                    for (step, &idx) in order.iter().enumerate() {
-                        let b = if idx == usize::MAX { &fresh } else { &hist[idx] };
-                        set_step(engine, step, b)?;
+                let mut set = Ok(());
+                for (step, &idx) in order.iter().enumerate() {
+                    let b = if idx == usize::MAX {
+                        &fresh
+                    } else {
+                        &hist[idx]
+                    };
+                    set = set_step(engine, step, b);
+                    if set.is_err() {
+                        break;
                     }
-                    engine.infer()
-                })();
+                }
+                let r = match set {
+                    Ok(()) => engine.infer(),
+                    Err(e) => Err(e),
+                };
                 match r {
                     Err(e) => {
                         out.counts.engine_errors += 1;
@@ -952,8 +987,10 @@ fn inference_loop(
                         let d = t0.elapsed();
                         out.latency.record(d);
                         if out.counts.produced % 8 == 1 {
-                            live.infer_p50_ns
-                                .store((out.latency.percentiles().p50_us * 1000.0) as u64, Ordering::Relaxed);
+                            live.infer_p50_ns.store(
+                                (out.latency.percentiles().p50_us * 1000.0) as u64,
+                                Ordering::Relaxed,
+                            );
                         }
                         let _ = ready_tx.try_send(Ready::Chunk(ChunkMsg {
                             buf,
@@ -968,7 +1005,11 @@ fn inference_loop(
     out
 }
 
-fn set_step(engine: &mut Engine, step: usize, b: &ObsBuffers) -> Result<(), crate::error::EngineError> {
+fn set_step(
+    engine: &mut Engine,
+    step: usize,
+    b: &ObsBuffers,
+) -> Result<(), crate::error::EngineError> {
     let mut frames: ArrayVec<Frame<'_>, 8> = ArrayVec::new();
     for c in b.cams.iter().take(8) {
         frames.push(Frame {
@@ -1069,7 +1110,9 @@ fn publisher_loop(
                         o.published += 1;
                         live.published.fetch_add(1, Ordering::Relaxed);
                         if obs_stamp_ns > 0 {
-                            let lat = Duration::from_nanos(wall_ns().saturating_sub(obs_stamp_ns).max(0) as u64);
+                            let lat = Duration::from_nanos(
+                                wall_ns().saturating_sub(obs_stamp_ns).max(0) as u64,
+                            );
                             o.e2e.record(lat);
                             if first_of_chunk {
                                 o.e2e_first.record(lat);
@@ -1080,8 +1123,10 @@ fn publisher_loop(
                 n += 1;
                 if n % 30 == 0 {
                     let p = o.e2e.percentiles();
-                    live.e2e_p50_ns.store((p.p50_us * 1000.0) as u64, Ordering::Relaxed);
-                    live.e2e_p99_ns.store((p.p99_us * 1000.0) as u64, Ordering::Relaxed);
+                    live.e2e_p50_ns
+                        .store((p.p50_us * 1000.0) as u64, Ordering::Relaxed);
+                    live.e2e_p99_ns
+                        .store((p.p99_us * 1000.0) as u64, Ordering::Relaxed);
                 }
             }
             OutMsg::Chunk(c) => {

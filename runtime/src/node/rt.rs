@@ -157,7 +157,11 @@ mod tests {
         for k in 1..=5u64 {
             c.sleep_until(k * 2_000_000);
             let e = c.elapsed_ns();
-            assert!(e >= k * 2_000_000, "woke at {e} before deadline {}", k * 2_000_000);
+            assert!(
+                e >= k * 2_000_000,
+                "woke at {e} before deadline {}",
+                k * 2_000_000
+            );
         }
         // a past deadline returns at once
         let t = std::time::Instant::now();

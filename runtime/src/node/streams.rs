@@ -102,7 +102,11 @@ impl StreamCounters {
             malformed: self.malformed.load(Ordering::Relaxed),
             invalid: self.invalid.load(Ordering::Relaxed),
             stale: self.stale.load(Ordering::Relaxed),
-            last_reject_reason: self.last_reason.lock().map(|r| r.clone()).unwrap_or_default(),
+            last_reject_reason: self
+                .last_reason
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -369,7 +373,7 @@ pub struct ObsBuffers {
 }
 
 /// Why a snapshot was not taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stale {
     pub stream: String,
     pub age_ms: Option<f64>,
@@ -476,8 +480,11 @@ mod tests {
     fn joint_states_are_reordered_by_name_and_checked() {
         let mut names: Vec<&str> = JOINT_NAMES.to_vec();
         names.reverse();
-        let q = joints_from_msg(&js(&names, &[6.0, 5.0, 4.0, 3.0, 2.0, 1.0]), JointUnits::Lerobot)
-            .unwrap();
+        let q = joints_from_msg(
+            &js(&names, &[6.0, 5.0, 4.0, 3.0, 2.0, 1.0]),
+            JointUnits::Lerobot,
+        )
+        .unwrap();
         assert_eq!(q, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let e = joints_from_msg(&js(&names[..5], &[0.0; 5]), JointUnits::Lerobot).unwrap_err();
         assert!(e.contains("shoulder_pan") && e.contains("missing"), "{e}");
@@ -570,7 +577,7 @@ mod tests {
         assert_eq!(out.state, [1.0; 6]);
         assert_eq!(out.cams[0].data.len(), 6);
         assert_eq!(out.stamp_ns, 5); // the joints' (receive-time) stamp is the oldest
-        // 200 ms later the joints are stale
+                                     // 200 ms later the joints are stale
         let e = inputs.snapshot(1_150_000_000, &mut out).unwrap_err();
         assert_eq!(e.stream, "joints");
         assert!((e.age_ms.unwrap() - 200.0).abs() < 1e-6);
