@@ -203,6 +203,7 @@ pub fn run(a: Args, ros: RosArgs) -> anyhow::Result<()> {
         stop,
         status_line: !a.quiet,
         node_name: ros.node.unwrap_or_else(|| "maniflow_policy".into()),
+        control_alloc_probe: None,
     };
     let stats = run_node(&cfg, engine, &opts)?;
     print_summary(&stats);

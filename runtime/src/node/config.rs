@@ -279,9 +279,11 @@ impl NodeConfig {
                     ))
                 }
                 (_, StreamType::Image | StreamType::CompressedImage) => {}
-                (n, k) => return Err(format!(
+                (n, k) => {
+                    return Err(format!(
                     "streams.{n}.type = {k:?}: a camera stream must be image or compressed_image"
-                )),
+                ))
+                }
             }
             if s.units.is_some() && s.kind != StreamType::JointState {
                 return Err(format!(

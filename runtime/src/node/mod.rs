@@ -53,7 +53,7 @@ use streams::{
 };
 
 /// Run-time options that are not in the config file.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// Stop after this long (None: until `stop` is set).
     pub duration: Option<Duration>,
@@ -63,7 +63,14 @@ pub struct RunOptions {
     pub status_line: bool,
     /// ROS 2 node name.
     pub node_name: String,
+    /// Test hook: called on the control thread after warm-up and at the end;
+    /// returns that thread's allocation count (a counting global allocator), so
+    /// `NodeStats::control_allocations_after_warmup` proves the loop allocates nothing.
+    pub control_alloc_probe: Option<AllocProbe>,
 }
+
+/// See [`RunOptions::control_alloc_probe`].
+pub type AllocProbe = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Live figures shared with the status line (atomics, written by the threads).
 #[derive(Default)]
@@ -132,6 +139,9 @@ pub struct NodeStats {
     pub safety: SafetyCounts,
     pub realtime: rt::RtReport,
     pub peak_rss_mb: f64,
+    /// Heap allocations on the control thread between warm-up and the end
+    /// (only when a probe was given; see [`RunOptions::control_alloc_probe`]).
+    pub control_allocations_after_warmup: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -534,6 +544,7 @@ pub fn run_node(
         let done = control_done.clone();
         let rt_report = rt_report.clone();
         let c = cfg.control.clone();
+        let probe = opts.control_alloc_probe.clone();
         std::thread::Builder::new()
             .name("maniflow-control".into())
             .spawn(move || {
@@ -569,6 +580,7 @@ pub fn run_node(
                     &pool_tx,
                     &out_tx,
                     &live,
+                    probe,
                 )
             })?
     };
@@ -683,6 +695,7 @@ pub fn run_node(
         safety: SafetyCounts::from(&ctl_out.safety),
         realtime: report,
         peak_rss_mb: peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / 1048576.0),
+        control_allocations_after_warmup: ctl_out.allocations,
     })
 }
 
@@ -700,6 +713,7 @@ struct ControlOut {
     held_stale: u64,
     held_empty: u64,
     safety: SafetyCounters,
+    allocations: Option<u64>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -717,7 +731,10 @@ fn control_loop(
     pool_tx: &Sender<Box<[f32]>>,
     out_tx: &Sender<OutMsg>,
     live: &Live,
+    probe: Option<AllocProbe>,
 ) -> ControlOut {
+    let warmup_ticks = (2.0 * tick_hz).round() as u64;
+    let mut allocs_at_warmup: Option<u64> = None;
     let period_ns = (1e9 / tick_hz).round() as u64;
     let clock = rt::AbsClock::now();
     let mut o = ControlOut {
@@ -734,6 +751,7 @@ fn control_loop(
         held_stale: 0,
         held_empty: 0,
         safety: SafetyCounters::default(),
+        allocations: None,
     };
     let mut present = [0.0f32; N_JOINTS];
     let mut cmd = [0.0f32; N_JOINTS];
@@ -859,6 +877,9 @@ fn control_loop(
         }
         o.ticks += 1;
         live.ticks.store(o.ticks, Ordering::Relaxed);
+        if o.ticks == warmup_ticks {
+            allocs_at_warmup = probe.as_ref().map(|p| p());
+        }
         if o.ticks % status_every == 0 {
             live.late_p99_ns.store(
                 o.lateness.percentiles().p99_us as u64 * 1000,
@@ -872,6 +893,9 @@ fn control_loop(
             }
         }
         k += 1;
+    }
+    if let (Some(p), Some(base)) = (probe.as_ref(), allocs_at_warmup) {
+        o.allocations = Some(p().saturating_sub(base));
     }
     o.elapsed_s = (last_wake_ns.saturating_sub(first_wake_ns)) as f64 / 1e9;
     o.safety = *safety.counters();
