@@ -57,7 +57,9 @@ pub struct Args {
 /// Parses `10s`, `500ms`, `2m`, `1.5s`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, mul) = if let Some(v) = s.strip_suffix("ms") {
+    let (num, mul) = if let Some(v) = s.strip_suffix("min") {
+        (v, 60.0)
+    } else if let Some(v) = s.strip_suffix("ms") {
         (v, 1e-3)
     } else if let Some(v) = s.strip_suffix('s') {
         (v, 1.0)
@@ -292,6 +294,7 @@ mod tests {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("5min").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("-1s").unwrap_err().contains("> 0"));
         assert!(parse_duration("abc").unwrap_err().contains("abc"));
