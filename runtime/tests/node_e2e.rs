@@ -319,3 +319,40 @@ fn run_reports_config_errors_in_one_line() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("/nonexistent/pkg"), "{e}");
 }
+
+#[test]
+fn sigint_ramps_to_hold_and_writes_the_stats() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let run_json = d.path().join("run.json");
+    let s = sim(port, "20s", &d.path().join("sim.json"));
+    let node = Proc::spawn(maniflow().args([
+        "run",
+        "--config",
+        "launch/so101.toml",
+        "--connect",
+        &format!("tcp/127.0.0.1:{port}"),
+        "--stats-json",
+        run_json.to_str().unwrap(),
+    ]));
+    std::thread::sleep(Duration::from_secs(4));
+    let pid = node.child.id().to_string();
+    let k = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(k.success());
+    let (ok, err) = node.wait(Duration::from_secs(20));
+    s.kill();
+    assert!(ok, "node did not exit cleanly on SIGINT: {err:?}");
+    assert!(
+        err.iter().any(|(_, l)| l.contains("ramping to hold")),
+        "{err:?}"
+    );
+    let r = read_json(&run_json);
+    // The stop ramp held for stop_ramp_ticks (15) after the last inference.
+    assert!(
+        r["safety"]["held"].as_u64().unwrap() >= 15,
+        "{}",
+        r["safety"]
+    );
+    assert!(r["ticks"].as_u64().unwrap() > 60);
+}

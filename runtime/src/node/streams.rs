@@ -535,6 +535,25 @@ mod tests {
     }
 
     #[test]
+    fn jpeg_compressed_images_decode_to_rgb() {
+        let (w, h) = (16usize, 8usize);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i % 200) as u8).collect();
+        let jpg = maniflow_bridge::camera::encode_jpeg_rgb(&rgb, w, h, 95).unwrap();
+        let m = CompressedImage::jpeg(Header::default(), jpg);
+        let (slot, stamp) = compressed_input(m, 3, 42).unwrap();
+        assert_eq!(
+            (slot.width, slot.height, slot.data.len()),
+            (w, h, w * h * 3)
+        );
+        assert_eq!((stamp, slot.recv_ns), (42, 3)); // no header stamp: receive time
+        let mut png = CompressedImage::jpeg(Header::default(), vec![1, 2, 3]);
+        png.format = "png".into();
+        assert!(compressed_input(png, 0, 0).unwrap_err().contains("png"));
+        let bad = CompressedImage::jpeg(Header::default(), vec![0xFF, 0xD8, 0, 1]);
+        assert!(compressed_input(bad, 0, 0).unwrap_err().contains("jpeg"));
+    }
+
+    #[test]
     fn taxels_must_match_and_be_finite() {
         let mut m = Float32MultiArray::default();
         m.data = vec![0.0; 4];
