@@ -1,0 +1,153 @@
+//! `maniflow-train train` and `synth-dataset`.
+
+use crate::config::Config;
+use crate::data::TrainData;
+use crate::export::DataInfo;
+use crate::metrics::LoggerOptions;
+use crate::train::{parse_device, Trainer};
+use anyhow::{bail, Context, Result};
+use maniflow_runtime::dataset::{LeRobotDataset, OpenOptions};
+use std::path::Path;
+
+fn feature_names(ds: &LeRobotDataset, key: &str, dim: usize) -> Vec<String> {
+    let names = ds.feature_names(key);
+    if names.len() == dim {
+        names
+    } else {
+        (0..dim).map(|i| format!("{key}.{i}")).collect()
+    }
+}
+
+pub fn train(spec: &str, dataset: &Path, out: &Path, steps: Option<u64>, resume: bool, init: Option<&Path>, quiet: bool) -> Result<()> {
+    let cfg_path = out.join("config.toml");
+    let mut cfg: Config = if resume {
+        if !cfg_path.exists() {
+            bail!("--resume: {} has no config.toml (not a run directory)", out.display());
+        }
+        let own = Config::load(&cfg_path)?;
+        let given = crate::presets::load(spec)?;
+        let mut a = own.clone();
+        let mut b = given.clone();
+        a.train.steps = 0;
+        b.train.steps = 0;
+        if a != b {
+            eprintln!("note: --resume uses the run's own {} (the --config given differs)", cfg_path.display());
+        }
+        own
+    } else {
+        if crate::checkpoint::latest(out)?.is_some() {
+            bail!("{} already holds a training run; pass --resume to continue it or choose another --out", out.display());
+        }
+        crate::presets::load(spec)?
+    };
+    if let Some(s) = steps {
+        cfg.train.steps = s;
+    }
+    parse_device(&cfg.train.device)?;
+    let opts = OpenOptions { image_keys: Some(cfg.encoder.cameras.clone()), ..Default::default() };
+    let t0 = std::time::Instant::now();
+    let ds = LeRobotDataset::open(dataset, &opts).with_context(|| format!("open dataset {}", dataset.display()))?;
+    let data = TrainData::new(&ds, &cfg, crate::train::parse_device(&cfg.train.device)?)?;
+    eprintln!(
+        "dataset {}: {} episodes ({} train / {} val), {} frames, {} train windows; loaded in {:.1}s",
+        dataset.display(),
+        ds.num_episodes(),
+        data.train_episodes.len(),
+        data.val_episodes.len(),
+        ds.num_frames(),
+        data.train.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let mut trainer = Trainer::new(cfg.clone(), out, &data)?;
+    let info = DataInfo {
+        dataset: dataset.display().to_string(),
+        dims: data.dims.clone(),
+        state_names: feature_names(&ds, &cfg.encoder.state_key, data.dims.state_dim),
+        action_names: feature_names(&ds, &cfg.data.action_key, data.dims.action_dim),
+        normalization: data.norms.by_key.clone(),
+        modality_map: trainer.net.encoder.modality_map.clone(),
+    };
+    if resume {
+        let ckpt = crate::checkpoint::latest(out)?.with_context(|| format!("--resume: {} has no complete checkpoint", out.display()))?;
+        trainer.resume(&ckpt)?;
+        eprintln!("resumed from {} (step {})", ckpt.display(), trainer.state.step);
+    } else {
+        if let Some(p) = init {
+            let n = crate::cli_train::init_from(&mut trainer, p)?;
+            eprintln!("initialised {n} tensors from {}", p.display());
+        }
+        std::fs::write(&cfg_path, cfg.to_toml()).with_context(|| format!("write {}", cfg_path.display()))?;
+        info.save(out)?;
+    }
+    // keep the step budget in the stored config current
+    std::fs::write(&cfg_path, cfg.to_toml()).with_context(|| format!("write {}", cfg_path.display()))?;
+    eprintln!(
+        "model: {} parameters ({} layers x {}), context {} tokens x {}, device {}",
+        trainer.parameter_count(),
+        cfg.model.n_layer,
+        cfg.model.n_emb,
+        trainer.net.encoder.context_tokens,
+        trainer.net.encoder.context_dim,
+        cfg.train.device
+    );
+    let s = trainer.run(cfg.train.steps, LoggerOptions { quiet, ..Default::default() })?;
+    println!(
+        "trained {} steps in {:.1}s ({:.2} steps/s); final step {}; loss_flow {:.4} loss_ct {:.4}; run {}",
+        s.steps,
+        s.seconds,
+        s.steps_per_s,
+        s.final_step,
+        s.last.loss_flow,
+        s.last.loss_ct,
+        out.display()
+    );
+    Ok(())
+}
+
+/// Load matching tensors from a safetensors file: an upstream DiTX state dict
+/// (no `model.` prefix) or one of our checkpoints. Returns how many were set;
+/// shapes must match; unknown keys are listed as an error.
+pub fn init_from(trainer: &mut Trainer, path: &Path) -> Result<usize> {
+    let ts = crate::checkpoint::read_tensors(path)?;
+    let vars = trainer.vs.variables();
+    let mut n = 0;
+    let mut unknown = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for (name, t) in &ts {
+            let key = if vars.contains_key(name) { name.clone() } else { format!("model.{name}") };
+            match vars.get(&key) {
+                Some(v) => {
+                    if v.size() != t.size() {
+                        bail!("{}: `{name}` has shape {:?}, the model's `{key}` is {:?}", path.display(), t.size(), v.size());
+                    }
+                    let mut v = v.shallow_clone();
+                    v.copy_(t);
+                    n += 1;
+                }
+                None => unknown.push(name.clone()),
+            }
+        }
+        Ok(())
+    })?;
+    if !unknown.is_empty() {
+        bail!("{}: {} tensors match nothing in the model, e.g. {:?}", path.display(), unknown.len(), &unknown[..unknown.len().min(5)]);
+    }
+    trainer.ema_vs.copy(&trainer.vs)?;
+    Ok(n)
+}
+
+pub fn synth(out: &Path, episodes: usize, frames: usize, seed: u64, video: Option<&str>) -> Result<()> {
+    use maniflow_runtime::dataset::synth::{write_synthetic, SynthConfig};
+    use maniflow_runtime::dataset::VideoCodec;
+    let video = match video {
+        None => None,
+        Some("av1") => Some(VideoCodec::Av1),
+        Some("h264") => Some(VideoCodec::H264),
+        Some(o) => bail!("--video {o}: expected av1 or h264"),
+    };
+    let cfg = SynthConfig { episodes, frames_per_episode: frames, seed, video, ..Default::default() };
+    let s = write_synthetic(out, &cfg)?;
+    println!("wrote {}: {:?}", out.display(), s);
+    Ok(())
+}

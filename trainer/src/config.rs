@@ -1,0 +1,257 @@
+//! Training configuration (TOML). Presets live in `trainer/configs/`; a run
+//! directory gets the resolved config as `config.toml`.
+//!
+//! Every table is `deny_unknown_fields`: a typo is an error that names the key.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Free-text name of the preset / run.
+    #[serde(default)]
+    pub name: String,
+    pub model: ModelConfig,
+    pub encoder: EncoderConfig,
+    pub train: TrainConfig,
+    pub data: DataConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GateType {
+    None,
+    Headwise,
+    Elementwise,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    /// Per-modality tokens; cross-attention decides (default).
+    Tokens,
+    /// Upstream: every feature of every obs step flattened into ONE context token.
+    Concat,
+}
+
+/// The DiTX velocity network (MANIFLOW.md section 1-2).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// T: chunk length.
+    pub horizon: usize,
+    /// To: observation steps.
+    pub n_obs_steps: usize,
+    /// Executed actions per chunk (runtime slicing starts at To-1).
+    pub n_action_steps: usize,
+    /// Da. 0 = take it from the dataset's `action` feature.
+    #[serde(default)]
+    pub action_dim: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    /// D.
+    pub n_emb: usize,
+    /// Et (upstream `diffusion_timestep_embed_dim`).
+    pub time_embed_dim: usize,
+    pub qkv_bias: bool,
+    pub qk_norm: bool,
+    /// Attention-probability dropout (train only).
+    pub p_drop_attn: f64,
+    /// `vis_cond_pos_embed` has visual_cond_len * To rows.
+    pub visual_cond_len: usize,
+    pub use_gate_attn: bool,
+    pub gate_type: GateType,
+    pub fusion: Fusion,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TactileKind {
+    /// Taxel array: Linear per frame.
+    Taxels,
+    /// Not used even if the dataset has it.
+    None,
+}
+
+/// Observation encoders (MANIFLOW.md section 3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// Camera feature keys, in token order (e.g. `observation.images.head`).
+    pub cameras: Vec<String>,
+    /// Model input resolution (H, W); dataset frames are resized (bilinear) to it.
+    pub image_size: [usize; 2],
+    /// ResNet stem width (64 = ResNet-18); stage widths are w, 2w, 4w, 8w. Multiple of 16.
+    pub resnet_width: usize,
+    /// BasicBlocks per stage ([2, 2, 2, 2] = ResNet-18).
+    pub resnet_blocks: [usize; 4],
+    /// Dc in `tokens` fusion (token width). In `concat` fusion Dc is derived.
+    pub cond_dim: usize,
+    /// Proprioception key.
+    pub state_key: String,
+    /// Tactile key and kind.
+    #[serde(default = "default_tactile_key")]
+    pub tactile_key: String,
+    pub tactile: TactileKind,
+    /// Train-time augmentation (never at inference).
+    pub augment: bool,
+}
+
+fn default_tactile_key() -> String {
+    "observation.tactile".into()
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimeSampler {
+    /// 0.999 * Beta(1, 1.5) (upstream default).
+    Beta,
+    Uniform,
+    Cosmap,
+    LogitNormal,
+    Mode,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetTMode {
+    Relative,
+    Absolute,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    pub steps: u64,
+    pub seed: u64,
+    pub lr: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// No decay on biases, norms and embeddings.
+    #[serde(default)]
+    pub no_decay_norm_bias: bool,
+    pub warmup_steps: u64,
+    /// 0 = off (upstream).
+    #[serde(default)]
+    pub grad_clip: f64,
+    /// Fraction of the batch for the flow branch (upstream 0.75); the rest is consistency.
+    pub flow_batch_ratio: f64,
+    pub time_sampler: TimeSampler,
+    pub target_t: TargetTMode,
+    /// Consistency branch: t = k / ct_discrete_steps, k ~ U{0..ct_discrete_steps-1}.
+    pub ct_discrete_steps: usize,
+    pub ema_max_decay: f64,
+    pub log_every: u64,
+    pub val_every: u64,
+    /// Steps between `train_action_mse_error` evaluations.
+    pub sample_every: u64,
+    /// Sampling steps N for `train_action_mse_error`.
+    pub sample_steps: usize,
+    pub attn_every: u64,
+    pub checkpoint_every: u64,
+    /// Loss-spike detector: running median over this many steps ...
+    pub spike_window: usize,
+    /// ... and a step is a spike when loss > spike_factor * median.
+    pub spike_factor: f64,
+    /// Skip the optimiser update on a spike step.
+    pub spike_skip_update: bool,
+    /// Abort after this many consecutive non-finite steps.
+    pub max_consecutive_nonfinite: u32,
+    /// Torch intra-op threads (0 = libtorch default).
+    #[serde(default)]
+    pub threads: usize,
+    /// `cpu`, `cuda`, `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Fraction of episodes held out for `val_loss`.
+    pub val_ratio: f64,
+    pub action_key: String,
+}
+
+impl Config {
+    pub fn from_toml_str(text: &str, origin: &str) -> anyhow::Result<Config> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+        cfg.validate().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let m = &self.model;
+        let e = &self.encoder;
+        let t = &self.train;
+        let err = |field: &str, msg: String| Err(format!("field `{field}` {msg}"));
+        if m.n_emb % m.n_head != 0 {
+            return err("model.n_emb", format!("({}) must be divisible by model.n_head ({})", m.n_emb, m.n_head));
+        }
+        if m.time_embed_dim < 4 || m.time_embed_dim % 2 != 0 {
+            return err("model.time_embed_dim", "must be even and >= 4".into());
+        }
+        if m.n_obs_steps == 0 || m.horizon < m.n_obs_steps - 1 + m.n_action_steps {
+            return err(
+                "model.horizon",
+                format!(
+                    "({}) must be >= n_obs_steps - 1 + n_action_steps ({})",
+                    m.horizon,
+                    m.n_obs_steps.saturating_sub(1) + m.n_action_steps
+                ),
+            );
+        }
+        if m.n_layer == 0 {
+            return err("model.n_layer", "must be >= 1".into());
+        }
+        if e.resnet_width == 0 || e.resnet_width % 16 != 0 {
+            return err("encoder.resnet_width", "must be a positive multiple of 16 (GroupNorm with C/16 groups)".into());
+        }
+        if e.resnet_blocks.iter().any(|&b| b == 0) {
+            return err("encoder.resnet_blocks", "every stage needs at least one block".into());
+        }
+        if e.image_size[0] < 32 || e.image_size[1] < 32 {
+            return err("encoder.image_size", "must be at least 32x32 (stride-32 feature map)".into());
+        }
+        if !(0.0..=1.0).contains(&t.flow_batch_ratio) {
+            return err("train.flow_batch_ratio", "must be in [0, 1]".into());
+        }
+        if t.batch_size < 2 {
+            return err("train.batch_size", "must be >= 2 (flow and consistency branches)".into());
+        }
+        if t.ct_discrete_steps == 0 {
+            return err("train.ct_discrete_steps", "must be >= 1".into());
+        }
+        if !(0.0..1.0).contains(&self.data.val_ratio) {
+            return err("data.val_ratio", "must be in [0, 1)".into());
+        }
+        if t.log_every == 0 || t.checkpoint_every == 0 {
+            return err("train.log_every", "and train.checkpoint_every must be >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Modality name of a camera key: the last `.`-separated segment
+/// (`observation.images.head` -> `head`).
+pub fn camera_modality(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}

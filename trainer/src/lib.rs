@@ -1,0 +1,19 @@
+//! The onboard trainer: DiTX Gate-Attention ManiFlow in `tch` (libtorch),
+//! consistency flow training, metrics and health, LeRobot v3 datasets,
+//! checkpoints, and export to policy packages through our own ONNX writer.
+//! See `trainer/README.md` and `trainer/docs/MODEL.md`.
+
+pub mod augment;
+pub mod bench;
+pub mod checkpoint;
+pub mod cli_train;
+pub mod config;
+pub mod data;
+pub mod export;
+pub mod health;
+pub mod metrics;
+pub mod model;
+pub mod objective;
+pub mod onnx;
+pub mod presets;
+pub mod train;

@@ -1,0 +1,616 @@
+//! The training loop: consistency flow training with EMA, AdamW, warm-up +
+//! cosine, gradient clipping, stability guards, metrics and checkpoints.
+
+use crate::augment::augment;
+use crate::checkpoint::{self, Saved, TrainState};
+use crate::config::Config;
+use crate::data::{Batch, TrainData};
+use crate::metrics::{stats, MetricsLogger, LoggerOptions};
+use crate::model::ditx::Recorder;
+use crate::model::{ManiFlowNet, Obs};
+use crate::objective::{consistency_flow_loss, LossParts};
+use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        s if s.starts_with("cuda:") => {
+            let n: usize = s[5..].parse().with_context(|| format!("bad device `{s}`"))?;
+            Ok(Device::Cuda(n))
+        }
+        _ => bail!("unknown device `{s}` (expected cpu, cuda or cuda:N)"),
+    }
+}
+
+/// AdamW with decoupled weight decay, written out so its state can be saved
+/// and restored exactly (torch.optim.AdamW semantics, foreach-free).
+pub struct AdamW {
+    pub names: Vec<String>,
+    params: Vec<Tensor>,
+    decay: Vec<bool>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    pub step: u64,
+}
+
+fn no_decay_name(name: &str) -> bool {
+    name.ends_with(".bias")
+        || name.contains("norm")
+        || name.contains(".bn")
+        || name.contains("downsample.1")
+        || name.ends_with("pos_emb")
+        || name.ends_with("vis_cond_pos_embed")
+        || name.contains("modality_gate")
+}
+
+impl AdamW {
+    pub fn new(vs: &VarStore, no_decay_norm_bias: bool) -> Self {
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<String> = vars.iter().map(|(n, _)| n.clone()).collect();
+        let decay = names.iter().map(|n| !(no_decay_norm_bias && no_decay_name(n))).collect();
+        let m = vars.iter().map(|(_, p)| p.zeros_like()).collect();
+        let v = vars.iter().map(|(_, p)| p.zeros_like()).collect();
+        AdamW { names, params: vars.into_iter().map(|(_, p)| p).collect(), decay, m, v, step: 0 }
+    }
+
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.detach_();
+                let _ = g.zero_();
+            }
+        }
+    }
+
+    /// Total L2 norm of the gradients (before clipping).
+    pub fn grad_norm(&self) -> f64 {
+        let mut sq = 0f64;
+        for p in &self.params {
+            let g = p.grad();
+            if g.defined() {
+                sq += g.square().sum(Kind::Double).double_value(&[]);
+            }
+        }
+        sq.sqrt()
+    }
+
+    pub fn step(&mut self, lr: f64, betas: [f64; 2], eps: f64, wd: f64, clip_scale: f64) {
+        self.step += 1;
+        let k = self.step as i32;
+        let (b1, b2) = (betas[0], betas[1]);
+        let bc1 = 1.0 - b1.powi(k);
+        let bc2 = 1.0 - b2.powi(k);
+        tch::no_grad(|| {
+            for i in 0..self.params.len() {
+                let g = self.params[i].grad();
+                if !g.defined() {
+                    continue;
+                }
+                let g = if clip_scale != 1.0 { g * clip_scale } else { g };
+                let p = &mut self.params[i];
+                if self.decay[i] && wd > 0.0 {
+                    let _ = p.g_mul_scalar_(1.0 - lr * wd);
+                }
+                let m = &mut self.m[i];
+                let _ = m.g_mul_scalar_(b1);
+                let _ = m.g_add_(&(&g * (1.0 - b1)));
+                let v = &mut self.v[i];
+                let _ = v.g_mul_scalar_(b2);
+                let _ = v.g_add_(&(g.square() * (1.0 - b2)));
+                let denom = (&self.v[i] / bc2).sqrt() + eps;
+                let upd = (&self.m[i] / denom) * (lr / bc1);
+                let _ = self.params[i].g_sub_(&upd);
+            }
+        });
+    }
+
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (i, n) in self.names.iter().enumerate() {
+            out.push((format!("exp_avg.{n}"), self.m[i].shallow_clone()));
+            out.push((format!("exp_avg_sq.{n}"), self.v[i].shallow_clone()));
+        }
+        out.push(("step".into(), Tensor::from_slice(&[self.step as i64])));
+        out
+    }
+
+    pub fn load_state(&mut self, ts: Vec<(String, Tensor)>) -> Result<()> {
+        let map: std::collections::HashMap<String, Tensor> = ts.into_iter().collect();
+        tch::no_grad(|| -> Result<()> {
+            for (i, n) in self.names.iter().enumerate() {
+                for (pre, dst) in [("exp_avg", &mut self.m[i]), ("exp_avg_sq", &mut self.v[i])] {
+                    let key = format!("{pre}.{n}");
+                    let src = map.get(&key).with_context(|| format!("optimizer state has no `{key}`"))?;
+                    dst.copy_(src);
+                }
+            }
+            Ok(())
+        })?;
+        self.step = map
+            .get("step")
+            .map(|t| t.int64_value(&[]) as u64)
+            .context("optimizer state has no `step`")?;
+        Ok(())
+    }
+}
+
+/// Warm-up then cosine to 0, stepped per batch (diffusers' schedule).
+pub fn lr_at(step: u64, base: f64, warmup: u64, total: u64) -> f64 {
+    if step < warmup {
+        return base * step as f64 / warmup.max(1) as f64;
+    }
+    let prog = (step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
+    base * 0.5 * (1.0 + (std::f64::consts::PI * prog.min(1.0)).cos())
+}
+
+/// EMA decay after `k` optimiser steps (MANIFLOW.md section 4).
+pub fn ema_decay(k: u64, max: f64) -> f64 {
+    let s = k.saturating_sub(1) as f64;
+    if s <= 0.0 {
+        return 0.0;
+    }
+    (1.0 - (1.0 + s).powf(-0.75)).clamp(0.0, max)
+}
+
+pub fn sorted_vars(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn ema_update(ema: &VarStore, online: &VarStore, decay: f64) {
+    let on = online.variables();
+    tch::no_grad(|| {
+        for (name, mut e) in ema.variables() {
+            if let Some(p) = on.get(&name) {
+                let _ = e.g_mul_scalar_(decay);
+                let _ = e.g_add_(&(p * (1.0 - decay)));
+            }
+        }
+    });
+}
+
+pub fn copy_vars(dst: &mut VarStore, src: &[(String, Tensor)], origin: &str) -> Result<()> {
+    let map: std::collections::HashMap<&str, &Tensor> = src.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut v) in dst.variables() {
+            let s = map.get(name.as_str()).with_context(|| format!("{origin}: no tensor `{name}`"))?;
+            if s.size() != v.size() {
+                bail!("{origin}: `{name}` has shape {:?}, the model needs {:?}", s.size(), v.size());
+            }
+            v.copy_(&s.to_device(v.device()));
+        }
+        Ok(())
+    })
+}
+
+/// Running-median loss-spike detector (METRICS.md "Stability").
+pub struct SpikeDetector {
+    pub window: VecDeque<f64>,
+    cap: usize,
+    factor: f64,
+}
+
+impl SpikeDetector {
+    pub fn new(cap: usize, factor: f64, init: Vec<f64>) -> Self {
+        SpikeDetector { window: init.into(), cap: cap.max(1), factor }
+    }
+    pub fn median(&self) -> Option<f64> {
+        if self.window.len() < 10.min(self.cap) {
+            return None;
+        }
+        let mut v: Vec<f64> = self.window.iter().copied().collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        Some(v[v.len() / 2])
+    }
+    /// Returns Some(median) when `loss` is a spike. Spikes are not added to the window.
+    pub fn check(&mut self, loss: f64) -> Option<f64> {
+        let med = self.median();
+        if let Some(m) = med {
+            if loss > self.factor * m {
+                return Some(m);
+            }
+        }
+        self.window.push_back(loss);
+        while self.window.len() > self.cap {
+            self.window.pop_front();
+        }
+        None
+    }
+}
+
+/// Test hook: `MANIFLOW_TEST_INJECT=nan@5,nan@6,spike@30` corrupts those steps'
+/// loss (nan: NaN loss; spike: x100 targets) to exercise the guards.
+fn injected(step: u64, kind: &str) -> bool {
+    std::env::var("MANIFLOW_TEST_INJECT")
+        .map(|v| v.split(',').any(|e| e.trim() == format!("{kind}@{step}")))
+        .unwrap_or(false)
+}
+
+pub struct Trainer<'a> {
+    pub cfg: Config,
+    pub run: PathBuf,
+    pub data: &'a TrainData,
+    pub vs: VarStore,
+    pub net: ManiFlowNet,
+    pub ema_vs: VarStore,
+    pub ema: ManiFlowNet,
+    pub opt: AdamW,
+    pub state: TrainState,
+    device: Device,
+}
+
+pub fn config_sha(cfg: &Config) -> String {
+    // Hash everything except the step budget, so a run may be extended with --steps.
+    let mut c = cfg.clone();
+    c.train.steps = 0;
+    hex::encode(Sha256::digest(c.to_toml().as_bytes()))
+}
+
+impl<'a> Trainer<'a> {
+    pub fn new(cfg: Config, run: &Path, data: &'a TrainData) -> Result<Self> {
+        let device = parse_device(&cfg.train.device)?;
+        if cfg.train.threads > 0 {
+            tch::set_num_threads(cfg.train.threads as i32);
+        }
+        tch::manual_seed(cfg.train.seed as i64);
+        let vs = VarStore::new(device);
+        let net = ManiFlowNet::new(&vs.root(), &cfg, &data.dims);
+        let mut ema_vs = VarStore::new(device);
+        let ema = ManiFlowNet::new(&ema_vs.root(), &cfg, &data.dims);
+        ema_vs.copy(&vs)?;
+        ema_vs.freeze();
+        let opt = AdamW::new(&vs, cfg.train.no_decay_norm_bias);
+        let state = TrainState {
+            step: 0,
+            epoch: 0,
+            nonfinite_run: 0,
+            nonfinite_total: 0,
+            spikes_total: 0,
+            spike_window: Vec::new(),
+            config_sha256: config_sha(&cfg),
+            seed: cfg.train.seed,
+        };
+        Ok(Trainer { cfg, run: run.to_path_buf(), data, vs, net, ema_vs, ema, opt, state, device })
+    }
+
+    pub fn parameter_count(&self) -> i64 {
+        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+    }
+
+    pub fn resume(&mut self, ckpt: &Path) -> Result<()> {
+        let st = checkpoint::read_state(ckpt)?;
+        if st.config_sha256 != self.state.config_sha256 {
+            bail!(
+                "{}: this checkpoint was made with a different config (sha256 {} vs {}); resume with the run's own config.toml",
+                ckpt.display(),
+                st.config_sha256,
+                self.state.config_sha256
+            );
+        }
+        let model = checkpoint::read_tensors(&ckpt.join("model.safetensors"))?;
+        copy_vars(&mut self.vs, &model, &ckpt.join("model.safetensors").display().to_string())?;
+        let ema = checkpoint::read_tensors(&ckpt.join("ema.safetensors"))?;
+        copy_vars(&mut self.ema_vs, &ema, &ckpt.join("ema.safetensors").display().to_string())?;
+        self.opt.load_state(checkpoint::read_tensors(&ckpt.join("optimizer.safetensors"))?)?;
+        self.state = st;
+        Ok(())
+    }
+
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        checkpoint::save(
+            &self.run,
+            &Saved {
+                model: &sorted_vars(&self.vs),
+                ema: &sorted_vars(&self.ema_vs),
+                optimizer: &self.opt.state_tensors(),
+                state: &self.state,
+            },
+        )
+    }
+
+    fn steps_per_epoch(&self) -> u64 {
+        (self.data.train.len() / self.cfg.train.batch_size).max(1) as u64
+    }
+
+    /// Window indices of optimiser step `step` (1-based): a per-epoch
+    /// permutation seeded by (seed, epoch), drop_last.
+    pub fn batch_indices(&self, step: u64) -> (u64, Vec<usize>) {
+        let spe = self.steps_per_epoch();
+        let epoch = (step - 1) / spe;
+        let i = ((step - 1) % spe) as usize;
+        let mut perm: Vec<usize> = (0..self.data.train.len()).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.cfg.train.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch));
+        perm.shuffle(&mut rng);
+        let b = self.cfg.train.batch_size;
+        (epoch, perm[i * b..(i + 1) * b].to_vec())
+    }
+
+    fn prepare_obs(&self, batch: &Batch, train: bool) -> Obs {
+        let aug = train && self.cfg.encoder.augment;
+        Obs {
+            images: batch
+                .obs
+                .images
+                .iter()
+                .map(|x| {
+                    if aug {
+                        let s = x.size();
+                        augment(&x.view([s[0] * s[1], s[2], s[3], s[4]])).view(s.as_slice())
+                    } else {
+                        x.shallow_clone()
+                    }
+                })
+                .collect(),
+            state: batch.obs.state.shallow_clone(),
+            tactile: batch.obs.tactile.as_ref().map(|t| t.shallow_clone()),
+        }
+    }
+
+    /// Objective on held-out episodes, no grad, eval mode, fixed noise.
+    pub fn val_loss(&self) -> Option<f64> {
+        let n = self.data.val.len();
+        let b = self.cfg.train.batch_size;
+        if n < 2 {
+            return None;
+        }
+        let _g = tch::no_grad_guard();
+        tch::manual_seed(self.cfg.train.seed as i64 ^ 0x5eed);
+        let mut tot = 0.0;
+        let mut cnt = 0.0;
+        let stride = (n / (4 * b)).max(1);
+        for chunk in (0..n).step_by(stride).collect::<Vec<_>>().chunks(b).take(4) {
+            if chunk.len() < 2 {
+                continue;
+            }
+            let batch = self.data.batch(&self.data.val, chunk);
+            let ctx = self.net.encode(&batch.obs);
+            let l = consistency_flow_loss(&self.net, &self.ema, &ctx, &batch.action, &self.cfg.train, false, None);
+            tot += l.parts.loss_flow + l.parts.loss_ct;
+            cnt += 1.0;
+        }
+        (cnt > 0.0).then(|| tot / cnt)
+    }
+
+    /// MSE between the N-step EMA sample and the ground truth (unnormalised).
+    pub fn action_mse(&self, batch: &Batch) -> f64 {
+        let _g = tch::no_grad_guard();
+        let ctx = self.ema.encode(&batch.obs);
+        let noise = batch.action.randn_like();
+        let x = self.ema.sample(&ctx, &noise, self.cfg.train.sample_steps, false);
+        let pred = unnormalize(self.data, &x);
+        let gt = self.data.raw_actions(batch);
+        (pred - gt).square().mean(Kind::Float).double_value(&[])
+    }
+
+    /// Extra no-grad forward that records cross-attention and gates.
+    fn record(&self, batch: &Batch, want_attn: bool) -> Recorder {
+        let _g = tch::no_grad_guard();
+        let mut rec = Recorder { want_attn, ..Default::default() };
+        let ctx = self.net.encode(&batch.obs);
+        let b = batch.action.size()[0];
+        let t = Tensor::rand([b], (Kind::Float, self.device));
+        let x0 = batch.action.randn_like();
+        let tb = t.view([b, 1, 1]);
+        let xt = (1.0 - &tb) * x0 + &tb * &batch.action;
+        let _ = self.net.velocity(&xt, &t, &t.zeros_like(), &ctx, false, Some(&mut rec));
+        rec
+    }
+
+    pub fn run(&mut self, total_steps: u64, log_opts: LoggerOptions) -> Result<RunSummary> {
+        let tc = self.cfg.train.clone();
+        let mut logger = MetricsLogger::new(&self.run, total_steps, log_opts)?;
+        let mut spikes = SpikeDetector::new(tc.spike_window, tc.spike_factor, self.state.spike_window.clone());
+        let start = Instant::now();
+        let first_step = self.state.step + 1;
+        let mut last = LossParts::default();
+        let mut steps_done = 0u64;
+        while self.state.step < total_steps {
+            let step = self.state.step + 1;
+            tch::manual_seed((tc.seed.wrapping_mul(1_000_003).wrapping_add(step)) as i64);
+            let (epoch, idx) = self.batch_indices(step);
+            self.state.epoch = epoch;
+            let mut batch = self.data.batch(&self.data.train, &idx);
+            if injected(step, "spike") {
+                batch.action = &batch.action * 100.0;
+            }
+            let obs = self.prepare_obs(&batch, true);
+            let log_now = step == first_step || step % tc.log_every == 0 || step == total_steps;
+            let want_gates = log_now && self.cfg.model.use_gate_attn;
+            let mut rec = Recorder::default();
+            let ctx = self.net.encode(&obs);
+            let loss = consistency_flow_loss(
+                &self.net,
+                &self.ema,
+                &ctx,
+                &batch.action,
+                &tc,
+                true,
+                if want_gates { Some(&mut rec) } else { None },
+            );
+            let mut total = loss.total;
+            if injected(step, "nan") {
+                total = total * f64::NAN;
+            }
+            let lval = total.double_value(&[]);
+            self.opt.zero_grad();
+            let mut grad_norm = f64::NAN;
+            let finite_loss = lval.is_finite();
+            if finite_loss {
+                total.backward();
+                grad_norm = self.opt.grad_norm();
+            }
+            let mut skip = false;
+            if !finite_loss || !grad_norm.is_finite() {
+                skip = true;
+                self.state.nonfinite_run += 1;
+                self.state.nonfinite_total += 1;
+                logger.event(
+                    step,
+                    &format!(
+                        "nonfinite step {step}: loss {lval} grad_norm {grad_norm}; update skipped ({} in a row, abort at {}); windows {:?} episodes {:?}",
+                        self.state.nonfinite_run, tc.max_consecutive_nonfinite, batch.windows, batch.episodes
+                    ),
+                );
+                if self.state.nonfinite_run >= tc.max_consecutive_nonfinite {
+                    logger.flush();
+                    bail!(
+                        "aborting: {} consecutive non-finite steps (last at step {step}); the last good checkpoint is kept in {}",
+                        self.state.nonfinite_run,
+                        checkpoint::checkpoints_dir(&self.run).display()
+                    );
+                }
+            } else {
+                self.state.nonfinite_run = 0;
+                if let Some(med) = spikes.check(lval) {
+                    self.state.spikes_total += 1;
+                    logger.event(
+                        step,
+                        &format!(
+                            "spike step {step}: loss {lval:.4} > {} x running median {med:.4}; windows {:?} episodes {:?}{}",
+                            tc.spike_factor,
+                            batch.windows,
+                            batch.episodes,
+                            if tc.spike_skip_update { "; update skipped" } else { "" }
+                        ),
+                    );
+                    skip = tc.spike_skip_update;
+                }
+            }
+            let lr = lr_at(step, tc.lr, tc.warmup_steps, tc.steps.max(total_steps));
+            if !skip {
+                let clip = if tc.grad_clip > 0.0 && grad_norm > tc.grad_clip { tc.grad_clip / (grad_norm + 1e-6) } else { 1.0 };
+                self.opt.step(lr, tc.betas, tc.eps, tc.weight_decay, clip);
+                ema_update(&self.ema_vs, &self.vs, ema_decay(self.opt.step, tc.ema_max_decay));
+            }
+            self.opt.zero_grad();
+            self.state.step = step;
+            steps_done += 1;
+            if finite_loss {
+                last = loss.parts;
+            }
+            if log_now {
+                let mut s: Vec<(String, f64)> = vec![
+                    ("train_loss".into(), lval),
+                    ("loss_flow".into(), loss.parts.loss_flow),
+                    ("loss_ct".into(), loss.parts.loss_ct),
+                    ("bc_loss".into(), loss.parts.loss_flow + loss.parts.loss_ct),
+                    ("v_flow_pred_magnitude".into(), loss.parts.v_flow_rms),
+                    ("v_ct_pred_magnitude".into(), loss.parts.v_ct_rms),
+                    ("lr".into(), lr),
+                    ("global_step".into(), step as f64),
+                    ("epoch".into(), epoch as f64),
+                    ("grad_norm".into(), grad_norm),
+                ];
+                if want_gates {
+                    s.extend(self.gate_metrics(&rec, lval));
+                }
+                if step % tc.val_every == 0 || step == total_steps {
+                    if let Some(v) = self.val_loss() {
+                        s.push(("val_loss".into(), v));
+                    }
+                }
+                if step % tc.sample_every == 0 || step == total_steps {
+                    s.push(("train_action_mse_error".into(), self.action_mse(&batch)));
+                }
+                if self.cfg.model.use_gate_attn && (step % tc.attn_every == 0 || step == total_steps) {
+                    s.extend(self.attn_metrics(&batch));
+                }
+                let refs: Vec<(&str, f64)> = s.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                logger.log(step, epoch, &refs);
+            }
+            if step % tc.checkpoint_every == 0 || step == total_steps {
+                self.state.spike_window = spikes.window.iter().copied().collect();
+                let p = self.save_checkpoint()?;
+                logger.event(step, &format!("checkpoint {}", p.display()));
+            }
+        }
+        logger.flush();
+        let secs = start.elapsed().as_secs_f64();
+        Ok(RunSummary {
+            steps: steps_done,
+            seconds: secs,
+            steps_per_s: steps_done as f64 / secs.max(1e-9),
+            last,
+            final_step: self.state.step,
+        })
+    }
+
+    fn gate_metrics(&self, rec: &Recorder, train_loss: f64) -> Vec<(String, f64)> {
+        let per_layer: Vec<Vec<f32>> = rec
+            .gates
+            .iter()
+            .map(|ts| {
+                ts.iter()
+                    .flat_map(|t| Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float)).unwrap_or_default())
+                    .collect()
+            })
+            .filter(|v: &Vec<f32>| !v.is_empty())
+            .collect();
+        let mut out = Vec::new();
+        if !per_layer.is_empty() {
+            out.extend(stats::gate_stats(&per_layer));
+        }
+        let gamma = self.net.ditx.modality_gates();
+        if !gamma.is_empty() {
+            let names: Vec<&str> = self.net.encoder.modality_map.iter().map(|m| m.modality.as_str()).collect();
+            let ms = stats::modality_gate_stats(&gamma, &names);
+            let get = |k: &str| ms.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+            let tactile = get("gate/modality_tactile_mean");
+            let proprio = get("gate/modality_proprio_mean");
+            out.extend(ms.iter().cloned());
+            out.extend(stats::correlation_stats(train_loss, tactile, proprio));
+        }
+        out
+    }
+
+    fn attn_metrics(&self, batch: &Batch) -> Vec<(String, f64)> {
+        let rec = self.record(batch, true);
+        let arrays: Vec<(Vec<f32>, [usize; 4])> = rec
+            .attn
+            .iter()
+            .map(|p| {
+                let s = p.size();
+                let v = Vec::<f32>::try_from(p.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+                (v, [s[0] as usize, s[1] as usize, s[2] as usize, s[3] as usize])
+            })
+            .collect();
+        let refs: Vec<(&[f32], [usize; 4])> = arrays.iter().map(|(v, s)| (v.as_slice(), *s)).collect();
+        let map: Vec<(String, usize, usize)> =
+            self.net.encoder.modality_map.iter().map(|m| (m.modality.clone(), m.start, m.end)).collect();
+        stats::attn_stats(&refs, &map)
+    }
+}
+
+/// Unnormalise (B, T, Da) normalised actions with the dataset's action normaliser.
+pub fn unnormalize(data: &TrainData, x: &Tensor) -> Tensor {
+    let s = x.size();
+    let da = s[2] as usize;
+    let flat: Vec<f32> = Vec::try_from(x.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1)).unwrap_or_default();
+    let mut out = vec![0f32; flat.len()];
+    let n = data.action_normalizer();
+    for (src, dst) in flat.chunks(da).zip(out.chunks_mut(da)) {
+        n.unnormalize(src, dst);
+    }
+    Tensor::from_slice(&out).view(s.as_slice()).to_device(x.device())
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub steps: u64,
+    pub seconds: f64,
+    pub steps_per_s: f64,
+    pub last: LossParts,
+    pub final_step: u64,
+}

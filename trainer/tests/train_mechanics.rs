@@ -1,0 +1,156 @@
+//! Checkpoints, bit-exact resume, crash safety and the stability guards, with
+//! the real `maniflow-train` binary on a synthetic LeRobot v3 dataset.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn ckpt(run: &Path, step: u64) -> std::path::PathBuf {
+    run.join("checkpoints").join(format!("step-{step:08}"))
+}
+
+#[test]
+fn resume_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synth(dir.path(), 6, 30, 1);
+    let cfg = tiny_config(dir.path(), "c.toml", &[]);
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    ok(&["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&a), "--steps", "12", "--quiet"]);
+    ok(&["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&b), "--steps", "8", "--quiet"]);
+    // a second start without --resume must refuse
+    let again = run_env(&["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&b), "--steps", "8"], &[]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("--resume"), "{}", text(&again));
+    let out = ok(&["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&b), "--steps", "12", "--resume", "--quiet"]);
+    assert!(out.contains("resumed from"), "{out}");
+    for f in ["model.safetensors", "ema.safetensors", "optimizer.safetensors"] {
+        let x = std::fs::read(ckpt(&a, 12).join(f)).unwrap();
+        let y = std::fs::read(ckpt(&b, 12).join(f)).unwrap();
+        assert!(x == y, "{f} differs between the straight run and the resumed run");
+    }
+    // and the logged metrics of the last step agree exactly
+    let la = read_metrics(&a);
+    let lb = read_metrics(&b);
+    let last = |v: &[serde_json::Value]| v.iter().rev().find(|r| r["step"] == 12).cloned().unwrap();
+    let (ra, rb) = (last(&la), last(&lb));
+    for k in ["train_loss", "loss_flow", "loss_ct", "grad_norm", "lr"] {
+        assert_eq!(ra[k], rb[k], "{k} at step 12 differs: {} vs {}", ra[k], rb[k]);
+    }
+}
+
+#[test]
+fn crash_inside_checkpoint_write_keeps_last_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synth(dir.path(), 6, 30, 2);
+    let cfg = tiny_config(dir.path(), "c.toml", &[]);
+    let run = dir.path().join("run");
+    let out = run_env(
+        &["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&run), "--steps", "12", "--quiet"],
+        &[("MANIFLOW_TEST_CRASH_CHECKPOINT", "8")],
+    );
+    assert!(!out.status.success(), "the crash hook did not fire:\n{}", text(&out));
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), "step-00000004", "latest must still name the last complete checkpoint");
+    assert!(run.join("checkpoints/.tmp-step-00000008").exists(), "the half-written checkpoint should be a temp dir");
+    assert!(!ckpt(&run, 8).exists());
+    // resume continues from step 4 and finishes; the stale temp dir is cleaned
+    let o = ok(&["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&run), "--steps", "12", "--resume", "--quiet"]);
+    assert!(o.contains("step 4"), "{o}");
+    assert!(ckpt(&run, 12).join("model.safetensors").exists());
+    assert!(!run.join("checkpoints/.tmp-step-00000008").exists());
+}
+
+#[test]
+fn sigkill_at_any_time_leaves_a_loadable_checkpoint() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synth(dir.path(), 6, 30, 3);
+    let cfg = tiny_config(dir.path(), "c.toml", &[("checkpoint_every", "1")]);
+    for (i, delay_ms) in [1500u64, 2600].into_iter().enumerate() {
+        let run = dir.path().join(format!("run{i}"));
+        let mut child = Command::new(train_bin())
+            .args(["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&run), "--steps", "400", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // wait for the first checkpoint, then kill at an arbitrary moment
+        let t0 = std::time::Instant::now();
+        while !run.join("checkpoints/latest").exists() && t0.elapsed().as_secs() < 120 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let o = ok(&["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&run), "--steps", "2", "--resume", "--quiet"]);
+        assert!(o.contains("resumed from"), "{o}");
+    }
+}
+
+#[test]
+fn nonfinite_steps_are_skipped_then_abort_after_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synth(dir.path(), 6, 30, 4);
+    let cfg = tiny_config(dir.path(), "c.toml", &[("max_consecutive_nonfinite", "3")]);
+    let run = dir.path().join("run");
+    // one NaN step is skipped and training goes on
+    let out = run_env(
+        &["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&run), "--steps", "6", "--quiet"],
+        &[("MANIFLOW_TEST_INJECT", "nan@3")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let ev = events(&run);
+    assert!(ev.iter().any(|e| e.starts_with("nonfinite step 3")), "{ev:?}");
+    // three in a row abort with a clear message; the last good checkpoint survives
+    let run2 = dir.path().join("run2");
+    let out = run_env(
+        &["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&run2), "--steps", "20", "--quiet"],
+        &[("MANIFLOW_TEST_INJECT", "nan@6,nan@7,nan@8")],
+    );
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("3 consecutive non-finite steps") && t.contains("step 8"), "{t}");
+    assert_eq!(std::fs::read_to_string(run2.join("checkpoints/latest")).unwrap().trim(), "step-00000004");
+    let ev = events(&run2);
+    assert_eq!(ev.iter().filter(|e| e.starts_with("nonfinite")).count(), 3, "{ev:?}");
+}
+
+#[test]
+fn loss_spike_is_logged_with_batch_and_episodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synth(dir.path(), 6, 30, 5);
+    let cfg = tiny_config(dir.path(), "c.toml", &[("spike_window", "10"), ("spike_skip_update", "true")]);
+    let run = dir.path().join("run");
+    let out = run_env(
+        &["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&run), "--steps", "16", "--quiet"],
+        &[("MANIFLOW_TEST_INJECT", "spike@14")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let ev = events(&run);
+    let spike = ev.iter().find(|e| e.starts_with("spike step 14")).unwrap_or_else(|| panic!("no spike event: {ev:?}"));
+    assert!(spike.contains("episodes [") && spike.contains("windows [") && spike.contains("update skipped"), "{spike}");
+    assert_eq!(ev.iter().filter(|e| e.starts_with("spike")).count(), 1, "only the injected step is a spike: {ev:?}");
+}
+
+#[test]
+fn config_and_dataset_errors_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = config_with(dir.path(), "bad.toml", &[("n_head", "3")]);
+    let ds = synth(dir.path(), 3, 20, 6);
+    let out = run_env(&["train", "--config", s(&bad), "--dataset", s(&ds), "--out", s(&dir.path().join("r"))], &[]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("model.n_emb") && text(&out).contains("n_head"), "{}", text(&out));
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, std::fs::read_to_string(repo().join("trainer/configs/so101-cpu.toml")).unwrap().replace("n_layer", "n_layers")).unwrap();
+    let out = run_env(&["train", "--config", s(&typo), "--dataset", s(&ds), "--out", s(&dir.path().join("r"))], &[]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("n_layers"), "{}", text(&out));
+    let out = run_env(&["train", "--config", "so101-cpu", "--dataset", s(&dir.path().join("nope")), "--out", s(&dir.path().join("r"))], &[]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("nope"), "{}", text(&out));
+}
