@@ -8,6 +8,7 @@
 //! temporal ensembling, async overlap, interpolation) -> `safety`.
 
 pub mod control;
+pub mod dataset;
 pub mod engine;
 pub mod error;
 pub mod executor;

@@ -42,11 +42,13 @@ pub fn colour_jitter(x: &Tensor) -> Tensor {
     // contrast: blend with the mean grey level
     let c = rand_factor(n, 0.4, opts);
     let m = grey(&y).mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
-    y = (&y * &c + m * (1.0 - &c)).clamp(0.0, 1.0);
+    let mix: Tensor = &y * &c + m * (c.ones_like() - &c);
+    y = mix.clamp(0.0, 1.0);
     // saturation: blend with the grey image
     let s = rand_factor(n, 0.5, opts);
     let g = grey(&y);
-    y = (&y * &s + g * (1.0 - &s)).clamp(0.0, 1.0);
+    let mix: Tensor = &y * &s + g * (s.ones_like() - &s);
+    y = mix.clamp(0.0, 1.0);
     // hue: rotate chroma in YIQ space by up to +-0.08 turns
     let h = (Tensor::rand([n], opts) * 2.0 - 1.0) * (0.08 * std::f64::consts::TAU);
     hue_rotate(&y, &h).clamp(0.0, 1.0)

@@ -10,7 +10,14 @@ use maniflow_runtime::dataset::{LeRobotDataset, OpenOptions};
 use std::path::Path;
 
 fn feature_names(ds: &LeRobotDataset, key: &str, dim: usize) -> Vec<String> {
-    let names = ds.feature_names(key);
+    let names: Vec<String> = ds
+        .info
+        .features
+        .get(key)
+        .and_then(|f| f.names.as_ref())
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
     if names.len() == dim {
         names
     } else {

@@ -54,9 +54,23 @@ pub struct Batch {
 }
 
 fn stat<'a>(ds: &'a LeRobotDataset, key: &str, name: &str) -> Result<&'a [f64]> {
-    ds.stats
-        .get(key, name)
-        .with_context(|| format!("{}: meta/stats.json has no `{key}.{name}`", ds.root.display()))
+    let fs = ds
+        .stats
+        .as_ref()
+        .with_context(|| format!("{}: meta/stats.json is missing (normalisation needs it)", ds.root.display()))?
+        .get(key)
+        .with_context(|| format!("{}: meta/stats.json has no feature `{key}`", ds.root.display()))?;
+    let v: &[f64] = match name {
+        "min" => &fs.min,
+        "max" => &fs.max,
+        "mean" => &fs.mean,
+        "std" => &fs.std,
+        _ => fs.quantiles.get(name).map(|v| v.as_slice()).unwrap_or(&[]),
+    };
+    if v.is_empty() {
+        bail!("{}: meta/stats.json has no `{key}.{name}`", ds.root.display());
+    }
+    Ok(v)
 }
 
 fn f32s(v: &[f64]) -> Vec<f32> {
@@ -166,8 +180,8 @@ impl TrainData {
         };
         let (train_episodes, val_episodes) = split_episodes(ds.num_episodes(), cfg.data.val_ratio, cfg.train.seed);
         let spec = WindowSpec { n_obs_steps: m.n_obs_steps, horizon: m.horizon, n_action_steps: m.n_action_steps };
-        let train = Windows::new(ds, &train_episodes, &spec);
-        let val = Windows::new(ds, &val_episodes, &spec);
+        let train = Windows::new(ds, &train_episodes, spec);
+        let val = Windows::new(ds, &val_episodes, spec);
         if train.len() < cfg.train.batch_size {
             bail!(
                 "{root}: {} training windows from {} episodes is fewer than one batch ({}); record more data or lower train.batch_size",

@@ -78,10 +78,10 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn session(env: &ort::environment::Environment, bytes: &[u8]) -> Result<Session> {
-    Session::builder(env)
-        .and_then(|b| b.with_intra_threads(2))
-        .and_then(|b| b.commit_from_memory(bytes))
-        .map_err(|e| anyhow::anyhow!("onnxruntime cannot open the exported graph: {e}"))
+    let e = |e: ort::Error| anyhow::anyhow!("onnxruntime cannot open the exported graph: {e}");
+    let b = Session::builder(env).map_err(e)?;
+    let mut b = b.with_intra_threads(2).map_err(|x| anyhow::anyhow!("onnxruntime session options: {x}"))?;
+    b.commit_from_memory(bytes).map_err(e)
 }
 
 pub fn random_obs(dims: &ObsDims, to: i64, b: i64) -> Obs {
@@ -118,16 +118,12 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
         bail!("{}: the modality map in data.json does not match the model built from config.toml", run.display());
     }
     // ONNX graphs from the same weights.
-    let weights = Weights::from_tensors(
-        sorted_vars(&vs)
-            .into_iter()
-            .map(|(n, t)| {
-                let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-                let data: Vec<f32> = Vec::try_from(t.flatten(0, -1)).unwrap_or_default();
-                (n, shape, data)
-            })
-            .collect(),
-    );
+    let mut weights = Weights::new();
+    for (n, t) in sorted_vars(&vs) {
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let data: Vec<f32> = Vec::try_from(t.flatten(0, -1))?;
+        weights.insert(&n, shape, data)?;
+    }
     let enc_bytes = build_encoder(&cfg, &info.dims, &weights)?;
     let vel_bytes = build_velocity(&cfg, &info.dims, &weights)?;
     // Parity on random inputs (B = 2).

@@ -23,7 +23,7 @@ pub fn sample_t(sampler: TimeSampler, n: i64, opts: (Kind, tch::Device)) -> Tens
         TimeSampler::Mode => {
             let v = u();
             let c = (&v * std::f64::consts::FRAC_PI_2).cos().square();
-            let f = 1.0 - &v - (c - 1.0 + &v) * 1.29;
+            let f: Tensor = v.ones_like() - &v - (c - 1.0 + &v) * 1.29;
             f.clamp(0.0, 1.0)
         }
     };
@@ -75,7 +75,8 @@ pub fn consistency_flow_loss(
         let target = &x1f - &x0;
         let tt = if absolute { t.shallow_clone() } else { Tensor::zeros([nf], opts) };
         let pred = net.velocity(&xt, &t, &tt, &cf, train, rec.as_deref_mut());
-        let l = (&pred - target).square().mean(Kind::Float);
+        let diff: Tensor = &pred - &target;
+        let l = diff.square().mean(Kind::Float);
         parts.loss_flow = l.double_value(&[]);
         parts.v_flow_rms = pred.detach().square().mean(Kind::Float).sqrt().double_value(&[]);
         terms.push(l);
@@ -99,7 +100,8 @@ pub fn consistency_flow_loss(
             (x1_hat - &xt) / (1.0 - &tb)
         });
         let pred = net.velocity(&xt, &t, &tt, &cc, train, None);
-        let l = (&pred - target).square().mean(Kind::Float);
+        let diff: Tensor = &pred - &target;
+        let l = diff.square().mean(Kind::Float);
         parts.loss_ct = l.double_value(&[]);
         parts.v_ct_rms = pred.detach().square().mean(Kind::Float).sqrt().double_value(&[]);
         terms.push(l);

@@ -44,7 +44,7 @@ const KEY_NUMBERS: [(&str, &str); 5] = [
 
 /// Options of [`MetricsLogger`].
 #[derive(Debug, Clone)]
-pub struct LoggerOpts {
+pub struct LoggerOptions {
     /// No progress bar; print a compact line every `print_every` steps instead.
     /// The bar is also off when stdout is not a terminal.
     pub quiet: bool,
@@ -57,9 +57,14 @@ pub struct LoggerOpts {
     pub start_step: u64,
 }
 
-impl Default for LoggerOpts {
+impl Default for LoggerOptions {
     fn default() -> Self {
-        Self { quiet: false, print_every: 100, tensorboard: true, start_step: 0 }
+        Self {
+            quiet: false,
+            print_every: 100,
+            tensorboard: true,
+            start_step: 0,
+        }
     }
 }
 
@@ -71,32 +76,40 @@ pub struct MetricsLogger {
     tb: Option<EventWriter>,
     bar: Option<ProgressBar>,
     total_steps: u64,
-    opts: LoggerOpts,
+    opts: LoggerOptions,
     latest: BTreeMap<&'static str, f64>,
     last_step: u64,
     last_print: Option<(Instant, u64)>,
     last_tb_flush: Instant,
+    io_errors: u64,
 }
 
 impl MetricsLogger {
-    pub fn new(run_dir: impl AsRef<Path>, total_steps: u64, opts: LoggerOpts) -> Result<Self> {
+    pub fn new(run_dir: impl AsRef<Path>, total_steps: u64, opts: LoggerOptions) -> Result<Self> {
         let run_dir = run_dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("creating run directory {}", run_dir.display()))?;
         let jsonl = open_append_repaired(&run_dir.join("metrics.jsonl"))?;
         let tb = if opts.tensorboard {
             let dir = run_dir.join("tb");
-            Some(EventWriter::new(&dir).with_context(|| format!("creating event file in {}", dir.display()))?)
+            Some(
+                EventWriter::new(&dir)
+                    .with_context(|| format!("creating event file in {}", dir.display()))?,
+            )
         } else {
             None
         };
         let bar = if !opts.quiet && std::io::stdout().is_terminal() {
-            let bar = ProgressBar::with_draw_target(Some(total_steps), ProgressDrawTarget::stdout());
+            let bar =
+                ProgressBar::with_draw_target(Some(total_steps), ProgressDrawTarget::stdout());
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {per_sec} ETA {eta} {msg}",
+                    "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {rate} ETA {eta} {msg}",
                 )
                 .expect("valid template")
+                .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.2} it/s", s.per_sec());
+                })
                 .progress_chars("=> "),
             );
             bar.set_position(opts.start_step.min(total_steps));
@@ -117,6 +130,7 @@ impl MetricsLogger {
             latest: BTreeMap::new(),
             last_print: None,
             last_tb_flush: Instant::now(),
+            io_errors: 0,
         })
     }
 
@@ -128,35 +142,43 @@ impl MetricsLogger {
     /// scalars (tag = name; the `epoch` argument also goes to TensorBoard as tag
     /// `epoch` unless `scalars` has one), and the console line. Names equal to
     /// `step`/`epoch`/`wall_time` are not repeated in the JSON object.
-    pub fn log(&mut self, step: u64, epoch: u64, scalars: &[(&str, f64)]) -> Result<()> {
+    ///
+    /// Never fails: a write error (disk full, ...) must not stop training; it is
+    /// printed (the first of each kind) and counted in [`Self::io_errors`].
+    pub fn log(&mut self, step: u64, epoch: u64, scalars: &[(&str, f64)]) {
         let wall_time = unix_now();
-        let mut line = format!("{{\"step\":{step},\"epoch\":{epoch},\"wall_time\":{}", json_number(wall_time));
+        let mut line = format!(
+            "{{\"step\":{step},\"epoch\":{epoch},\"wall_time\":{}",
+            json_number(wall_time)
+        );
         for (name, v) in scalars {
             if RESERVED_KEYS.contains(name) {
                 continue;
             }
             line.push(',');
-            line.push_str(&serde_json::to_string(name)?);
+            line.push_str(&serde_json::to_string(name).expect("a str serialises"));
             line.push(':');
             line.push_str(&json_number(*v));
         }
         line.push_str("}\n");
-        self.jsonl
+        let r = self
+            .jsonl
             .write_all(line.as_bytes())
-            .and_then(|_| self.jsonl.flush())
-            .with_context(|| format!("writing {}", self.run_dir.join("metrics.jsonl").display()))?;
+            .and_then(|_| self.jsonl.flush());
+        self.io_result("metrics.jsonl", r);
 
         if let Some(tb) = &mut self.tb {
-            for (name, v) in scalars {
-                tb.add_scalar(name, *v as f32, step, wall_time)?;
+            let mut r = scalars
+                .iter()
+                .try_for_each(|(name, v)| tb.add_scalar(name, *v as f32, step, wall_time));
+            if r.is_ok() && !scalars.iter().any(|(n, _)| *n == "epoch") {
+                r = tb.add_scalar("epoch", epoch as f32, step, wall_time);
             }
-            if !scalars.iter().any(|(n, _)| *n == "epoch") {
-                tb.add_scalar("epoch", epoch as f32, step, wall_time)?;
-            }
-            if self.last_tb_flush.elapsed() > Duration::from_secs(2) {
-                tb.flush()?;
+            if r.is_ok() && self.last_tb_flush.elapsed() > Duration::from_secs(2) {
+                r = tb.flush();
                 self.last_tb_flush = Instant::now();
             }
+            self.io_result("tensorboard event file", r);
         }
 
         for (name, v) in scalars {
@@ -172,7 +194,9 @@ impl MetricsLogger {
         } else {
             let due = match self.last_print {
                 None => true,
-                Some((_, s)) => step >= s + self.opts.print_every.max(1) || step + 1 >= self.total_steps,
+                Some((_, s)) => {
+                    step >= s + self.opts.print_every.max(1) || step + 1 >= self.total_steps
+                }
             };
             if due && self.last_print.map(|(_, s)| s) != Some(step) {
                 let now = Instant::now();
@@ -180,7 +204,11 @@ impl MetricsLogger {
                     let dt = now.duration_since(t).as_secs_f64();
                     (dt > 0.0 && step > s).then(|| (step - s) as f64 / dt)
                 });
-                let pct = if self.total_steps > 0 { 100.0 * step as f64 / self.total_steps as f64 } else { 0.0 };
+                let pct = if self.total_steps > 0 {
+                    100.0 * step as f64 / self.total_steps as f64
+                } else {
+                    0.0
+                };
                 let mut msg = format!("step {step}/{} ({pct:.1}%)", self.total_steps);
                 if let Some(r) = rate {
                     let eta = self.total_steps.saturating_sub(step) as f64 / r;
@@ -194,13 +222,13 @@ impl MetricsLogger {
                 self.last_print = Some((now, step));
             }
         }
-        Ok(())
     }
 
     /// Print `msg` above the bar (or as a line) and append
     /// `{"step":S,"wall_time":T,"event":msg}` to `events.jsonl` (flushed at once).
     /// Health reports list events starting with `spike` or `nonfinite`.
-    pub fn event(&mut self, step: u64, msg: impl AsRef<str>) -> Result<()> {
+    /// Never fails (see [`Self::log`]).
+    pub fn event(&mut self, step: u64, msg: impl AsRef<str>) {
         let msg = msg.as_ref();
         let line = format!("[step {step}] {msg}");
         match &self.bar {
@@ -208,35 +236,68 @@ impl MetricsLogger {
             None => println!("{line}"),
         }
         if self.events.is_none() {
-            self.events = Some(BufWriter::new(open_append_repaired(&self.run_dir.join("events.jsonl"))?));
+            match open_append_repaired(&self.run_dir.join("events.jsonl")) {
+                Ok(f) => self.events = Some(BufWriter::new(f)),
+                Err(e) => {
+                    self.io_result("events.jsonl", Err(std::io::Error::other(format!("{e:#}"))));
+                    return;
+                }
+            }
         }
         let w = self.events.as_mut().expect("opened above");
         let rec = format!(
             "{{\"step\":{step},\"wall_time\":{},\"event\":{}}}\n",
             json_number(unix_now()),
-            serde_json::to_string(msg)?
+            serde_json::to_string(msg).expect("a str serialises")
         );
-        w.write_all(rec.as_bytes())?;
-        w.flush()?;
-        Ok(())
+        let r = w.write_all(rec.as_bytes()).and_then(|_| w.flush());
+        self.io_result("events.jsonl", r);
     }
 
-    /// Flush JSONL and TensorBoard files.
-    pub fn flush(&mut self) -> Result<()> {
-        self.jsonl.flush()?;
+    /// Flush JSONL and TensorBoard files (errors as in [`Self::log`]).
+    pub fn flush(&mut self) {
+        let r = self.jsonl.flush();
+        self.io_result("metrics.jsonl", r);
         if let Some(e) = &mut self.events {
-            e.flush()?;
+            let r = e.flush();
+            self.io_result("events.jsonl", r);
         }
         if let Some(tb) = &mut self.tb {
-            tb.flush()?;
+            let r = tb.flush();
+            self.io_result("tensorboard event file", r);
         }
-        Ok(())
+    }
+
+    /// Number of failed writes so far (each kind is printed the first time).
+    pub fn io_errors(&self) -> u64 {
+        self.io_errors
+    }
+
+    fn io_result(&mut self, what: &str, r: std::io::Result<()>) {
+        if let Err(e) = r {
+            self.io_errors += 1;
+            if self.io_errors == 1 || self.io_errors.is_multiple_of(1000) {
+                let msg = format!(
+                    "warning: writing {what} in {} failed: {e} ({} write error(s) so far; training continues)",
+                    self.run_dir.display(),
+                    self.io_errors
+                );
+                match &self.bar {
+                    Some(bar) => bar.println(msg),
+                    None => eprintln!("{msg}"),
+                }
+            }
+        }
     }
 
     fn key_numbers(&self) -> String {
         KEY_NUMBERS
             .iter()
-            .filter_map(|(k, short)| self.latest.get(k).map(|v| format!("{short} {}", fmt_num(*v))))
+            .filter_map(|(k, short)| {
+                self.latest
+                    .get(k)
+                    .map(|v| format!("{short} {}", fmt_num(*v)))
+            })
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -244,7 +305,7 @@ impl MetricsLogger {
 
 impl Drop for MetricsLogger {
     fn drop(&mut self) {
-        let _ = self.flush();
+        self.flush();
         if let Some(bar) = &self.bar {
             bar.abandon(); // leave the last state on screen
         }
@@ -266,7 +327,13 @@ fn fmt_duration(secs: f64) -> String {
     }
     let s = secs.round() as u64;
     let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);
-    if h > 0 { format!("{h}h{m:02}m") } else if m > 0 { format!("{m}m{s:02}s") } else { format!("{s}s") }
+    if h > 0 {
+        format!("{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
 }
 
 /// A JSON number, or "NaN" / "Infinity" / "-Infinity" as a string.
@@ -359,7 +426,9 @@ fn json_to_f64(v: &serde_json::Value) -> Option<f64> {
 /// Parse JSONL lines into objects, tolerating a malformed last non-empty line
 /// (a write cut by a crash). Any other malformed line is an error naming file
 /// and line (1-based).
-pub(crate) fn read_json_lines(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, serde_json::Value>)>> {
+pub(crate) fn read_json_lines(
+    path: &Path,
+) -> Result<Vec<(usize, serde_json::Map<String, serde_json::Value>)>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<(usize, &str)> = text
@@ -407,7 +476,12 @@ pub fn read_jsonl(path: impl AsRef<Path>) -> Result<Vec<Record>> {
             .filter(|(k, _)| !RESERVED_KEYS.contains(&k.as_str()))
             .filter_map(|(k, v)| json_to_f64(v).map(|x| (k.clone(), x)))
             .collect();
-        out.push(Record { step, epoch, wall_time, scalars });
+        out.push(Record {
+            step,
+            epoch,
+            wall_time,
+            scalars,
+        });
     }
     Ok(out)
 }
@@ -437,8 +511,13 @@ pub fn merge_by_step(records: &[Record]) -> Vec<Record> {
 mod tests {
     use super::*;
 
-    fn quiet() -> LoggerOpts {
-        LoggerOpts { quiet: true, print_every: 2, tensorboard: true, start_step: 0 }
+    fn quiet() -> LoggerOptions {
+        LoggerOptions {
+            quiet: true,
+            print_every: 2,
+            tensorboard: true,
+            start_step: 0,
+        }
     }
 
     #[test]
@@ -446,11 +525,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut lg = MetricsLogger::new(dir.path(), 10, quiet()).unwrap();
-            lg.log(0, 0, &[("train_loss", 1.25), ("gate/mean_activation", 0.5), ("lr", 1e-4)]).unwrap();
-            lg.log(1, 0, &[("train_loss", f64::NAN), ("grad_norm", f64::INFINITY), ("x", f64::NEG_INFINITY)])
-                .unwrap();
-            lg.log(2, 1, &[("val_loss", 0.75), ("step", 99.0)]).unwrap();
-            lg.event(1, "nonfinite loss at step 1").unwrap();
+            lg.log(
+                0,
+                0,
+                &[
+                    ("train_loss", 1.25),
+                    ("gate/mean_activation", 0.5),
+                    ("lr", 1e-4),
+                ],
+            );
+            lg.log(
+                1,
+                0,
+                &[
+                    ("train_loss", f64::NAN),
+                    ("grad_norm", f64::INFINITY),
+                    ("x", f64::NEG_INFINITY),
+                ],
+            );
+            lg.log(2, 1, &[("val_loss", 0.75), ("step", 99.0)]);
+            lg.event(1, "nonfinite loss at step 1");
         }
         let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
         assert!(text.contains("\"train_loss\":\"NaN\""), "{text}");
@@ -482,8 +576,8 @@ mod tests {
         let path = dir.path().join("metrics.jsonl");
         {
             let mut lg = MetricsLogger::new(dir.path(), 10, quiet()).unwrap();
-            lg.log(0, 0, &[("train_loss", 1.0)]).unwrap();
-            lg.log(1, 0, &[("train_loss", 0.9)]).unwrap();
+            lg.log(0, 0, &[("train_loss", 1.0)]);
+            lg.log(1, 0, &[("train_loss", 0.9)]);
         }
         // simulate a crash in the middle of writing step 2
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -493,13 +587,19 @@ mod tests {
         assert_eq!(recs.iter().map(|r| r.step).collect::<Vec<_>>(), [0, 1]);
         // resume from step 1: the partial line is cut, records append
         {
-            let opts = LoggerOpts { start_step: 2, ..quiet() };
+            let opts = LoggerOptions {
+                start_step: 2,
+                ..quiet()
+            };
             let mut lg = MetricsLogger::new(dir.path(), 10, opts).unwrap();
-            lg.log(2, 0, &[("train_loss", 0.8)]).unwrap();
-            lg.log(3, 0, &[("train_loss", 0.7)]).unwrap();
+            lg.log(2, 0, &[("train_loss", 0.8)]);
+            lg.log(3, 0, &[("train_loss", 0.7)]);
         }
         let recs = read_jsonl(&path).unwrap();
-        assert_eq!(recs.iter().map(|r| r.step).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(
+            recs.iter().map(|r| r.step).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
         assert_eq!(recs[3].get("train_loss"), Some(0.7));
         // two event files now (one per process)
         assert_eq!(std::fs::read_dir(dir.path().join("tb")).unwrap().count(), 2);
@@ -509,17 +609,40 @@ mod tests {
     fn reader_errors_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metrics.jsonl");
-        std::fs::write(&path, "{\"step\":0,\"a\":1}\n{\"step\":1,\"a\":\n{\"step\":2,\"a\":3}\n").unwrap();
+        std::fs::write(
+            &path,
+            "{\"step\":0,\"a\":1}\n{\"step\":1,\"a\":\n{\"step\":2,\"a\":3}\n",
+        )
+        .unwrap();
         let err = read_jsonl(&path).unwrap_err().to_string();
         assert!(err.contains("metrics.jsonl:2"), "{err}");
         std::fs::write(&path, "{\"epoch\":0,\"a\":1}\n{\"step\":1}\n").unwrap();
         let err = read_jsonl(&path).unwrap_err().to_string();
-        assert!(err.contains("metrics.jsonl:1") && err.contains("step"), "{err}");
+        assert!(
+            err.contains("metrics.jsonl:1") && err.contains("step"),
+            "{err}"
+        );
         // blank lines and a truncated last line with trailing newline are fine
-        std::fs::write(&path, "\n{\"step\":0,\"a\":1,\"s\":\"text\"}\n\n{\"step\":1,\"a\n").unwrap();
+        std::fs::write(
+            &path,
+            "\n{\"step\":0,\"a\":1,\"s\":\"text\"}\n\n{\"step\":1,\"a\n",
+        )
+        .unwrap();
         let recs = read_jsonl(&path).unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].scalars.len(), 1);
+    }
+
+    #[test]
+    fn write_errors_do_not_stop_training() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lg = MetricsLogger::new(dir.path(), 10, quiet()).unwrap();
+        lg.jsonl = BufWriter::new(OpenOptions::new().write(true).open("/dev/full").unwrap());
+        lg.log(0, 0, &[("train_loss", 1.0)]);
+        lg.log(1, 0, &[("train_loss", 1.0)]);
+        assert_eq!(lg.io_errors(), 2);
+        lg.event(1, "still alive");
+        assert_eq!(lg.io_errors(), 2);
     }
 
     #[test]
@@ -530,7 +653,12 @@ mod tests {
             wall_time: 0.0,
             scalars: [(k.to_string(), v)].into_iter().collect(),
         };
-        let recs = vec![mk(5, "a", 1.0), mk(3, "a", 2.0), mk(5, "b", 3.0), mk(5, "a", 4.0)];
+        let recs = vec![
+            mk(5, "a", 1.0),
+            mk(3, "a", 2.0),
+            mk(5, "b", 3.0),
+            mk(5, "a", 4.0),
+        ];
         let m = merge_by_step(&recs);
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].step, 3);

@@ -25,7 +25,10 @@ fn pop_var(xs: &[f64]) -> f64 {
 /// (mean of the early group, mean of the late group) of per-layer values.
 fn early_late(per_layer: &[f64]) -> (f64, f64) {
     let k = third(per_layer.len());
-    (mean(&per_layer[..k]), mean(&per_layer[per_layer.len() - k..]))
+    (
+        mean(&per_layer[..k]),
+        mean(&per_layer[per_layer.len() - k..]),
+    )
 }
 
 /// Global gate statistics. `per_layer[l]` holds every gate value of block `l`
@@ -84,13 +87,19 @@ pub fn modality_gate_stats(gamma: &[Vec<Vec<f32>>], modality_names: &[&str]) -> 
             continue;
         }
         let n: usize = per_layer.iter().map(|h| h.len()).sum();
-        let total: f64 = per_layer.iter().flat_map(|h| h.iter().map(|&g| g as f64)).sum();
+        let total: f64 = per_layer
+            .iter()
+            .flat_map(|h| h.iter().map(|&g| g as f64))
+            .sum();
         let head_avg: Vec<f64> = per_layer
             .iter()
             .map(|h| h.iter().map(|&g| g as f64).sum::<f64>() / h.len() as f64)
             .collect();
         out.push((format!("gate/modality_{name}_mean"), total / n as f64));
-        out.push((format!("gate/modality_{name}_std"), pop_var(&head_avg).sqrt()));
+        out.push((
+            format!("gate/modality_{name}_std"),
+            pop_var(&head_avg).sqrt(),
+        ));
     }
     out
 }
@@ -98,7 +107,11 @@ pub fn modality_gate_stats(gamma: &[Vec<Vec<f32>>], modality_names: &[&str]) -> 
 /// `correlation/loss_vs_tactile_gate` = train_loss x gate/modality_tactile_mean,
 /// `correlation/loss_vs_proprio_gate` likewise (the seed's definition: a product,
 /// not a correlation coefficient). Absent gate means give no entry.
-pub fn correlation_stats(train_loss: f64, tactile_mean: Option<f64>, proprio_mean: Option<f64>) -> Vec<(String, f64)> {
+pub fn correlation_stats(
+    train_loss: f64,
+    tactile_mean: Option<f64>,
+    proprio_mean: Option<f64>,
+) -> Vec<(String, f64)> {
     let mut out = Vec::new();
     if let Some(t) = tactile_mean {
         out.push(("correlation/loss_vs_tactile_gate".into(), train_loss * t));
@@ -191,7 +204,11 @@ mod tests {
     use super::*;
 
     fn get(stats: &[(String, f64)], k: &str) -> f64 {
-        stats.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k} missing in {stats:?}")).1
+        stats
+            .iter()
+            .find(|(n, _)| n == k)
+            .unwrap_or_else(|| panic!("{k} missing in {stats:?}"))
+            .1
     }
 
     fn close(a: f64, b: f64) {
@@ -200,14 +217,29 @@ mod tests {
 
     #[test]
     fn thirds() {
-        assert_eq!((third(1), third(2), third(3), third(5), third(6), third(8), third(12)), (1, 1, 1, 1, 2, 2, 4));
+        assert_eq!(
+            (
+                third(1),
+                third(2),
+                third(3),
+                third(5),
+                third(6),
+                third(8),
+                third(12)
+            ),
+            (1, 1, 1, 1, 2, 2, 4)
+        );
         assert_eq!(third(0), 0);
     }
 
     #[test]
     fn gate_stats_by_hand() {
         // values 0.95 0.05 0.0 0.2 | 0.5 0.5 | 0.9 0.7 ; layer means 0.3 0.5 0.8
-        let layers = vec![vec![0.95f32, 0.05, 0.0, 0.2], vec![0.5, 0.5], vec![0.9, 0.7]];
+        let layers = vec![
+            vec![0.95f32, 0.05, 0.0, 0.2],
+            vec![0.5, 0.5],
+            vec![0.9, 0.7],
+        ];
         let s = gate_stats(&layers);
         assert_eq!(s.len(), 8);
         // mean = 3.8 / 8
@@ -294,11 +326,18 @@ mod tests {
         let s = attn_stats(&[(&half[..], [1, 1, 1, 4])], &[]);
         close(get(&s, "attn/entropy"), 0.5);
         // 3 layers: uniform, half, one-hot -> mean 0.5, early - late = 1 - 0
-        let s = attn_stats(&[(&uniform[..], [1, 1, 1, 4]), (&half[..], [1, 1, 1, 4]), (&one_hot[..], [1, 1, 1, 4])], &[]);
+        let s = attn_stats(
+            &[
+                (&uniform[..], [1, 1, 1, 4]),
+                (&half[..], [1, 1, 1, 4]),
+                (&one_hot[..], [1, 1, 1, 4]),
+            ],
+            &[],
+        );
         close(get(&s, "attn/entropy"), 0.5);
         close(get(&s, "attn/entropy_diff"), 1.0);
         // L = 1: defined as 1.0
-        let s = attn_stats(&[(&[1.0f32][..], [2, 1, 1, 1])], &[]);
+        let s = attn_stats(&[(&[1.0f32, 1.0][..], [2, 1, 1, 1])], &[]);
         close(get(&s, "attn/entropy"), 1.0);
         // bad shape is skipped
         assert!(attn_stats(&[(&uniform[..], [1, 1, 2, 4])], &[]).is_empty());
@@ -312,7 +351,9 @@ mod tests {
         let l1: Vec<f32> = [0.1f32, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.4].to_vec();
         let s = attn_stats(&[(&l0[..], [2, 1, 1, 4]), (&l1[..], [1, 2, 1, 4])], &map4());
         // entropy of (.1,.2,.3,.4) = 1.279854 nats / ln 4
-        let h1 = -(0.1f64 * 0.1f64.ln() + 0.2 * 0.2f64.ln() + 0.3 * 0.3f64.ln() + 0.4 * 0.4f64.ln()) / 4f64.ln();
+        let h1 =
+            -(0.1f64 * 0.1f64.ln() + 0.2 * 0.2f64.ln() + 0.3 * 0.3f64.ln() + 0.4 * 0.4f64.ln())
+                / 4f64.ln();
         close(get(&s, "attn/entropy"), (0.5 + h1) / 2.0);
         close(get(&s, "attn/entropy_diff"), 0.5 - h1);
         // head mass: layer0 (.25 + 1)/2 = .625, layer1 .1 -> .3625
@@ -332,7 +373,10 @@ mod tests {
     #[test]
     fn attention_without_rgb_modalities() {
         let row = [0.5f32, 0.5];
-        let s = attn_stats(&[(&row[..], [1, 1, 1, 2])], &[("tactile".into(), 0, 1), ("proprio".into(), 1, 5)]);
+        let s = attn_stats(
+            &[(&row[..], [1, 1, 1, 2])],
+            &[("tactile".into(), 0, 1), ("proprio".into(), 1, 5)],
+        );
         close(get(&s, "attn/modality_tactile"), 0.5);
         close(get(&s, "attn/modality_proprio"), 0.5); // end clamped to L
         assert!(s.iter().all(|(n, _)| n != "attn/modality_rgb"));

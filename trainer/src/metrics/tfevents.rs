@@ -43,7 +43,11 @@ impl EventWriter {
         let base = format!("events.out.tfevents.{ts}.{}", hostname());
         let mut n = 0u32;
         let (file, path) = loop {
-            let name = if n == 0 { base.clone() } else { format!("{base}.{n}") };
+            let name = if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}.{n}")
+            };
             let p = dir.join(name);
             match OpenOptions::new().write(true).create_new(true).open(&p) {
                 Ok(f) => break (f, p),
@@ -51,7 +55,10 @@ impl EventWriter {
                 Err(e) => return Err(e),
             }
         };
-        let mut w = Self { path, out: BufWriter::new(file) };
+        let mut w = Self {
+            path,
+            out: BufWriter::new(file),
+        };
         let data = encode_event(unix_now(), 0, EventBody::FileVersion("brain.Event:2"));
         w.write_record(&data)?;
         w.flush()?;
@@ -64,7 +71,13 @@ impl EventWriter {
     }
 
     /// Append one scalar summary. `wall_time` is unix seconds.
-    pub fn add_scalar(&mut self, tag: &str, value: f32, step: u64, wall_time: f64) -> io::Result<()> {
+    pub fn add_scalar(
+        &mut self,
+        tag: &str,
+        value: f32,
+        step: u64,
+        wall_time: f64,
+    ) -> io::Result<()> {
         let data = encode_event(wall_time, step as i64, EventBody::Scalar(tag, value));
         self.write_record(&data)
     }
@@ -107,9 +120,19 @@ fn hostname() -> String {
     let clean: String = raw
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    if clean.is_empty() { "localhost".into() } else { clean }
+    if clean.is_empty() {
+        "localhost".into()
+    } else {
+        clean
+    }
 }
 
 // ---------------------------------------------------------------- CRC32C
@@ -121,7 +144,11 @@ const fn crc32c_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;
@@ -144,7 +171,7 @@ pub fn crc32c(data: &[u8]) -> u32 {
 /// TFRecord's masked CRC.
 pub fn masked_crc32c(data: &[u8]) -> u32 {
     let c = crc32c(data);
-    ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)
+    c.rotate_right(15).wrapping_add(0xa282_ead8) // ((c >> 15) | (c << 17)) + 0xa282ead8
 }
 
 // ---------------------------------------------------------------- protobuf
@@ -233,7 +260,8 @@ mod tests {
             let lcrc = u32::from_le_bytes(bytes[off + 8..off + 12].try_into().unwrap());
             assert_eq!(lcrc, masked_crc32c(&bytes[off..off + 8]));
             let data = &bytes[off + 12..off + 12 + len];
-            let dcrc = u32::from_le_bytes(bytes[off + 12 + len..off + 16 + len].try_into().unwrap());
+            let dcrc =
+                u32::from_le_bytes(bytes[off + 12 + len..off + 16 + len].try_into().unwrap());
             assert_eq!(dcrc, masked_crc32c(data));
             off += 16 + len;
             n += 1;
@@ -290,12 +318,15 @@ print(json.dumps(out))
 
     #[test]
     fn tensorboard_and_tbparse_read_our_files() {
-        let Some(py) = find_python() else {
-            eprintln!("SKIP: no python with tbparse (set MANIFLOW_PYTHON)");
-            return;
-        };
+        let py = find_python().expect("no python with tbparse: run `make bootstrap` or set MANIFLOW_PYTHON");
         let dir = tempfile::tempdir().unwrap();
-        let tags = ["train_loss", "gate/mean_activation", "attn/modality_rgb", "lr", "v/π weird tag"];
+        let tags = [
+            "train_loss",
+            "gate/mean_activation",
+            "attn/modality_rgb",
+            "lr",
+            "v/π weird tag",
+        ];
         let mut expected: Vec<(String, u64, f32)> = Vec::new();
         {
             let mut w = EventWriter::new(dir.path()).unwrap();
@@ -343,7 +374,14 @@ print(json.dumps(out))
             for (g, e) in got.iter().zip(&expected) {
                 assert_eq!(g.0, e.0, "{reader}");
                 assert_eq!(g.1, e.1, "{reader} {}", e.0);
-                assert!(same(g.2, e.2 as f64), "{reader} {} step {}: {} vs {}", e.0, e.1, g.2, e.2);
+                assert!(
+                    same(g.2, e.2 as f64),
+                    "{reader} {} step {}: {} vs {}",
+                    e.0,
+                    e.1,
+                    g.2,
+                    e.2
+                );
             }
         }
     }

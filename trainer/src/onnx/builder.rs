@@ -29,15 +29,24 @@ pub fn fixed(n: usize) -> Dim {
 }
 
 pub fn attr_i(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), value: AttrValue::Int(v) }
+    AttributeProto {
+        name: name.into(),
+        value: AttrValue::Int(v),
+    }
 }
 
 pub fn attr_f(name: &str, v: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), value: AttrValue::Float(v) }
+    AttributeProto {
+        name: name.into(),
+        value: AttrValue::Float(v),
+    }
 }
 
 pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), value: AttrValue::Ints(v.to_vec()) }
+    AttributeProto {
+        name: name.into(),
+        value: AttrValue::Ints(v.to_vec()),
+    }
 }
 
 pub struct GraphBuilder<'w> {
@@ -56,7 +65,10 @@ pub struct GraphBuilder<'w> {
 impl<'w> GraphBuilder<'w> {
     pub fn new(name: &str, src: &'w dyn TensorSource) -> Self {
         GraphBuilder {
-            graph: GraphProto { name: name.into(), ..Default::default() },
+            graph: GraphProto {
+                name: name.into(),
+                ..Default::default()
+            },
             src,
             counter: 0,
             scope: String::new(),
@@ -77,14 +89,22 @@ impl<'w> GraphBuilder<'w> {
     }
 
     fn claim(&mut self, name: &str) -> Result<()> {
-        ensure!(self.names.insert(name.to_string()), "ONNX graph `{}`: duplicate tensor name `{name}`", self.graph.name);
+        ensure!(
+            self.names.insert(name.to_string()),
+            "ONNX graph `{}`: duplicate tensor name `{name}`",
+            self.graph.name
+        );
         Ok(())
     }
 
     /// A graph input (f32).
     pub fn input(&mut self, name: &str, dims: &[Dim]) -> Result<String> {
         self.claim(name)?;
-        self.graph.input.push(ValueInfoProto { name: name.into(), elem_type: FLOAT, shape: dims.to_vec() });
+        self.graph.input.push(ValueInfoProto {
+            name: name.into(),
+            elem_type: FLOAT,
+            shape: dims.to_vec(),
+        });
         Ok(name.to_string())
     }
 
@@ -99,12 +119,20 @@ impl<'w> GraphBuilder<'w> {
                 attribute: vec![],
             });
         }
-        self.graph.output.push(ValueInfoProto { name: name.into(), elem_type: FLOAT, shape: dims.to_vec() });
+        self.graph.output.push(ValueInfoProto {
+            name: name.into(),
+            elem_type: FLOAT,
+            shape: dims.to_vec(),
+        });
     }
 
     pub fn initializer_vec(&mut self, name: &str, dims: &[usize], data: Vec<f32>) -> Result<String> {
         let n: usize = dims.iter().product();
-        ensure!(n == data.len(), "initializer `{name}`: shape {dims:?} needs {n} values, got {}", data.len());
+        ensure!(
+            n == data.len(),
+            "initializer `{name}`: shape {dims:?} needs {n} values, got {}",
+            data.len()
+        );
         self.claim(name)?;
         self.graph.initializer.push(TensorProto {
             name: name.into(),
@@ -125,7 +153,8 @@ impl<'w> GraphBuilder<'w> {
             return n.clone();
         }
         let name = format!("const_{}", self.consts.len());
-        self.initializer(&name, dims, data).expect("auto-named constant is unique");
+        self.initializer(&name, dims, data)
+            .expect("auto-named constant is unique");
         self.consts.insert(key, name.clone());
         name
     }
@@ -164,7 +193,10 @@ impl<'w> GraphBuilder<'w> {
     /// A source tensor checked against `shape`.
     pub fn weight_shaped(&mut self, name: &str, shape: &[usize]) -> Result<&'w [f32]> {
         let (s, d) = self.weight(name)?;
-        ensure!(s == shape, "weight `{name}` has shape {s:?}, the config implies {shape:?}");
+        ensure!(
+            s == shape,
+            "weight `{name}` has shape {s:?}, the config implies {shape:?}"
+        );
         Ok(d)
     }
 
@@ -191,13 +223,7 @@ impl<'w> GraphBuilder<'w> {
         let (o, i) = (s[0], s[1]);
         let wt_name = format!("{w_name}.T");
         if !self.names.contains(&wt_name) {
-            let mut wt = vec![0f32; o * i];
-            for r in 0..o {
-                for (c, v) in w[r * i..(r + 1) * i].iter().enumerate() {
-                    wt[c * o + r] = *v;
-                }
-            }
-            self.initializer_vec(&wt_name, &[i, o], wt)?;
+            self.initializer_vec(&wt_name, &[i, o], transpose2d(w, o, i))?;
         }
         let y = self.matmul(x, &wt_name);
         match b_name {
@@ -221,8 +247,11 @@ impl<'w> GraphBuilder<'w> {
         } else {
             format!("{}/{op}_{}", self.scope, self.counter)
         };
-        let outputs: Vec<String> =
-            if n_out == 1 { vec![name.clone()] } else { (0..n_out).map(|k| format!("{name}:{k}")).collect() };
+        let outputs: Vec<String> = if n_out == 1 {
+            vec![name.clone()]
+        } else {
+            (0..n_out).map(|k| format!("{name}:{k}")).collect()
+        };
         self.graph.node.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: outputs.clone(),
@@ -320,7 +349,11 @@ impl<'w> GraphBuilder<'w> {
     }
 
     pub fn slice(&mut self, x: &str, starts: &[i64], ends: &[i64], axes: &[i64]) -> String {
-        let (s, e, a) = (self.constant_i64(starts), self.constant_i64(ends), self.constant_i64(axes));
+        let (s, e, a) = (
+            self.constant_i64(starts),
+            self.constant_i64(ends),
+            self.constant_i64(axes),
+        );
         self.op("Slice", &[x, &s, &e, &a], vec![])
     }
 
@@ -341,7 +374,11 @@ impl<'w> GraphBuilder<'w> {
     }
 
     pub fn reduce_mean(&mut self, x: &str, axes: &[i64], keepdims: bool) -> String {
-        self.op("ReduceMean", &[x], vec![attr_ints("axes", axes), attr_i("keepdims", keepdims as i64)])
+        self.op(
+            "ReduceMean",
+            &[x],
+            vec![attr_ints("axes", axes), attr_i("keepdims", keepdims as i64)],
+        )
     }
 
     pub fn shape(&mut self, x: &str) -> String {
@@ -352,7 +389,11 @@ impl<'w> GraphBuilder<'w> {
     pub fn layer_norm(&mut self, x: &str, scale: &str, bias: Option<&str>, eps: f32) -> String {
         let mut ins = vec![x, scale];
         ins.extend(bias);
-        self.op("LayerNormalization", &ins, vec![attr_i("axis", -1), attr_f("epsilon", eps)])
+        self.op(
+            "LayerNormalization",
+            &ins,
+            vec![attr_i("axis", -1), attr_f("epsilon", eps)],
+        )
     }
 
     /// GroupNorm on (N, C, H, W): per sample and group mean / biased variance over
@@ -378,7 +419,11 @@ impl<'w> GraphBuilder<'w> {
         let mut ins = vec![x, w];
         ins.extend(b);
         let (s, p) = (stride as i64, pad as i64);
-        self.op("Conv", &ins, vec![attr_ints("strides", &[s, s]), attr_ints("pads", &[p, p, p, p])])
+        self.op(
+            "Conv",
+            &ins,
+            vec![attr_ints("strides", &[s, s]), attr_ints("pads", &[p, p, p, p])],
+        )
     }
 
     pub fn maxpool(&mut self, x: &str, kernel: usize, stride: usize, pad: usize) -> String {
@@ -386,7 +431,11 @@ impl<'w> GraphBuilder<'w> {
         self.op(
             "MaxPool",
             &[x],
-            vec![attr_ints("kernel_shape", &[k, k]), attr_ints("strides", &[s, s]), attr_ints("pads", &[p, p, p, p])],
+            vec![
+                attr_ints("kernel_shape", &[k, k]),
+                attr_ints("strides", &[s, s]),
+                attr_ints("pads", &[p, p, p, p]),
+            ],
         )
     }
 
@@ -404,6 +453,23 @@ impl<'w> GraphBuilder<'w> {
     pub fn to_bytes(self) -> Result<Vec<u8>> {
         self.finish().encode()
     }
+}
+
+/// (rows, cols) row-major -> (cols, rows) row-major, in cache-friendly tiles.
+fn transpose2d(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut t = vec![0f32; rows * cols];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                let row = &w[r * cols..(r + 1) * cols];
+                for c in c0..(c0 + TILE).min(cols) {
+                    t[c * rows + r] = row[c];
+                }
+            }
+        }
+    }
+    t
 }
 
 /// A source with no tensors (graphs built from constants only).

@@ -386,14 +386,20 @@ impl Message for ModelProto {
             + str_len(2, &self.producer_name)
             + str_len(3, &self.producer_version)
             + msg_len(7, &self.graph)
-            + self.opset_import.iter().map(|(d, v)| msg_len(8, &OpsetId(d, *v))).sum::<usize>()
+            + self
+                .opset_import
+                .iter()
+                .map(|(d, v)| msg_len(8, &OpsetId(d, *v)))
+                .sum::<usize>()
     }
     fn write_body(&self, out: &mut Vec<u8>) {
         put_int(out, 1, self.ir_version);
         put_str(out, 2, &self.producer_name);
         put_str(out, 3, &self.producer_version);
         put_msg(out, 7, &self.graph);
-        self.opset_import.iter().for_each(|(d, v)| put_msg(out, 8, &OpsetId(d, *v)));
+        self.opset_import
+            .iter()
+            .for_each(|(d, v)| put_msg(out, 8, &OpsetId(d, *v)));
     }
 }
 
@@ -423,7 +429,13 @@ mod tests {
 
     #[test]
     fn varints() {
-        for (v, bytes) in [(0u64, vec![0u8]), (1, vec![1]), (127, vec![127]), (128, vec![0x80, 1]), (300, vec![0xac, 2])] {
+        for (v, bytes) in [
+            (0u64, vec![0u8]),
+            (1, vec![1]),
+            (127, vec![127]),
+            (128, vec![0x80, 1]),
+            (300, vec![0xac, 2]),
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, v);
             assert_eq!(out, bytes);
@@ -443,10 +455,22 @@ mod tests {
             name: "n".into(),
             op_type: "Gemm".into(),
             attribute: vec![
-                AttributeProto { name: "alpha".into(), value: AttrValue::Float(0.5) },
-                AttributeProto { name: "perm".into(), value: AttrValue::Ints(vec![0, -1, 300]) },
-                AttributeProto { name: "fs".into(), value: AttrValue::Floats(vec![1.0, 2.0]) },
-                AttributeProto { name: "s".into(), value: AttrValue::String(b"x".to_vec()) },
+                AttributeProto {
+                    name: "alpha".into(),
+                    value: AttrValue::Float(0.5),
+                },
+                AttributeProto {
+                    name: "perm".into(),
+                    value: AttrValue::Ints(vec![0, -1, 300]),
+                },
+                AttributeProto {
+                    name: "fs".into(),
+                    value: AttrValue::Floats(vec![1.0, 2.0]),
+                },
+                AttributeProto {
+                    name: "s".into(),
+                    value: AttrValue::String(b"x".to_vec()),
+                },
             ],
         };
         let mut out = Vec::new();
@@ -460,7 +484,11 @@ mod tests {
             graph: GraphProto {
                 node: vec![node],
                 name: "g".into(),
-                initializer: vec![TensorProto { name: "w".into(), dims: vec![2], data: TensorData::F32(vec![1.0, 2.0]) }],
+                initializer: vec![TensorProto {
+                    name: "w".into(),
+                    dims: vec![2],
+                    data: TensorData::F32(vec![1.0, 2.0]),
+                }],
                 input: vec![ValueInfoProto {
                     name: "a".into(),
                     elem_type: FLOAT,

@@ -211,7 +211,7 @@ class SelfAttn(nn.Module):
     def __init__(self, d, h, gate_type, p):
         super().__init__()
         self.h, self.p, self.gate_type = h, p, gate_type
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
+        self.in_proj_weight = nn.Parameter(nn.init.xavier_uniform_(torch.empty(3 * d, d)))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * d))
         self.out_proj = nn.Linear(d, d)
         self.gate = out_gate(d, h, gate_type)
