@@ -33,5 +33,5 @@ fn main() {
         ),
     }
     let lib = libtorch.join("lib");
-    println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{}", lib.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
 }

@@ -155,6 +155,6 @@ pub fn synth(out: &Path, episodes: usize, frames: usize, seed: u64, video: Optio
     };
     let cfg = SynthConfig { episodes, frames_per_episode: frames, seed, video, ..Default::default() };
     let s = write_synthetic(out, &cfg)?;
-    println!("wrote {}: {:?}", out.display(), s);
+    println!("wrote {}: {} episodes, {} frames in {:.1}s", out.display(), s.episodes, s.frames, s.elapsed.as_secs_f64());
     Ok(())
 }

@@ -217,7 +217,18 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
     let text = manifest.to_toml().context("serialise policy.toml")?;
     write("policy.toml", format!("# Written by maniflow-train export.\n{text}").as_bytes())?;
     // The runtime must load it, and its whole pipeline must agree with tch.
-    let pipeline_err = pipeline_parity(out, &net, &info, &cfg)?;
+    let pipeline_err = match pipeline_parity(out, &net, &info, &cfg) {
+        Ok(e) if e <= PARITY_TOL => e,
+        other => {
+            for f in ["encoder.onnx", "velocity.onnx", "policy.toml"] {
+                let _ = std::fs::remove_file(out.join(f));
+            }
+            match other {
+                Ok(e) => bail!("runtime pipeline parity failed: max error {e:.3e} (normalised action units, limit {PARITY_TOL:.0e}); package removed"),
+                Err(e) => return Err(e.context("runtime pipeline check; package removed")),
+            }
+        }
+    };
     Ok(ExportReport { out: out.to_path_buf(), encoder_err, velocity_err, pipeline_err, checkpoint: ckpt })
 }
 
