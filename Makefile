@@ -8,7 +8,7 @@ STAMP := $(VENV)/.bootstrap-$(shell sha256sum tests/requirements.txt | cut -c1-1
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap demo test bench fixtures clean-venv
+.PHONY: bootstrap demo test bench bench-train fixtures clean-venv
 
 ## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy.
 bootstrap: $(STAMP)
@@ -45,6 +45,13 @@ bench: bootstrap
 	target/release/maniflow bench models/fixtures/tiny-maniflow --steps 2 --iters 1000
 	target/release/maniflow bench models/fixtures/tiny-act --iters 1000
 	target/release/maniflow transport-bench
+
+## Trainer throughput: so101-cpu (batch 64) and upstream-image (batch 8) training steps/s,
+## each next to the PyTorch reference model timed in the same run (ratio and peak RSS).
+bench-train: bootstrap
+	cargo build --workspace --bins   # dev profile: dependencies (libtorch calls) optimised
+	target/debug/maniflow-train bench --config so101-cpu --batch 64 --steps 10 --threads 2 --reference
+	target/debug/maniflow-train bench --config upstream-image --batch 8 --steps 2 --threads 2 --reference
 
 ## Regenerate the fixture packages (changes their sha256 if torch changes).
 fixtures: bootstrap
