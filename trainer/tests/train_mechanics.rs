@@ -154,3 +154,37 @@ fn config_and_dataset_errors_name_the_field() {
     assert!(!out.status.success());
     assert!(text(&out).contains("nope"), "{}", text(&out));
 }
+
+#[test]
+fn upstream_named_weights_load_and_our_checkpoints_load_in_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synth(dir.path(), 4, 30, 7);
+    let cfg = tiny_config(dir.path(), "c.toml", &[]);
+    let w = dir.path().join("ref.safetensors");
+    let i = dir.path().join("in.safetensors");
+    // random weights with the reference's (upstream) names, DiTX keys stripped of `model.`
+    let script = repo().join("trainer/tests/reference/maniflow_ref.py");
+    let o = std::process::Command::new(python())
+        .arg(&script)
+        .args(["make-case", "--config", s(&cfg), "--out-weights", s(&w), "--out-inputs", s(&i)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let strip = format!(
+        "import sys\nfrom safetensors.torch import load_file, save_file\nd = load_file(sys.argv[1])\nsave_file({{(k[6:] if k.startswith('model.') else k): v for k, v in d.items()}}, sys.argv[2])\nprint(len(d))\n"
+    );
+    let up = dir.path().join("upstream.safetensors");
+    let o = std::process::Command::new(python()).args(["-c", &strip, s(&w), s(&up)]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let n: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    let run = dir.path().join("run");
+    let out = ok(&["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&run), "--steps", "4", "--quiet", "--init", s(&up)]);
+    assert!(out.contains(&format!("initialised {n} tensors")), "{out}");
+    // our checkpoint loads strictly into the PyTorch reference
+    let load = format!(
+        "import sys, importlib.util\nspec = importlib.util.spec_from_file_location('r', sys.argv[1]); r = importlib.util.module_from_spec(spec); spec.loader.exec_module(r)\ncfg = r.load_config(sys.argv[2])\nnet = r.build(cfg, 6, 6, 32)\nr.load(sys.argv[3], net)\nprint('ok', sum(p.numel() for p in net.parameters()))\n"
+    );
+    let ck = run.join("checkpoints/step-00000004/ema.safetensors");
+    let o = std::process::Command::new(python()).args(["-c", &load, s(&script), s(&cfg), s(&ck)]).output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("ok"), "{}", String::from_utf8_lossy(&o.stderr));
+}
