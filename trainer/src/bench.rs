@@ -8,7 +8,7 @@ use crate::config::TactileKind;
 use crate::export::random_obs;
 use crate::model::{ManiFlowNet, ObsDims};
 use crate::objective::consistency_flow_loss;
-use crate::train::{ema_decay, AdamW};
+use crate::train::{ema_decay, ema_update, AdamW};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -82,16 +82,7 @@ pub fn run(spec: &str, batch: Option<usize>, steps: usize, reference: bool, thre
         l.total.backward();
         let _ = opt.grad_norm();
         opt.step(tc.lr, tc.betas, tc.eps, tc.weight_decay, 1.0);
-        let d = ema_decay(opt.step, tc.ema_max_decay);
-        let on = vs.variables();
-        tch::no_grad(|| {
-            for (n, mut e) in ema_vs.variables() {
-                if let Some(p) = on.get(&n) {
-                    let _ = e.g_mul_scalar_(d);
-                    let _ = e.g_add_(&(p * (1.0 - d)));
-                }
-            }
-        });
+        ema_update(&ema_vs, &vs, ema_decay(opt.step, tc.ema_max_decay));
     };
     for _ in 0..2 {
         step();

@@ -169,7 +169,7 @@ pub fn sorted_vars(vs: &VarStore) -> Vec<(String, Tensor)> {
     v
 }
 
-fn ema_update(ema: &VarStore, online: &VarStore, decay: f64) {
+pub fn ema_update(ema: &VarStore, online: &VarStore, decay: f64) {
     let on = online.variables();
     tch::no_grad(|| {
         for (name, mut e) in ema.variables() {

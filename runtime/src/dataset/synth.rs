@@ -30,14 +30,8 @@ use super::meta::{FeatureSpec, Features};
 use super::video::VideoCodec;
 use super::writer::{DatasetWriter, Frame, WriterOptions};
 
-pub const JOINT_NAMES: [&str; 6] = [
-    "shoulder_pan.pos",
-    "shoulder_lift.pos",
-    "elbow_flex.pos",
-    "wrist_flex.pos",
-    "wrist_roll.pos",
-    "gripper.pos",
-];
+/// The SO-101 state/action names (`<joint>.pos`), from the bridge's robot description.
+pub const JOINT_NAMES: [&str; 6] = maniflow_bridge::so101::POS_FEATURE_NAMES;
 pub const HEAD: &str = "observation.images.head";
 pub const WRIST: &str = "observation.images.wrist";
 pub const STATE: &str = "observation.state";

@@ -641,11 +641,7 @@ mod tests {
     use std::time::Instant;
 
     /// The Python with torch, onnx and onnxruntime: env `MANIFLOW_PYTHON`, else the repo's venv.
-    fn venv_python() -> PathBuf {
-        std::env::var_os("MANIFLOW_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/work/main/.venv/bin/python"))
-    }
+    use crate::bench::venv_python;
 
     /// trainer/ (configs, tests/reference): env `MANIFLOW_TRAINER_DIR`, else this crate.
     fn trainer_dir() -> PathBuf {
