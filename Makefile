@@ -4,19 +4,27 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.bootstrap-$(shell sha256sum tests/requirements.txt | cut -c1-12)
+# Everything the bootstrap installs from; any change re-runs it.
+BOOTSTRAP_INPUTS := tests/requirements.txt tests/requirements-lerobot.txt tests/lerobot/patch_py311.py
+STAMP := $(VENV)/.bootstrap-$(shell cat $(BOOTSTRAP_INPUTS) | sha256sum | cut -c1-12)
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap demo test bench bench-train fixtures clean-venv
+.PHONY: bootstrap demo test bench bench-train fixtures clean-venv bundled-policy eval-bundled
 
-## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy.
+## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy,
+## and LeRobot 0.6.1 (for the round-trip tests and ACT).
 bootstrap: $(STAMP)
 
-$(STAMP): tests/requirements.txt
+$(STAMP): $(BOOTSTRAP_INPUTS)
 	@echo "bootstrap: creating $(VENV) and installing tests/requirements.txt (first run downloads ~3 GB; cached after)"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -r tests/requirements.txt
+	@# LeRobot 0.6.1 on Python 3.11: its dependency closure pinned in the file, installed
+	@# without resolution (its metadata wants Python >= 3.12 and older numpy/pandas),
+	@# then its PEP 695 syntax rewritten for 3.11 (idempotent; fails if the code differs).
+	$(VENV)/bin/pip install --no-deps --ignore-requires-python -r tests/requirements-lerobot.txt
+	$(VENV)/bin/python tests/lerobot/patch_py311.py
 	@# An ONNX Runtime that is too old, for the test of the runtime's refusal (never on any search path).
 	$(VENV)/bin/pip install --no-deps --target .cache/onnxruntime-too-old onnxruntime==1.22.1
 	@rm -f $(VENV)/.bootstrap-*
@@ -25,12 +33,13 @@ $(STAMP): tests/requirements.txt
 ## The main job on the embedded default: the simulated SO-101 (`maniflow sim`) and the
 ## robot node (`maniflow run`) with the bundled policy, over zenoh on loopback, for 20 s.
 demo: bootstrap
-	cargo build --release -p maniflow-runtime --bin maniflow
+	cargo build --bin maniflow   # dev profile: the binary the tests build (dependencies, bridge, runtime optimised)
 	@mkdir -p runs
-	@target/release/maniflow sim --duration 30s --quiet --stats-json runs/demo-sim.json & sim=$$!; \
-	target/release/maniflow run --config launch/so101.toml --duration 20s --stats-json runs/demo-stats.json; rc=$$?; \
+	@target/debug/maniflow sim --duration 30s --quiet --stats-json runs/demo-sim.json & sim=$$!; \
+	target/debug/maniflow run --config launch/so101.toml --duration 20s --stats-json runs/demo-stats.json; rc=$$?; \
 	kill -INT $$sim 2>/dev/null; wait $$sim 2>/dev/null; \
-	echo "final stats (runs/demo-stats.json):"; cat runs/demo-stats.json; echo; exit $$rc
+	echo "final stats (runs/demo-stats.json):"; cat runs/demo-stats.json; echo; \
+	echo "simulator episodes (runs/demo-sim.json):"; cat runs/demo-sim.json; echo; exit $$rc
 
 ## The full test suite (Rust workspace + fixture consistency check in Python).
 test: bootstrap
@@ -59,3 +68,28 @@ fixtures: bootstrap
 
 clean-venv:
 	rm -rf $(VENV)
+
+## The bundled policy from scratch (models/so101-sim-pick): record scripted-expert
+## demonstrations, train so101-sim-pick on-device, check its health, export (with
+## the parity gate) and evaluate in closed loop at N = 1, 2, 10. Dev profile
+## (dependencies, bridge and runtime optimised): the binaries the tests build.
+BUNDLED_EPISODES ?= 200
+BUNDLED_STEPS ?= 3000
+bundled-policy: bootstrap
+	cargo build --bins
+	@mkdir -p runs data
+	rm -rf data/so101-sim-pick runs/so101-sim-pick models/so101-sim-pick.new
+	target/debug/maniflow record --config launch/so101.toml --expert --in-process --seed 1000 \
+		--episodes $(BUNDLED_EPISODES) --out data/so101-sim-pick --summary-json runs/so101-sim-pick-record.json
+	set -o pipefail; time target/debug/maniflow-train train --config trainer/configs/so101-sim-pick.toml \
+		--dataset data/so101-sim-pick --out runs/so101-sim-pick --steps $(BUNDLED_STEPS) 2>&1 | tee runs/so101-sim-pick-train.log
+	target/debug/maniflow-train health runs/so101-sim-pick
+	target/debug/maniflow-train export runs/so101-sim-pick --out models/so101-sim-pick.new --ema --name so101-sim-pick
+	$(MAKE) eval-bundled POLICY=models/so101-sim-pick.new
+
+## Closed-loop evaluation of the bundled policy (50 episodes, seed 0) at N = 1, 2, 10.
+POLICY ?= models/so101-sim-pick
+eval-bundled:
+	cargo build --bin maniflow
+	@mkdir -p runs
+	for n in 1 2 10; do target/debug/maniflow eval --policy $(POLICY) --episodes 50 --seed 0 --steps $$n --json runs/eval-n$$n.json || exit 1; done

@@ -24,8 +24,12 @@ pub fn so101_safety(fps: f32) -> SafetyConfig {
         // 180 deg/s and 300 %/s at the control rate
         max_step: per_joint(180.0 / fps, 300.0 / fps),
         max_first_jump: per_joint(30.0, 60.0),
-        max_velocity: per_joint(360.0, 600.0),
-        max_jerk: per_joint(1.0e6, 2.0e6),
+        // Whole-chunk checks. Grippers are commanded open/closed in one step
+        // (leader arms and the scripted expert do it: 50 -> 0 in one tick, 1500 %/s):
+        // the gripper may traverse its whole range in one row of a chunk. What
+        // reaches its servo is still bounded per tick by `max_step` (300 %/s).
+        max_velocity: per_joint(360.0, 100.0 * fps),
+        max_jerk: per_joint(1.0e6, 4.0 * 100.0 * fps * fps * fps),
         dt_s: 1.0 / fps,
         ramp_ticks: (fps * 0.5).round().max(1.0) as u32,
     }

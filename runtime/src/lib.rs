@@ -20,6 +20,7 @@ pub mod onnx_info;
 pub mod ortlib;
 pub mod package;
 pub mod preprocess;
+pub mod record;
 pub mod safety;
 pub mod stats;
 pub mod synthetic;

@@ -33,6 +33,10 @@ enum Command {
     Run(cli::run::Args),
     /// The simulated SO-101 pick task on the same transports (a separate process).
     Sim(cli::sim::Args),
+    /// Record demonstrations from the robot's streams into a LeRobot v3.0 dataset.
+    Record(cli::record::Args),
+    /// Closed-loop evaluation on the simulated SO-101 through the real transports.
+    Eval(cli::eval::Args),
     /// One-way latency of images and joint states over each transport on loopback.
     TransportBench(cli::transport_bench::Args),
 }
@@ -53,6 +57,8 @@ fn main() -> ExitCode {
         Command::Demo(a) => cli::demo::run(a),
         Command::Run(a) => cli::run::run(a, cli::run::parse_ros_args(&ros_args)),
         Command::Sim(a) => cli::sim::run(a),
+        Command::Record(a) => cli::record::run(a),
+        Command::Eval(a) => cli::eval::run(a),
         Command::TransportBench(a) => cli::transport_bench::run(a),
     };
     match res {

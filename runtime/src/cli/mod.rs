@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod demo;
+pub mod eval;
 pub mod infer;
 pub mod inspect;
+pub mod record;
 pub mod run;
 pub mod sim;
 pub mod transport_bench;

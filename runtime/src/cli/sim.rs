@@ -2,8 +2,14 @@
 //! same transports as a real arm: joint states at `--joint-rate` (100 Hz), head
 //! and wrist images and tactile taxels at `--fps` (30), commands in from
 //! `joint_command` (Float64MultiArray, LeRobot units). `--expert` drives the
-//! scripted expert instead. Episodes reset on success (after a short hold) or
-//! on timeout; every episode is reported.
+//! scripted expert instead, and publishes its commands on `joint_command` (what
+//! `maniflow record` stores as the action). Episodes reset on success (after a
+//! short hold) or on timeout; every episode is reported, and announced on the
+//! `episode` topic (Float64MultiArray `[episode, event, t_episode_s]`, event 0 =
+//! start, 1 = success, 2 = end after success, 3 = end on timeout; RELIABLE).
+//! `--wait-for-command` / `--wait-for-start` hold the world at episode 0's start
+//! (sensors still published) until the first command, or a message on
+//! `episode_control`, arrives: evaluation and recording start on time.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,9 +26,18 @@ use maniflow_bridge::so101::{JOINT_NAMES, N_JOINTS};
 use maniflow_bridge::transport::{
     wall_ns, AnyTransport, Qos, Transport, TransportConfig, TransportKind, DEFAULT_ENDPOINT,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::run::{parse_duration, write_json_atomic};
+
+/// Topic of the episode events (see the module docs).
+pub const EPISODE_TOPIC: &str = "episode";
+/// Topic whose first message starts episode 0 under `--wait-for-start`.
+pub const EPISODE_CONTROL_TOPIC: &str = "episode_control";
+pub const EVENT_START: f64 = 0.0;
+pub const EVENT_SUCCESS: f64 = 1.0;
+pub const EVENT_END_SUCCESS: f64 = 2.0;
+pub const EVENT_END_TIMEOUT: f64 = 3.0;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -70,6 +85,12 @@ pub struct Args {
     /// Publish JPEG CompressedImage on `<camera>/image_raw/compressed` as well.
     #[arg(long)]
     pub jpeg: bool,
+    /// Hold episode 0 until the first command arrives on `joint_command`.
+    #[arg(long)]
+    pub wait_for_command: bool,
+    /// Hold episode 0 until any message arrives on `episode_control`.
+    #[arg(long)]
+    pub wait_for_start: bool,
     /// Write per-episode results as JSON here at the end.
     #[arg(long)]
     pub stats_json: Option<PathBuf>,
@@ -78,7 +99,7 @@ pub struct Args {
     pub quiet: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpisodeResult {
     pub episode: u64,
     pub success: bool,
@@ -86,7 +107,7 @@ pub struct EpisodeResult {
     pub duration_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SimStats {
     pub episodes: Vec<EpisodeResult>,
     pub success_rate: f64,
@@ -131,12 +152,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (None, None)
     };
     let tac_pub = t.publisher::<Float32MultiArray>("tactile", Qos::Sensor)?;
+    let ep_pub = t.publisher::<Float64MultiArray>(EPISODE_TOPIC, Qos::Command)?;
+    let expert_pub = if a.expert {
+        Some(t.publisher::<Float64MultiArray>("joint_command", Qos::Command)?)
+    } else {
+        None
+    };
+    let start_requested = Arc::new(AtomicBool::new(false));
+    let _start_sub = {
+        let s = start_requested.clone();
+        t.subscribe::<Float64MultiArray>(
+            EPISODE_CONTROL_TOPIC,
+            Qos::Command,
+            Box::new(move |res| {
+                if res.is_ok() {
+                    s.store(true, Ordering::SeqCst);
+                }
+            }),
+        )?
+    };
 
     let latest_cmd: Arc<AtomicCell<([f32; N_JOINTS], u64)>> =
         Arc::new(AtomicCell::new(([0.0; N_JOINTS], 0)));
     let received = Arc::new(AtomicU64::new(0));
     let malformed = Arc::new(AtomicU64::new(0));
-    let _cmd_sub = {
+    // In expert mode our own commands go out on joint_command: do not listen.
+    let _cmd_sub = if a.expert { None } else { Some({
         let c = latest_cmd.clone();
         let (r, m) = (received.clone(), malformed.clone());
         t.subscribe::<Float64MultiArray>(
@@ -159,7 +200,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 }
             }),
         )?
-    };
+    }) };
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -218,6 +259,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let mut tac_msg = Float32MultiArray::vector("taxels", vec![0.0; taxels.len()]);
     let mut k: u64 = 0;
+    let mut waiting = a.wait_for_command || a.wait_for_start;
+    let frame_every = ((a.joint_rate / a.fps).round() as u64).max(1);
+    let mut wait_announced = false;
+    let publish_event = |ep: u64, ev: f64, t: f64| {
+        let _ = ep_pub.publish(&Float64MultiArray::vector("episode", vec![ep as f64, ev, t]));
+    };
+    if !waiting {
+        publish_event(episode, EVENT_START, 0.0);
+    }
     loop {
         if stop.load(Ordering::Relaxed)
             || a.duration.is_some_and(|d| start.elapsed() >= d)
@@ -230,18 +280,45 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if target > now {
             std::thread::sleep(target - now);
         }
+        if waiting {
+            let go = (a.wait_for_command && received.load(Ordering::Relaxed) > 0)
+                || (a.wait_for_start && start_requested.load(Ordering::SeqCst));
+            if go {
+                waiting = false;
+                eprintln!("maniflow sim: start of episode 0");
+                publish_event(episode, EVENT_START, 0.0);
+            } else if !wait_announced {
+                wait_announced = true;
+                eprintln!(
+                    "maniflow sim: holding episode 0 until {}",
+                    if a.wait_for_command { "the first command" } else { "a start request" }
+                );
+            }
+        }
         let t_sim = world.time();
-        let frame_due = t_sim + 1e-9 >= next_frame_t;
+        let frame_due = if waiting {
+            k % frame_every == 0
+        } else {
+            t_sim + 1e-9 >= next_frame_t
+        };
         if frame_due {
             world.render_head(&mut head);
             world.render_wrist(&mut wrist);
             world.tactile(&mut taxels);
         }
-        if a.expert {
+        if waiting {
+            // Frozen at the episode's start: sensors only, the clock does not run.
+        } else if a.expert {
             if frame_due {
                 let q = world.joint_positions();
                 let cmd = expert.act(&head, &q, &taxels, t_sim);
                 world.set_command(&cmd);
+                if let Some(p) = &expert_pub {
+                    let _ = p.publish(&Float64MultiArray::vector(
+                        "joint_command",
+                        cmd.iter().map(|v| f64::from(*v)).collect(),
+                    ));
+                }
             }
         } else {
             let (cmd, seq) = latest_cmd.load();
@@ -250,7 +327,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 world.set_command(&cmd);
             }
         }
-        world.step(dt);
+        if !waiting {
+            world.step(dt);
+        }
         let stamp = Time::from_nanos(wall_ns());
         let q = world.joint_positions();
         js.header.stamp = stamp;
@@ -261,7 +340,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             js_count += 1;
         }
         if frame_due {
-            next_frame_t += frame_dt;
+            if !waiting {
+                next_frame_t += frame_dt;
+            }
             let h = Header::new(stamp, "head_camera");
             let w = Header::new(stamp, "wrist_camera");
             let hi = Image::rgb8(h.clone(), a.width as u32, a.height as u32, head.clone())?;
@@ -288,6 +369,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let t_ep = world.time() - ep_start_t;
         if success_at.is_none() && world.success() {
             success_at = Some(t_ep);
+            publish_event(episode, EVENT_SUCCESS, t_ep);
             eprintln!("maniflow sim: episode {episode}: success at {t_ep:.2} s");
         }
         let done = success_at.is_some_and(|s| t_ep >= s + 1.0) || t_ep >= a.episode_s;
@@ -301,6 +383,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             if success_at.is_none() {
                 eprintln!("maniflow sim: episode {episode}: timeout after {t_ep:.1} s");
             }
+            publish_event(
+                episode,
+                if success_at.is_some() { EVENT_END_SUCCESS } else { EVENT_END_TIMEOUT },
+                t_ep,
+            );
             episode += 1;
             world.reset(episode);
             expert.reset();
@@ -308,6 +395,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ep_start_t = world.time();
             next_frame_t = world.time();
             success_at = None;
+            if !a.episodes.is_some_and(|n| results.len() as u64 >= n) {
+                publish_event(episode, EVENT_START, 0.0);
+            }
         }
         if !a.quiet && last_status.elapsed() >= Duration::from_secs(1) {
             last_status = Instant::now();

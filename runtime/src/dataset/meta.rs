@@ -445,6 +445,10 @@ pub struct EpisodeMeta {
     pub videos: BTreeMap<String, VideoRef>,
     pub meta_chunk_index: i64,
     pub meta_file_index: i64,
+    /// Extra per-episode float64 columns `<name>` (e.g. `recording/achieved_fps`),
+    /// written after LeRobot's own columns and read back when present. LeRobot
+    /// ignores columns it does not know.
+    pub extra: BTreeMap<String, f64>,
 }
 
 /// Expands LeRobot's path templates: `{video_key}`, `{chunk_index:03d}`, `{file_index:03d}`.

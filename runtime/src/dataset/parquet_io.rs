@@ -651,6 +651,16 @@ pub(crate) fn write_episodes(
         "meta/episodes/chunk_index".into(),
         ints(&|e| e.meta_chunk_index),
     );
+    if let Some(first) = episodes.first() {
+        for name in first.extra.keys() {
+            push(
+                name.clone(),
+                Arc::new(Float64Array::from_iter_values(
+                    episodes.iter().map(|e| e.extra.get(name).copied().unwrap_or(f64::NAN)),
+                )),
+            );
+        }
+    }
     push(
         "meta/episodes/file_index".into(),
         ints(&|e| e.meta_file_index),
@@ -695,6 +705,15 @@ pub(crate) fn read_episodes(root: &Path, features: &Features) -> Result<Vec<Epis
             let to = ints("dataset_to_index")?;
             let mci = ints_or("meta/episodes/chunk_index", n)?;
             let mfi = ints_or("meta/episodes/file_index", n)?;
+            // Our extra per-episode columns (`recording/...`), when present.
+            let mut extras: Vec<(String, Vec<f64>)> = Vec::new();
+            for f in b.schema().fields() {
+                let name = f.name();
+                if name.starts_with("recording/") {
+                    let v = f64_values(column(&b, name, &path)?.as_ref(), name, &path)?;
+                    extras.push((name.clone(), v));
+                }
+            }
             let mut videos: Vec<BTreeMap<String, VideoRef>> = vec![BTreeMap::new(); n];
             for key in &video_keys {
                 let c = ints(&format!("videos/{key}/chunk_index"))?;
@@ -745,6 +764,7 @@ pub(crate) fn read_episodes(root: &Path, features: &Features) -> Result<Vec<Epis
                     videos: std::mem::take(&mut videos[i]),
                     meta_chunk_index: mci[i],
                     meta_file_index: mfi[i],
+                    extra: extras.iter().map(|(k, v)| (k.clone(), v[i])).collect(),
                 });
             }
         }

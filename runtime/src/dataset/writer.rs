@@ -101,6 +101,7 @@ struct EpisodeBuffer {
     image_stats: BTreeMap<String, ImageStatsAcc>,
     encoders: BTreeMap<String, EpisodeEncoder>,
     tasks: Vec<String>,
+    extra: BTreeMap<String, f64>,
 }
 
 struct VideoCursor {
@@ -369,6 +370,19 @@ impl DatasetWriter {
         Ok(())
     }
 
+    /// Sets an extra per-episode metadata column (float64) of the current
+    /// episode, e.g. `recording/achieved_fps`. Every episode of a dataset must
+    /// carry the same set of extra names (checked at `save_episode`).
+    pub fn set_episode_extra(&mut self, name: &str, value: f64) -> Result<()> {
+        if name.is_empty() || !name.contains('/') || name.starts_with("stats/") || name.starts_with("videos/") || name.starts_with("meta/") || name.starts_with("data/") {
+            return Err(DatasetError::Usage(format!(
+                "episode extra {name:?}: use a `<group>/<name>` column name outside LeRobot's data/, videos/, stats/ and meta/ groups"
+            )));
+        }
+        self.buf.extra.insert(name.to_string(), value);
+        Ok(())
+    }
+
     /// Discards the current episode's frames (and kills its encoders).
     pub fn clear_episode(&mut self) {
         self.buf = EpisodeBuffer::default();
@@ -383,6 +397,15 @@ impl DatasetWriter {
         }
         if self.buf.len == 0 {
             return Err(DatasetError::Usage("save_episode: no frames added".into()));
+        }
+        if let Some(first) = self.episodes.first() {
+            let a: Vec<&String> = first.extra.keys().collect();
+            let b: Vec<&String> = self.buf.extra.keys().collect();
+            if a != b {
+                return Err(DatasetError::Usage(format!(
+                    "save_episode: extra metadata {b:?} differs from the dataset's {a:?}"
+                )));
+            }
         }
         let t0 = Instant::now();
         let buf = std::mem::take(&mut self.buf);
@@ -515,6 +538,7 @@ impl DatasetWriter {
             videos,
             meta_chunk_index: 0,
             meta_file_index: 0,
+            extra: std::mem::take(&mut buf.extra),
         });
         self.ep_stats.push(st);
         if self.tasks.len() != n_tasks_before {

@@ -87,6 +87,10 @@ pub struct ControlSection {
     pub cpu: Option<usize>,
     /// Ticks of the stop ramp (hold at the present position) on SIGINT.
     pub stop_ramp_ticks: u32,
+    /// Episode events (Float64MultiArray `[episode, event, t]`, event 0 = start,
+    /// as `maniflow sim` publishes on `episode`): each start clears the executor's
+    /// queues, like LeRobot's `policy.reset()`. "" = off.
+    pub reset_topic: String,
 }
 
 impl Default for ControlSection {
@@ -102,6 +106,7 @@ impl Default for ControlSection {
             priority: 80,
             cpu: None,
             stop_ramp_ticks: 15,
+            reset_topic: String::new(),
         }
     }
 }

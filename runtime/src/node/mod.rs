@@ -168,6 +168,8 @@ pub struct CommandCounts {
     pub held_stale_joints: u64,
     /// Ticks that held because no action was queued.
     pub held_empty: u64,
+    /// Episode starts on `control.reset_topic` that cleared the executor.
+    pub episode_resets: u64,
     pub chunk_messages: u64,
 }
 
@@ -282,6 +284,7 @@ fn build_inputs(cfg: &NodeConfig, engine: &Engine) -> anyhow::Result<Inputs> {
         joint_units: joints.units.unwrap_or(JointUnits::Lerobot),
         cameras,
         tactile,
+        episode_starts: AtomicU64::new(0),
     })
 }
 
@@ -394,6 +397,22 @@ fn subscribe_all(
                 }),
             )?);
         }
+    }
+    if !cfg.control.reset_topic.is_empty() {
+        // Episode events ([episode, event, t], event 0 = start, as `maniflow sim`
+        // publishes them): a start clears the executor on the control thread.
+        let inp = inputs.clone();
+        subs.push(t.subscribe::<Float64MultiArray>(
+            &cfg.control.reset_topic,
+            Qos::Command,
+            Box::new(move |r| {
+                if let Ok(x) = r {
+                    if x.msg.data.len() >= 2 && x.msg.data[1] == 0.0 {
+                        inp.episode_starts.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }),
+        )?);
     }
     Ok(subs)
 }
@@ -689,6 +708,7 @@ pub fn run_node(
             queue_full: ctl_out.queue_full,
             held_stale_joints: ctl_out.held_stale,
             held_empty: ctl_out.held_empty,
+            episode_resets: ctl_out.episode_resets,
             chunk_messages: pub_out.chunks,
         },
         inputs: inputs_counts,
@@ -712,6 +732,7 @@ struct ControlOut {
     queue_full: u64,
     held_stale: u64,
     held_empty: u64,
+    episode_resets: u64,
     safety: SafetyCounters,
     allocations: Option<u64>,
 }
@@ -750,6 +771,7 @@ fn control_loop(
         queue_full: 0,
         held_stale: 0,
         held_empty: 0,
+        episode_resets: 0,
         safety: SafetyCounters::default(),
         allocations: None,
     };
@@ -765,6 +787,9 @@ fn control_loop(
     let mut first_wake_ns = 0u64;
     let mut last_wake_ns: u64;
     let mut k: u64 = 0;
+    let mut episode_starts = inputs.episode_starts.load(Ordering::Relaxed);
+    // A chunk requested before an episode reset belongs to the old episode.
+    let mut discard_in_flight = false;
     loop {
         if stopping.is_none()
             && (stop.load(Ordering::Relaxed) || deadline_at.is_some_and(|d| Instant::now() >= d))
@@ -792,12 +817,21 @@ fn control_loop(
             executor.reset();
         }
         was_fresh = fresh.is_some();
+        let starts = inputs.episode_starts.load(Ordering::Relaxed);
+        if starts != episode_starts {
+            // A new episode (LeRobot's policy.reset()): forget queued actions.
+            episode_starts = starts;
+            executor.reset();
+            discard_in_flight = in_flight;
+            o.episode_resets += 1;
+        }
         while let Ok(r) = ready_rx.try_recv() {
             in_flight = false;
+            let stale_episode = std::mem::replace(&mut discard_in_flight, false);
             match r {
                 Ready::Skipped => {}
                 Ready::Chunk(c) => {
-                    if stopping.is_some() || fresh.is_none() {
+                    if stopping.is_some() || fresh.is_none() || stale_episode {
                         o.dropped_stale += 1;
                         let _ = pool_tx.try_send(c.buf);
                         continue;

@@ -287,6 +287,9 @@ pub struct Inputs {
     /// In policy camera order.
     pub cameras: Vec<ImageStream>,
     pub tactile: Option<TactileStream>,
+    /// Episode starts seen on `control.reset_topic` (the control thread clears
+    /// the executor when it changes).
+    pub episode_starts: AtomicU64,
 }
 
 impl Inputs {
@@ -578,6 +581,7 @@ mod tests {
                 max_age_ns: 500_000_000,
             }],
             tactile: None,
+            episode_starts: AtomicU64::new(0),
         };
         let mut out = ObsBuffers::default();
         let e = inputs.snapshot(1_000_000_000, &mut out).unwrap_err();

@@ -1,0 +1,327 @@
+//! `maniflow eval`: closed-loop evaluation of a policy on the simulated SO-101
+//! through the real transports. Starts `maniflow sim` (a separate process, on
+//! a free loopback port, holding episode 0 until the node's first command) and
+//! runs the robot node (the same code as `maniflow run`) in this process for N
+//! episodes; reports the success rate, the mean time to success, inference
+//! latency percentiles, end-to-end latency and the safety counters, next to the
+//! scripted expert's own success on the same episodes (same seed; run in this
+//! process without transports).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use maniflow_bridge::transport::TransportKind;
+use maniflow_runtime::engine::{EngineOptions, ExecutionProvider};
+use maniflow_runtime::node::config::NodeConfig;
+use maniflow_runtime::node::{run_node, NodeStats, RunOptions};
+use maniflow_runtime::record::expert_success;
+use maniflow_runtime::stats::Percentiles;
+use serde::Serialize;
+
+use super::record::free_port;
+use super::run::write_json_atomic;
+use super::sim::SimStats;
+
+/// The node configuration used when `--config` is not given (launch/so101.toml).
+const DEFAULT_CONFIG: &str = include_str!("../../../launch/so101.toml");
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Policy package directory.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Episodes to run.
+    #[arg(long, default_value_t = 10)]
+    pub episodes: u64,
+    /// Sampling steps N (default: the manifest's).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Scenario seed (cube poses; the expert baseline uses the same).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write the report here as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Node configuration (default: the bundled launch/so101.toml; transport and
+    /// endpoints are replaced by the simulator's).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// zenoh | ros2-dds | ros2-zenoh.
+    #[arg(long, default_value = "zenoh")]
+    pub transport: TransportKind,
+    /// Episode timeout (s).
+    #[arg(long, default_value_t = 12.0)]
+    pub episode_s: f64,
+    /// Skip the scripted expert baseline.
+    #[arg(long)]
+    pub no_expert: bool,
+    /// ONNX Runtime threads per session (default: the config's).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the node's status line every second.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub policy: String,
+    pub steps: usize,
+    pub seed: u64,
+    pub episodes: u64,
+    pub transport: String,
+    pub successes: u64,
+    pub success_rate: f64,
+    pub mean_time_to_success_s: Option<f64>,
+    pub expert_success_rate: Option<f64>,
+    pub expert_mean_time_to_success_s: Option<f64>,
+    pub inference_us: Percentiles,
+    pub e2e_latency_us: Percentiles,
+    pub e2e_first_command_us: Percentiles,
+    pub achieved_rate_hz: f64,
+    pub deadline_misses: u64,
+    pub chunks: maniflow_runtime::node::ChunkCounts,
+    pub commands: maniflow_runtime::node::CommandCounts,
+    pub safety: maniflow_runtime::node::SafetyCounts,
+    pub wall_s: f64,
+    pub per_episode: Vec<super::sim::EpisodeResult>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.episodes == 0 {
+        bail!("--episodes must be >= 1");
+    }
+    if !(a.episode_s.is_finite() && a.episode_s > 0.0) {
+        bail!("--episode-s must be > 0");
+    }
+    let t0 = Instant::now();
+    let mut cfg = match &a.config {
+        Some(p) => NodeConfig::load(p)?,
+        None => toml::from_str::<NodeConfig>(DEFAULT_CONFIG)
+            .map_err(|e| anyhow::anyhow!("built-in launch/so101.toml: {e}"))?,
+    };
+    cfg.policy.path = a.policy.clone();
+    if let Some(s) = a.steps {
+        if s == 0 {
+            bail!("--steps must be >= 1");
+        }
+        cfg.policy.steps = Some(s);
+    }
+    if let Some(t) = a.threads {
+        cfg.policy.threads = t.max(1);
+    }
+    let port = free_port()?;
+    let endpoint = format!("tcp/127.0.0.1:{port}");
+    cfg.transport.kind = a.transport;
+    cfg.transport.connect = vec![endpoint.clone()];
+    cfg.transport.listen = vec![];
+    cfg.check().map_err(|e| anyhow::anyhow!("node config: {e}"))?;
+
+    maniflow_runtime::ortlib::init()?;
+    let provider: ExecutionProvider = cfg
+        .policy
+        .device
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("policy.device: {e}"))?;
+    let eo = EngineOptions {
+        intra_threads: cfg.policy.threads,
+        provider,
+        error_on_failure: true,
+        steps: cfg.policy.steps,
+        seed: cfg.policy.seed,
+    };
+    let engine = maniflow_runtime::Engine::load(&cfg.policy.path, &eo)
+        .with_context(|| format!("loading policy package {}", cfg.policy.path.display()))?;
+    let steps = engine.steps();
+    let policy_name = engine.package().manifest.name.clone();
+
+    let tmp = std::env::temp_dir().join(format!("maniflow-eval-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let sim_json = tmp.join("sim.json");
+    let sim_log = tmp.join("sim.log");
+    let log = std::fs::File::create(&sim_log).with_context(|| format!("creating {}", sim_log.display()))?;
+    let exe = std::env::current_exe().context("locating the maniflow binary")?;
+    let mut sim = Command::new(exe)
+        .arg("sim")
+        .args(["--transport", &a.transport.to_string(), "--listen", &endpoint])
+        .args(["--seed", &a.seed.to_string(), "--episodes", &a.episodes.to_string()])
+        .args(["--episode-s", &a.episode_s.to_string(), "--wait-for-command", "--quiet"])
+        .arg("--stats-json")
+        .arg(&sim_json)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting `maniflow sim`")?;
+    eprintln!(
+        "eval: {} (N = {steps}) on the simulated SO-101, {} episodes, seed {}, {} on {endpoint}",
+        a.policy.display(),
+        a.episodes,
+        a.seed,
+        a.transport
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let s = stop.clone();
+        ctrlc::set_handler(move || {
+            if s.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        })
+        .context("installing the SIGINT handler")?;
+    }
+    let sim_done = Arc::new(AtomicBool::new(false));
+    let limit = Duration::from_secs_f64(a.episodes as f64 * (a.episode_s + 1.5) + 60.0);
+    let opts = RunOptions {
+        duration: Some(limit),
+        stop: stop.clone(),
+        status_line: a.verbose,
+        node_name: "maniflow_eval".into(),
+        control_alloc_probe: None,
+    };
+    // Stop the node when the simulator has run its episodes.
+    let watcher = {
+        let (stop, done) = (stop.clone(), sim_done.clone());
+        let sim_json = sim_json.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if sim_json.exists() {
+                    done.store(true, Ordering::SeqCst);
+                    stop.store(true, Ordering::SeqCst);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let node = run_node(&cfg, engine, &opts);
+    stop.store(true, Ordering::SeqCst);
+    let _ = watcher.join();
+    // The simulator exits by itself after its episodes; otherwise stop it.
+    let t_wait = Instant::now();
+    loop {
+        match sim.try_wait() {
+            Ok(Some(_)) => break,
+            _ if t_wait.elapsed() > Duration::from_secs(3) => {
+                unsafe {
+                    libc::kill(sim.id() as i32, libc::SIGINT);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                let _ = sim.kill();
+                let _ = sim.wait();
+                break;
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let node: NodeStats = node?;
+    let text = std::fs::read_to_string(&sim_json).with_context(|| {
+        format!(
+            "the simulator wrote no results ({}); its log: {}",
+            sim_json.display(),
+            sim_log.display()
+        )
+    })?;
+    let sim_stats: SimStats = serde_json::from_str(&text)
+        .with_context(|| format!("reading {}", sim_json.display()))?;
+    if !sim_done.load(Ordering::SeqCst) || (sim_stats.episodes.len() as u64) < a.episodes {
+        bail!(
+            "evaluation stopped after {} of {} episodes (see {})",
+            sim_stats.episodes.len(),
+            a.episodes,
+            sim_log.display()
+        );
+    }
+    let ok: Vec<f64> = sim_stats
+        .episodes
+        .iter()
+        .filter_map(|e| e.time_to_success_s)
+        .collect();
+    let (expert_rate, expert_t) = if a.no_expert {
+        (None, None)
+    } else {
+        let (n, t) = expert_success(a.seed, a.episodes, a.episode_s, 100.0, cfg.control.rate_hz);
+        (Some(n as f64 / a.episodes as f64), t)
+    };
+    let report = EvalReport {
+        policy: policy_name,
+        steps,
+        seed: a.seed,
+        episodes: a.episodes,
+        transport: a.transport.to_string(),
+        successes: ok.len() as u64,
+        success_rate: ok.len() as f64 / a.episodes as f64,
+        mean_time_to_success_s: (!ok.is_empty()).then(|| ok.iter().sum::<f64>() / ok.len() as f64),
+        expert_success_rate: expert_rate,
+        expert_mean_time_to_success_s: expert_t,
+        inference_us: node.inference_us.clone(),
+        e2e_latency_us: node.e2e_latency_us.clone(),
+        e2e_first_command_us: node.e2e_first_command_us.clone(),
+        achieved_rate_hz: node.achieved_rate_hz,
+        deadline_misses: node.deadline_misses,
+        chunks: node.chunks.clone(),
+        commands: node.commands.clone(),
+        safety: node.safety.clone(),
+        wall_s: t0.elapsed().as_secs_f64(),
+        per_episode: sim_stats.episodes.clone(),
+    };
+    print_report(&report);
+    if let Some(p) = &a.json {
+        write_json_atomic(p, &report)?;
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+fn print_report(r: &EvalReport) {
+    println!(
+        "eval {} (N = {}), seed {}, {} episodes over {}: success {}/{} = {:.2}, mean time to success {}",
+        r.policy,
+        r.steps,
+        r.seed,
+        r.episodes,
+        r.transport,
+        r.successes,
+        r.episodes,
+        r.success_rate,
+        r.mean_time_to_success_s.map_or("-".into(), |t| format!("{t:.2} s"))
+    );
+    if let Some(e) = r.expert_success_rate {
+        println!(
+            "  scripted expert on the same episodes: success {:.2}, mean time to success {}",
+            e,
+            r.expert_mean_time_to_success_s.map_or("-".into(), |t| format!("{t:.2} s"))
+        );
+    }
+    println!(
+        "  inference per chunk p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} chunks); end-to-end p50 {:.1} ms, p99 {:.1} ms",
+        r.inference_us.p50_us / 1e3,
+        r.inference_us.p99_us / 1e3,
+        r.inference_us.max_us / 1e3,
+        r.inference_us.count,
+        r.e2e_latency_us.p50_us / 1e3,
+        r.e2e_latency_us.p99_us / 1e3
+    );
+    println!(
+        "  control {:.2} Hz, deadline misses {}; chunks produced {} accepted {} rejected {}; safety: clamped {} step {} nan {} first-jump {} velocity {} jerk {}; held (stale) {} (empty) {}",
+        r.achieved_rate_hz,
+        r.deadline_misses,
+        r.chunks.produced,
+        r.chunks.accepted,
+        r.chunks.rejected_by_safety,
+        r.safety.limit_clamped,
+        r.safety.step_clamped,
+        r.safety.nan_rejected,
+        r.safety.chunk_first_jump,
+        r.safety.chunk_velocity,
+        r.safety.chunk_jerk,
+        r.commands.held_stale_joints,
+        r.commands.held_empty
+    );
+    println!("  wall time {:.1} s", r.wall_s);
+}
