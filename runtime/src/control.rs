@@ -21,8 +21,12 @@ pub fn so101_safety(fps: f32) -> SafetyConfig {
     SafetyConfig {
         joint_min: limits.iter().map(|l| l.0).collect(),
         joint_max: limits.iter().map(|l| l.1).collect(),
-        // 180 deg/s and 300 %/s at the control rate
-        max_step: per_joint(180.0 / fps, 300.0 / fps),
+        // Per tick, against the present position: 300 deg/s for the arm (about
+        // the STS3215's no-load speed; the scripted expert's commands lead the
+        // servos by up to 7.9 deg at 30 Hz, which 180 deg/s clamped). The gripper
+        // is commanded shut past the object it holds (the squeeze is the grip):
+        // its whole range, as LeRobot does (no max_relative_target by default).
+        max_step: per_joint(300.0 / fps, 100.0),
         max_first_jump: per_joint(30.0, 60.0),
         // Whole-chunk checks. Grippers are commanded open/closed in one step
         // (leader arms and the scripted expert do it: 50 -> 0 in one tick, 1500 %/s):
