@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use maniflow_bridge::transport::TransportKind;
-use maniflow_runtime::engine::{EngineOptions, ExecutionProvider};
 use maniflow_runtime::node::config::NodeConfig;
 use maniflow_runtime::node::{run_node, NodeStats, RunOptions};
 use maniflow_runtime::record::expert_success;
@@ -121,21 +120,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.transport.listen = vec![];
     cfg.check().map_err(|e| anyhow::anyhow!("node config: {e}"))?;
 
-    maniflow_runtime::ortlib::init()?;
-    let provider: ExecutionProvider = cfg
-        .policy
-        .device
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("policy.device: {e}"))?;
-    let eo = EngineOptions {
-        intra_threads: cfg.policy.threads,
-        provider,
-        error_on_failure: true,
-        steps: cfg.policy.steps,
-        seed: cfg.policy.seed,
-    };
-    let engine = maniflow_runtime::Engine::load(&cfg.policy.path, &eo)
-        .with_context(|| format!("loading policy package {}", cfg.policy.path.display()))?;
+    let (engine, _) = super::run::load_node_engine(&cfg)?;
     let steps = engine.steps();
     let policy_name = engine.package().manifest.name.clone();
 

@@ -478,8 +478,7 @@ fn record_topics(
 
     let mut writer: Option<WriterThread> = None;
     let mut state = EpisodeState::Idle;
-    let mut records: Vec<EpisodeRecord> = Vec::new();
-    let (mut saved, mut discarded, mut frames, mut flagged) = (0usize, 0usize, 0usize, 0usize);
+    let mut tally = Tally::default();
     // Episodes handed to the writer to save (it confirms them asynchronously).
     let mut queued_saves = 0usize;
     let mut last_trigger_stamp: i64 = i64::MIN;
@@ -509,16 +508,7 @@ fn record_topics(
         // Writer results (saved / discarded episodes, or a failure).
         if let Some(w) = &writer {
             while let Ok(r) = w.done.try_recv() {
-                let rec = r.map_err(|e| anyhow::anyhow!("{e}"))?;
-                if rec.dataset_index.is_some() {
-                    saved += 1;
-                    frames += rec.timing.frames;
-                    flagged += usize::from(rec.timing.rate_flagged);
-                } else {
-                    discarded += 1;
-                }
-                print_episode(&rec, a.episodes, saved, a.quiet);
-                records.push(rec);
+                tally.add(r.map_err(|e| anyhow::anyhow!("{e}"))?, a.episodes, a.quiet);
             }
         }
         if stop.load(Ordering::SeqCst) || a.duration.is_some_and(|d| t0.elapsed() >= d) {
@@ -668,15 +658,7 @@ fn record_topics(
     if let Some(w) = writer.take() {
         let (rest, res) = w.finish();
         for rec in rest {
-            if rec.dataset_index.is_some() {
-                saved += 1;
-                frames += rec.timing.frames;
-                flagged += usize::from(rec.timing.rate_flagged);
-            } else {
-                discarded += 1;
-            }
-            print_episode(&rec, a.episodes, saved, a.quiet);
-            records.push(rec);
+            tally.add(rec, a.episodes, a.quiet);
         }
         res?;
     }
@@ -689,13 +671,37 @@ fn record_topics(
     }
     Ok(RecordSummary {
         root: a.out.clone(),
-        episodes_saved: saved,
-        episodes_discarded: discarded,
-        frames,
-        flagged,
+        episodes_saved: tally.saved,
+        episodes_discarded: tally.discarded,
+        frames: tally.frames,
+        flagged: tally.flagged,
         wall_s: t0.elapsed().as_secs_f64(),
-        episodes: records,
+        episodes: tally.records,
     })
+}
+
+/// Episodes the writer confirmed, counted and printed as they come.
+#[derive(Default)]
+struct Tally {
+    saved: usize,
+    discarded: usize,
+    frames: usize,
+    flagged: usize,
+    records: Vec<EpisodeRecord>,
+}
+
+impl Tally {
+    fn add(&mut self, rec: EpisodeRecord, target: usize, quiet: bool) {
+        if rec.dataset_index.is_some() {
+            self.saved += 1;
+            self.frames += rec.timing.frames;
+            self.flagged += usize::from(rec.timing.rate_flagged);
+        } else {
+            self.discarded += 1;
+        }
+        print_episode(&rec, target, self.saved, quiet);
+        self.records.push(rec);
+    }
 }
 
 enum WriterCmd {

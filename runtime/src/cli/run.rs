@@ -145,24 +145,7 @@ pub fn run(a: Args, ros: RosArgs) -> anyhow::Result<()> {
         )
     })?;
 
-    let ort = maniflow_runtime::ortlib::init()?;
-    let provider: ExecutionProvider = cfg
-        .policy
-        .device
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("policy.device: {e}"))?;
-    if cfg.policy.steps == Some(0) {
-        anyhow::bail!("policy.steps must be >= 1");
-    }
-    let eo = EngineOptions {
-        intra_threads: cfg.policy.threads,
-        provider,
-        error_on_failure: true,
-        steps: cfg.policy.steps,
-        seed: cfg.policy.seed,
-    };
-    let engine = maniflow_runtime::Engine::load(&cfg.policy.path, &eo)
-        .with_context(|| format!("loading policy package {}", cfg.policy.path.display()))?;
+    let (engine, ort) = load_node_engine(&cfg)?;
     let m = &engine.package().manifest;
     eprintln!(
         "maniflow run: policy {} ({:?}, N = {}, chunk {} x {}, executes {}) from {}",
@@ -174,7 +157,7 @@ pub fn run(a: Args, ros: RosArgs) -> anyhow::Result<()> {
         engine.n_action_steps(),
         cfg.policy.path.display()
     );
-    eprintln!("maniflow run: ONNX Runtime {}", ort.0.display());
+    eprintln!("maniflow run: ONNX Runtime {}", ort.display());
     eprintln!(
         "maniflow run: transport {} (robot {}, namespace {}), control {} Hz x {} = {} Hz, executor {:?}",
         cfg.transport.kind,
@@ -214,6 +197,32 @@ pub fn run(a: Args, ros: RosArgs) -> anyhow::Result<()> {
         eprintln!("maniflow run: stats written to {}", p.display());
     }
     Ok(())
+}
+
+/// Initialises ONNX Runtime and loads the node config's policy (device,
+/// threads, steps, seed from `[policy]`); returns the engine and the library path.
+pub fn load_node_engine(
+    cfg: &NodeConfig,
+) -> anyhow::Result<(maniflow_runtime::Engine, std::path::PathBuf)> {
+    let ort = maniflow_runtime::ortlib::init()?;
+    let provider: ExecutionProvider = cfg
+        .policy
+        .device
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("policy.device: {e}"))?;
+    if cfg.policy.steps == Some(0) {
+        anyhow::bail!("policy.steps must be >= 1");
+    }
+    let eo = EngineOptions {
+        intra_threads: cfg.policy.threads,
+        provider,
+        error_on_failure: true,
+        steps: cfg.policy.steps,
+        seed: cfg.policy.seed,
+    };
+    let engine = maniflow_runtime::Engine::load(&cfg.policy.path, &eo)
+        .with_context(|| format!("loading policy package {}", cfg.policy.path.display()))?;
+    Ok((engine, ort.0))
 }
 
 /// Writes JSON through a temporary file and a rename (never a half file).
