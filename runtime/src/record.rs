@@ -250,7 +250,8 @@ pub fn record_sim_expert_in_process(
         ..Default::default()
     };
     let fps_int = opts.fps.round().max(1.0) as u32;
-    let mut w = DatasetWriter::create_with(root, fps_int, ROBOT_TYPE, &features, opts.video, wopts)?;
+    let mut w =
+        DatasetWriter::create_with(root, fps_int, ROBOT_TYPE, &features, opts.video, wopts)?;
     let n_px = cfg.image_width * cfg.image_height * 3;
     let mut head = vec![0u8; n_px];
     let mut wrist = vec![0u8; n_px];

@@ -15,7 +15,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use maniflow_runtime::dataset::{LeRobotDataset, OpenOptions};
-use maniflow_runtime::record::{EXTRA_ACHIEVED_FPS, EXTRA_DEVIATION, EXTRA_DROPPED, EXTRA_FLAGGED, EXTRA_SUCCESS, RATE_TOLERANCE};
+use maniflow_runtime::record::{
+    EXTRA_ACHIEVED_FPS, EXTRA_DEVIATION, EXTRA_DROPPED, EXTRA_FLAGGED, EXTRA_SUCCESS,
+    RATE_TOLERANCE,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -40,23 +43,40 @@ fn open(p: &Path) -> LeRobotDataset {
 
 /// Checks a recorded SO-101 pick dataset: layout, per-frame content, metadata.
 fn check_recorded(ds: &LeRobotDataset, min_episodes: usize) {
-    assert!(ds.num_episodes() >= min_episodes, "{} episodes", ds.num_episodes());
+    assert!(
+        ds.num_episodes() >= min_episodes,
+        "{} episodes",
+        ds.num_episodes()
+    );
     assert_eq!(ds.fps(), 30);
     assert_eq!(ds.info.robot_type.as_deref(), Some("so101_follower"));
     let keys = ds.image_keys();
-    assert_eq!(keys, vec!["observation.images.head", "observation.images.wrist"]);
+    assert_eq!(
+        keys,
+        vec!["observation.images.head", "observation.images.wrist"]
+    );
     assert_eq!(ds.image_shape("observation.images.head"), Some((96, 96, 3)));
     for ep in 0..ds.num_episodes() {
         let r = ds.episode_range(ep);
         // The expert needs about 2.3 s; the simulator holds 1 s after success.
-        assert!(r.len() >= 60 && r.len() <= 20 * 30, "episode {ep}: {} frames", r.len());
+        assert!(
+            r.len() >= 60 && r.len() <= 20 * 30,
+            "episode {ep}: {} frames",
+            r.len()
+        );
         let first = ds.vector("action", r.start).to_vec();
         let last = ds.vector("action", r.end - 1).to_vec();
         // Starts near home with the gripper open, ends holding the cube (closed).
-        assert!((first[5] - 50.0).abs() < 1.0, "episode {ep}: first gripper command {first:?}");
+        assert!(
+            (first[5] - 50.0).abs() < 1.0,
+            "episode {ep}: first gripper command {first:?}"
+        );
         assert!(last[5] < 5.0, "episode {ep}: last gripper command {last:?}");
         let state_first = ds.vector("observation.state", r.start);
-        assert!((state_first[1] - (-36.64)).abs() < 3.0, "episode {ep}: first state {state_first:?}");
+        assert!(
+            (state_first[1] - (-36.64)).abs() < 3.0,
+            "episode {ep}: first state {state_first:?}"
+        );
         // Tactile: contact at the end, none at the start.
         let tac0: f32 = ds.vector("observation.tactile", r.start).iter().sum();
         let tac1: f32 = ds.vector("observation.tactile", r.end - 1).iter().sum();
@@ -65,16 +85,38 @@ fn check_recorded(ds: &LeRobotDataset, min_episodes: usize) {
         // Images change over the episode (the arm moves into the head view).
         let h0 = ds.image("observation.images.head", r.start);
         let h1 = ds.image("observation.images.head", r.end - 1);
-        let diff = h0.iter().zip(h1).filter(|(a, b)| a.abs_diff(**b) > 30).count();
-        assert!(diff > 100, "episode {ep}: head image barely changed ({diff} px)");
+        let diff = h0
+            .iter()
+            .zip(h1)
+            .filter(|(a, b)| a.abs_diff(**b) > 30)
+            .count();
+        assert!(
+            diff > 100,
+            "episode {ep}: head image barely changed ({diff} px)"
+        );
         // Quality metadata.
         let m = &ds.episodes[ep];
-        for k in [EXTRA_ACHIEVED_FPS, EXTRA_DROPPED, EXTRA_DEVIATION, EXTRA_FLAGGED, EXTRA_SUCCESS] {
-            assert!(m.extra.contains_key(k), "episode {ep}: no {k} in {:?}", m.extra);
+        for k in [
+            EXTRA_ACHIEVED_FPS,
+            EXTRA_DROPPED,
+            EXTRA_DEVIATION,
+            EXTRA_FLAGGED,
+            EXTRA_SUCCESS,
+        ] {
+            assert!(
+                m.extra.contains_key(k),
+                "episode {ep}: no {k} in {:?}",
+                m.extra
+            );
         }
         let dev = m.extra[EXTRA_DEVIATION];
         assert!((m.extra[EXTRA_ACHIEVED_FPS] - 30.0).abs() / 30.0 - dev < 1e-9);
-        assert_eq!(m.extra[EXTRA_FLAGGED] == 1.0, dev > RATE_TOLERANCE, "episode {ep}: {:?}", m.extra);
+        assert_eq!(
+            m.extra[EXTRA_FLAGGED] == 1.0,
+            dev > RATE_TOLERANCE,
+            "episode {ep}: {:?}",
+            m.extra
+        );
         assert_eq!(m.extra[EXTRA_SUCCESS], 1.0);
         println!(
             "episode {ep}: {} frames, {:.2} Hz, dropped {}, flagged {}",
@@ -94,7 +136,16 @@ fn record_expert_over_zenoh_writes_a_lerobot_dataset() {
     let summary = dir.path().join("summary.json");
     let t0 = Instant::now();
     let o = maniflow()
-        .args(["record", "--config", "launch/so101.toml", "--expert", "--episodes", "2", "--seed", "7"])
+        .args([
+            "record",
+            "--config",
+            "launch/so101.toml",
+            "--expert",
+            "--episodes",
+            "2",
+            "--seed",
+            "7",
+        ])
         .arg("--out")
         .arg(&out)
         .arg("--summary-json")
@@ -103,12 +154,16 @@ fn record_expert_over_zenoh_writes_a_lerobot_dataset() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "record failed: {err}");
-    println!("record 2 episodes in {:.1} s:\n{err}", t0.elapsed().as_secs_f64());
+    println!(
+        "record 2 episodes in {:.1} s:\n{err}",
+        t0.elapsed().as_secs_f64()
+    );
     assert_eq!(err.matches("saved episode").count(), 2, "{err}");
     let ds = open(&out);
     assert_eq!(ds.num_episodes(), 2);
     check_recorded(&ds, 2);
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     assert_eq!(s["episodes_saved"], 2);
     assert_eq!(s["frames"].as_u64().unwrap() as usize, ds.num_frames());
 }
@@ -121,7 +176,10 @@ fn dump_expected(ds: &LeRobotDataset, dir: &Path) {
     let mut write = |key: &str, dtype: &str, shape: Vec<usize>, bytes: Vec<u8>| {
         let file = format!("{}.bin", key.replace('/', "_"));
         std::fs::write(dir.join(&file), bytes).unwrap();
-        arrays.insert(key.into(), serde_json::json!({"dtype": dtype, "shape": shape, "file": file}));
+        arrays.insert(
+            key.into(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "file": file}),
+        );
     };
     for k in ds.image_keys() {
         let (h, w, c) = ds.image_shape(k).unwrap();
@@ -146,7 +204,12 @@ fn dump_expected(ds: &LeRobotDataset, dir: &Path) {
         .features
         .iter()
         .filter(|(k, _)| k.starts_with("observation.") || *k == "action")
-        .map(|(k, f)| (k.to_string(), serde_json::json!({"dtype": f.dtype, "shape": f.shape, "names": f.names})))
+        .map(|(k, f)| {
+            (
+                k.to_string(),
+                serde_json::json!({"dtype": f.dtype, "shape": f.shape, "names": f.names}),
+            )
+        })
         .collect();
     let episodes: Vec<serde_json::Value> = (0..ds.num_episodes())
         .map(|e| serde_json::json!({"length": ds.episode_range(e).len(), "task": ds.task_of(ds.episode_range(e).start)}))
@@ -155,7 +218,11 @@ fn dump_expected(ds: &LeRobotDataset, dir: &Path) {
         "fps": ds.fps(), "robot_type": ds.info.robot_type, "video": !ds.info.features.video_keys().is_empty(),
         "episodes": episodes, "features": features, "arrays": arrays,
     });
-    std::fs::write(dir.join("manifest.json"), serde_json::to_string_pretty(&man).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&man).unwrap(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -164,7 +231,17 @@ fn record_in_process_writes_the_same_layout() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ds");
     let o = maniflow()
-        .args(["record", "--config", "launch/so101.toml", "--expert", "--in-process", "--episodes", "3", "--video", "png"])
+        .args([
+            "record",
+            "--config",
+            "launch/so101.toml",
+            "--expert",
+            "--in-process",
+            "--episodes",
+            "3",
+            "--video",
+            "png",
+        ])
         .arg("--out")
         .arg(&out)
         .output()
@@ -197,8 +274,13 @@ fn record_in_process_writes_the_same_layout() {
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (run `make bootstrap`)", py.display()));
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "LeRobot did not read the recorded dataset:\n{text}\n{}", String::from_utf8_lossy(&o.stderr));
-    let last: serde_json::Value = serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
+    assert!(
+        o.status.success(),
+        "LeRobot did not read the recorded dataset:\n{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let last: serde_json::Value =
+        serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
     println!("LeRobot read the recorded dataset: {last}");
     assert_eq!(last["frames"].as_u64().unwrap() as usize, ds.num_frames());
     for k in ["observation.state", "observation.tactile", "action"] {
@@ -217,7 +299,11 @@ fn wait_for_episodes(p: &Path, n: usize, limit: Duration) {
                 }
             }
         }
-        assert!(t0.elapsed() < limit, "no {n} episodes in {} after {limit:?}", p.display());
+        assert!(
+            t0.elapsed() < limit,
+            "no {n} episodes in {} after {limit:?}",
+            p.display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -228,7 +314,16 @@ fn record_then_signal(sig: i32) -> (LeRobotDataset, std::process::ExitStatus, St
     let out = dir.path().join("ds");
     let log = dir.path().join("record.log");
     let mut child = maniflow()
-        .args(["record", "--config", "launch/so101.toml", "--expert", "--episodes", "20", "--seed", "3"])
+        .args([
+            "record",
+            "--config",
+            "launch/so101.toml",
+            "--expert",
+            "--episodes",
+            "20",
+            "--seed",
+            "3",
+        ])
         .arg("--out")
         .arg(&out)
         .stdout(Stdio::null())
@@ -260,7 +355,10 @@ fn sigkill_while_recording_keeps_every_committed_episode() {
     let (ds, st, log) = record_then_signal(libc::SIGKILL);
     assert!(!st.success());
     let n = ds.num_episodes();
-    println!("after SIGKILL: {n} episodes, {} frames\n{log}", ds.num_frames());
+    println!(
+        "after SIGKILL: {n} episodes, {} frames\n{log}",
+        ds.num_frames()
+    );
     assert!(n >= 1 && n < 20, "{n}");
     assert_eq!(log.matches("saved episode").count(), n, "{log}");
     check_recorded(&ds, n);
@@ -274,7 +372,10 @@ fn sigint_while_recording_discards_only_the_episode_in_progress() {
     assert!(st.success(), "record exit {st:?}: {log}");
     let n = ds.num_episodes();
     println!("after SIGINT: {n} episodes\n{log}");
-    assert!(log.contains("discarding the episode in progress") || log.contains("stopping"), "{log}");
+    assert!(
+        log.contains("discarding the episode in progress") || log.contains("stopping"),
+        "{log}"
+    );
     assert_eq!(log.matches("saved episode").count(), n, "{log}");
     check_recorded(&ds, n);
     let _ = std::fs::remove_dir_all(&ds.root);
@@ -285,7 +386,13 @@ fn record_errors_name_the_problem() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let o = maniflow()
-        .args(["record", "--config", "launch/missing.toml", "--episodes", "1"])
+        .args([
+            "record",
+            "--config",
+            "launch/missing.toml",
+            "--episodes",
+            "1",
+        ])
         .arg("--out")
         .arg(dir.path().join("x"))
         .output()
@@ -297,7 +404,15 @@ fn record_errors_name_the_problem() {
     // is too slow for a test; a non-empty output directory is refused at once.
     std::fs::write(dir.path().join("junk"), b"x").unwrap();
     let o = maniflow()
-        .args(["record", "--config", "launch/so101.toml", "--expert", "--in-process", "--episodes", "1"])
+        .args([
+            "record",
+            "--config",
+            "launch/so101.toml",
+            "--expert",
+            "--in-process",
+            "--episodes",
+            "1",
+        ])
         .arg("--out")
         .arg(dir.path())
         .output()
@@ -314,7 +429,19 @@ fn eval_runs_the_node_against_the_simulator_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("eval.json");
     let o = maniflow()
-        .args(["eval", "--policy", "models/fixtures/tiny-maniflow-home", "--episodes", "2", "--episode-s", "3", "--steps", "1", "--seed", "5"])
+        .args([
+            "eval",
+            "--policy",
+            "models/fixtures/tiny-maniflow-home",
+            "--episodes",
+            "2",
+            "--episode-s",
+            "3",
+            "--steps",
+            "1",
+            "--seed",
+            "5",
+        ])
         .arg("--json")
         .arg(&json)
         .output()
@@ -323,7 +450,8 @@ fn eval_runs_the_node_against_the_simulator_and_reports() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{out}\n{err}");
     println!("{out}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["episodes"], 2);
     assert_eq!(r["steps"], 1);
     assert_eq!(r["per_episode"].as_array().unwrap().len(), 2);
@@ -345,7 +473,13 @@ fn eval_runs_the_node_against_the_simulator_and_reports() {
 fn eval_errors_name_the_problem() {
     let _g = serial();
     let o = maniflow()
-        .args(["eval", "--policy", "models/does-not-exist", "--episodes", "1"])
+        .args([
+            "eval",
+            "--policy",
+            "models/does-not-exist",
+            "--episodes",
+            "1",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -363,17 +497,35 @@ fn bundled_policy_picks_the_cube() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("eval.json");
     let o = maniflow()
-        .args(["eval", "--policy", "models/so101-sim-pick", "--episodes", "6", "--steps", "1", "--seed", "11"])
+        .args([
+            "eval",
+            "--policy",
+            "models/so101-sim-pick",
+            "--episodes",
+            "6",
+            "--steps",
+            "1",
+            "--seed",
+            "11",
+        ])
         .arg("--json")
         .arg(&json)
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     println!("{out}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let ok = r["successes"].as_u64().unwrap();
     // About 0.9 over 50 episodes: fewer than 3 of 6 (p < 0.5%) means it broke.
-    assert!(ok >= 3, "the bundled policy picked the cube in only {ok} of 6 episodes: {r}");
+    assert!(
+        ok >= 3,
+        "the bundled policy picked the cube in only {ok} of 6 episodes: {r}"
+    );
     assert!(r["chunks"]["accepted"].as_u64().unwrap() > 0);
 }

@@ -71,13 +71,24 @@ fn lerobot_py(dir: &Path, script: &str, args: &[&str]) -> String {
 }
 
 fn last_json(stdout: &str) -> Value {
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("last line of the script is JSON")
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .expect("last line of the script is JSON")
 }
 
-fn write_raw(dir: &Path, arrays: &mut serde_json::Map<String, Value>, key: &str, dtype: &str, shape: &[usize], bytes: &[u8]) {
+fn write_raw(
+    dir: &Path,
+    arrays: &mut serde_json::Map<String, Value>,
+    key: &str,
+    dtype: &str,
+    shape: &[usize],
+    bytes: &[u8],
+) {
     let file = format!("{key}.bin");
     std::fs::write(dir.join(&file), bytes).unwrap();
-    arrays.insert(key.into(), json!({"dtype": dtype, "shape": shape, "file": file}));
+    arrays.insert(
+        key.into(),
+        json!({"dtype": dtype, "shape": shape, "file": file}),
+    );
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -87,12 +98,24 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 /// What `synth-dataset --episodes e --frames f --seed seed` gives its writer,
 /// regenerated with the generator `write_synthetic` uses, in the exchange format
 /// of `tests/lerobot/expected.py`. Returns the state vectors for the cross-check.
-fn dump_synth_expected(dir: &Path, episodes: usize, frames: usize, seed: u64, video: bool) -> Vec<[f32; 6]> {
+fn dump_synth_expected(
+    dir: &Path,
+    episodes: usize,
+    frames: usize,
+    seed: u64,
+    video: bool,
+) -> Vec<[f32; 6]> {
     std::fs::create_dir_all(dir).unwrap();
-    let cfg = SynthConfig { episodes, frames_per_episode: frames, seed, ..Default::default() };
+    let cfg = SynthConfig {
+        episodes,
+        frames_per_episode: frames,
+        seed,
+        ..Default::default()
+    };
     let n = cfg.image_size;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut head, mut wrist, mut state, mut tactile, mut action) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut head, mut wrist, mut state, mut tactile, mut action) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let mut states = vec![];
     for _ in 0..episodes {
         let ep = Episode::generate(&mut rng, &cfg);
@@ -108,11 +131,46 @@ fn dump_synth_expected(dir: &Path, episodes: usize, frames: usize, seed: u64, vi
     }
     let total = episodes * frames;
     let mut arrays = serde_json::Map::new();
-    write_raw(dir, &mut arrays, synth::HEAD, "uint8", &[total, n, n, 3], &head);
-    write_raw(dir, &mut arrays, synth::WRIST, "uint8", &[total, n, n, 3], &wrist);
-    write_raw(dir, &mut arrays, synth::STATE, "float32", &[total, 6], &f32_bytes(&state));
-    write_raw(dir, &mut arrays, synth::TACTILE, "float32", &[total, cfg.taxels], &f32_bytes(&tactile));
-    write_raw(dir, &mut arrays, synth::ACTION, "float32", &[total, 6], &f32_bytes(&action));
+    write_raw(
+        dir,
+        &mut arrays,
+        synth::HEAD,
+        "uint8",
+        &[total, n, n, 3],
+        &head,
+    );
+    write_raw(
+        dir,
+        &mut arrays,
+        synth::WRIST,
+        "uint8",
+        &[total, n, n, 3],
+        &wrist,
+    );
+    write_raw(
+        dir,
+        &mut arrays,
+        synth::STATE,
+        "float32",
+        &[total, 6],
+        &f32_bytes(&state),
+    );
+    write_raw(
+        dir,
+        &mut arrays,
+        synth::TACTILE,
+        "float32",
+        &[total, cfg.taxels],
+        &f32_bytes(&tactile),
+    );
+    write_raw(
+        dir,
+        &mut arrays,
+        synth::ACTION,
+        "float32",
+        &[total, 6],
+        &f32_bytes(&action),
+    );
     let cam = json!({"dtype": if video { "video" } else { "image" }, "shape": [n, n, 3], "names": ["height", "width", "channels"]});
     let taxels: Vec<String> = (0..cfg.taxels).map(|i| format!("taxel_{i}")).collect();
     let man = json!({
@@ -129,7 +187,11 @@ fn dump_synth_expected(dir: &Path, episodes: usize, frames: usize, seed: u64, vi
         },
         "arrays": arrays,
     });
-    std::fs::write(dir.join("manifest.json"), serde_json::to_string_pretty(&man).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&man).unwrap(),
+    )
+    .unwrap();
     states
 }
 
@@ -156,15 +218,27 @@ fn lerobot_reads_ours(video: Option<&str>) {
     let states = dump_synth_expected(&exp, EPISODES, FRAMES, SEED, video.is_some());
     // The regeneration is what the writer wrote (else a failure below would be
     // the test's, not LeRobot's): our own reader agrees on every state vector.
-    let ours = LeRobotDataset::open(&root, &OpenOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let ours =
+        LeRobotDataset::open(&root, &OpenOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ours.num_frames(), states.len());
     for (i, st) in states.iter().enumerate() {
-        assert_eq!(ours.vector(synth::STATE, i), &st[..], "regenerated state of frame {i} differs from the dataset");
+        assert_eq!(
+            ours.vector(synth::STATE, i),
+            &st[..],
+            "regenerated state of frame {i} differs from the dataset"
+        );
     }
     let out = lerobot_py(
         dir.path(),
         "read_ours.py",
-        &["--root", s(&root), "--expected", s(&exp), "--max-mae", &VIDEO_MAX_MAE.to_string()],
+        &[
+            "--root",
+            s(&root),
+            "--expected",
+            s(&exp),
+            "--max-mae",
+            &VIDEO_MAX_MAE.to_string(),
+        ],
     );
     let m = last_json(&out);
     assert_eq!(m["frames"], (EPISODES * FRAMES) as u64);
@@ -187,7 +261,10 @@ fn lerobot_reads_ours(video: Option<&str>) {
             assert!(mae <= VIDEO_MAX_MAE, "{k}: {mae}");
         }
     }
-    assert!(m["self_test"].as_u64().unwrap() >= 9, "the comparison's self-test did not run");
+    assert!(
+        m["self_test"].as_u64().unwrap() >= 9,
+        "the comparison's self-test did not run"
+    );
 }
 
 #[test]
@@ -206,10 +283,16 @@ struct Raw {
 }
 
 fn read_expected(dir: &Path) -> (Value, std::collections::HashMap<String, Raw>) {
-    let man: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let man: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     let mut arrays = std::collections::HashMap::new();
     for (k, a) in man["arrays"].as_object().unwrap() {
-        let shape = a["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+        let shape = a["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect();
         let bytes = std::fs::read(dir.join(a["file"].as_str().unwrap())).unwrap();
         arrays.insert(k.clone(), Raw { shape, bytes });
     }
@@ -226,22 +309,41 @@ fn we_train_on_a_dataset_lerobot_recorded() {
     lerobot_py(
         dir.path(),
         "write_so101.py",
-        &["--root", s(&root), "--expected", s(&exp), "--episodes", &episodes.to_string(), "--frames", &frames.to_string()],
+        &[
+            "--root",
+            s(&root),
+            "--expected",
+            s(&exp),
+            "--episodes",
+            &episodes.to_string(),
+            "--frames",
+            &frames.to_string(),
+        ],
     );
 
     // Our reader sees what LeRobot was given.
     let (man, arrays) = read_expected(&exp);
     let ds = LeRobotDataset::open(&root, &OpenOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let n = episodes * frames;
-    assert_eq!((ds.num_episodes(), ds.num_frames(), ds.fps()), (episodes, n, 30));
+    assert_eq!(
+        (ds.num_episodes(), ds.num_frames(), ds.fps()),
+        (episodes, n, 30)
+    );
     for e in 0..episodes {
         assert_eq!(ds.episode_range(e), e * frames..(e + 1) * frames);
-        assert_eq!(ds.task_of(e * frames), man["episodes"][e]["task"].as_str().unwrap());
+        assert_eq!(
+            ds.task_of(e * frames),
+            man["episodes"][e]["task"].as_str().unwrap()
+        );
     }
     for k in ["observation.state", "observation.tactile", "action"] {
         let a = &arrays[k];
         assert_eq!(a.shape[0], n);
-        let want: Vec<f32> = a.bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let want: Vec<f32> = a
+            .bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         let dim = a.shape[1];
         for i in 0..n {
             let got = ds.vector(k, i);
@@ -258,7 +360,10 @@ fn we_train_on_a_dataset_lerobot_recorded() {
     // given (its loss, not ours: reported, bounded on average).
     for k in ["observation.images.head", "observation.images.wrist"] {
         let px = arrays[k].shape[1..].iter().product::<usize>();
-        for (reference, what) in [(format!("lerobot_decoded/{k}"), "LeRobot's decode"), (k.to_string(), "the frames LeRobot was given")] {
+        for (reference, what) in [
+            (format!("lerobot_decoded/{k}"), "LeRobot's decode"),
+            (k.to_string(), "the frames LeRobot was given"),
+        ] {
             let a = &arrays[&reference];
             assert_eq!(a.shape[0], n);
             let (mut max_mae, mut sum_mae, mut max_abs) = (0f64, 0f64, 0u8);
@@ -267,7 +372,13 @@ fn we_train_on_a_dataset_lerobot_recorded() {
                 assert_eq!(got.len(), px, "{k} frame {i} size");
                 let w = &a.bytes[i * px..(i + 1) * px];
                 let tot: u64 = got.iter().zip(w).map(|(x, y)| x.abs_diff(*y) as u64).sum();
-                max_abs = max_abs.max(got.iter().zip(w).map(|(x, y)| x.abs_diff(*y)).max().unwrap());
+                max_abs = max_abs.max(
+                    got.iter()
+                        .zip(w)
+                        .map(|(x, y)| x.abs_diff(*y))
+                        .max()
+                        .unwrap(),
+                );
                 let mae = tot as f64 / px as f64;
                 max_mae = max_mae.max(mae);
                 sum_mae += mae;
@@ -279,7 +390,10 @@ fn we_train_on_a_dataset_lerobot_recorded() {
             if reference == k {
                 assert!(mean_mae <= VIDEO_MAX_MAE, "{k}: frames decode {mean_mae:.3} grey levels (mean) from what LeRobot was given");
             } else {
-                assert!(max_mae <= SAME_DECODE_MAX_MAE, "{k}: our decode differs from LeRobot's by {max_mae:.3} grey levels (a frame)");
+                assert!(
+                    max_mae <= SAME_DECODE_MAX_MAE,
+                    "{k}: our decode differs from LeRobot's by {max_mae:.3} grey levels (a frame)"
+                );
             }
         }
     }
@@ -288,25 +402,55 @@ fn we_train_on_a_dataset_lerobot_recorded() {
     let cfg = config_with(
         dir.path(),
         "so101.toml",
-        &[("batch_size", "8"), ("log_every", "5"), ("val_every", "20"), ("sample_every", "20"), ("attn_every", "20"), ("checkpoint_every", "20")],
+        &[
+            ("batch_size", "8"),
+            ("log_every", "5"),
+            ("val_every", "20"),
+            ("sample_every", "20"),
+            ("attn_every", "20"),
+            ("checkpoint_every", "20"),
+        ],
     );
     let run = dir.path().join("run");
     let t0 = Instant::now();
-    let out = ok(&["train", "--config", s(&cfg), "--dataset", s(&root), "--out", s(&run), "--steps", "20", "--quiet"]);
-    eprintln!("{out}\ntrain: 20 steps in {:.1}s", t0.elapsed().as_secs_f64());
+    let out = ok(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--dataset",
+        s(&root),
+        "--out",
+        s(&run),
+        "--steps",
+        "20",
+        "--quiet",
+    ]);
+    eprintln!(
+        "{out}\ntrain: 20 steps in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
     let m = read_metrics(&run);
     let mut losses = 0;
     for r in &m {
         for k in ["train_loss", "loss_flow", "loss_ct", "val_loss"] {
             if let Some(v) = r.get(k) {
-                let x = v.as_f64().unwrap_or_else(|| panic!("step {}: {k} = {v} is not a finite number", r["step"]));
+                let x = v.as_f64().unwrap_or_else(|| {
+                    panic!("step {}: {k} = {v} is not a finite number", r["step"])
+                });
                 assert!(x.is_finite(), "step {}: {k} = {x}", r["step"]);
                 losses += 1;
             }
         }
     }
-    assert!(m.iter().any(|r| r["step"] == 20 && r.get("train_loss").is_some()), "no train_loss logged at step 20");
-    assert!(m.iter().any(|r| r.get("val_loss").is_some()), "no val_loss logged");
+    assert!(
+        m.iter()
+            .any(|r| r["step"] == 20 && r.get("train_loss").is_some()),
+        "no train_loss logged at step 20"
+    );
+    assert!(
+        m.iter().any(|r| r.get("val_loss").is_some()),
+        "no val_loss logged"
+    );
     eprintln!("train: {losses} loss values in metrics.jsonl, all finite");
     let pkg = dir.path().join("pkg");
     let t0 = Instant::now();

@@ -118,7 +118,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.transport.kind = a.transport;
     cfg.transport.connect = vec![endpoint.clone()];
     cfg.transport.listen = vec![];
-    cfg.check().map_err(|e| anyhow::anyhow!("node config: {e}"))?;
+    cfg.check()
+        .map_err(|e| anyhow::anyhow!("node config: {e}"))?;
 
     let (engine, _) = super::run::load_node_engine(&cfg)?;
     let steps = engine.steps();
@@ -128,13 +129,29 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let sim_json = tmp.join("sim.json");
     let sim_log = tmp.join("sim.log");
-    let log = std::fs::File::create(&sim_log).with_context(|| format!("creating {}", sim_log.display()))?;
+    let log = std::fs::File::create(&sim_log)
+        .with_context(|| format!("creating {}", sim_log.display()))?;
     let exe = std::env::current_exe().context("locating the maniflow binary")?;
     let mut sim = Command::new(exe)
         .arg("sim")
-        .args(["--transport", &a.transport.to_string(), "--listen", &endpoint])
-        .args(["--seed", &a.seed.to_string(), "--episodes", &a.episodes.to_string()])
-        .args(["--episode-s", &a.episode_s.to_string(), "--wait-for-command", "--quiet"])
+        .args([
+            "--transport",
+            &a.transport.to_string(),
+            "--listen",
+            &endpoint,
+        ])
+        .args([
+            "--seed",
+            &a.seed.to_string(),
+            "--episodes",
+            &a.episodes.to_string(),
+        ])
+        .args([
+            "--episode-s",
+            &a.episode_s.to_string(),
+            "--wait-for-command",
+            "--quiet",
+        ])
         .arg("--stats-json")
         .arg(&sim_json)
         .stdin(Stdio::null())
@@ -212,8 +229,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             sim_log.display()
         )
     })?;
-    let sim_stats: SimStats = serde_json::from_str(&text)
-        .with_context(|| format!("reading {}", sim_json.display()))?;
+    let sim_stats: SimStats =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", sim_json.display()))?;
     if !sim_done.load(Ordering::SeqCst) || (sim_stats.episodes.len() as u64) < a.episodes {
         bail!(
             "evaluation stopped after {} of {} episodes (see {})",
@@ -280,7 +297,8 @@ fn print_report(r: &EvalReport) {
         println!(
             "  scripted expert on the same episodes: success {:.2}, mean time to success {}",
             e,
-            r.expert_mean_time_to_success_s.map_or("-".into(), |t| format!("{t:.2} s"))
+            r.expert_mean_time_to_success_s
+                .map_or("-".into(), |t| format!("{t:.2} s"))
         );
     }
     println!(

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use crossbeam::channel::unbounded;
-use maniflow_bridge::msg::{CompressedImage, Float32MultiArray, Float64MultiArray, Image, JointState};
+use maniflow_bridge::msg::{
+    CompressedImage, Float32MultiArray, Float64MultiArray, Image, JointState,
+};
 use maniflow_bridge::sim::SimConfig;
 use maniflow_bridge::transport::{AnyTransport, Qos, Transport, TransportKind};
 use maniflow_runtime::dataset::synth::{ACTION, STATE, TACTILE};
@@ -29,8 +31,8 @@ use maniflow_runtime::dataset::{DatasetWriter, Frame, VideoCodec, WriterOptions}
 use maniflow_runtime::node::config::{NodeConfig, StreamType};
 use maniflow_runtime::node::streams::{compressed_input, image_input, joints_from_msg, ImageSlot};
 use maniflow_runtime::record::{
-    camera_key, record_sim_expert_in_process, set_episode_quality, so101_features,
-    EpisodeRecord, EpisodeTiming, InProcessOptions, RecordSummary, TimingAcc, ROBOT_TYPE, SIM_TASK,
+    camera_key, record_sim_expert_in_process, set_episode_quality, so101_features, EpisodeRecord,
+    EpisodeTiming, InProcessOptions, RecordSummary, TimingAcc, ROBOT_TYPE, SIM_TASK,
 };
 
 use super::run::write_json_atomic;
@@ -113,7 +115,11 @@ fn print_episode(r: &EpisodeRecord, target: usize, saved: usize, quiet: bool) {
     let t = &r.timing;
     eprintln!(
         "record: {} {:>3}/{target}: {} frames, {:.2} Hz (nominal {}), dropped {}{}{}{}",
-        if r.dataset_index.is_some() { "saved episode" } else { "discarded     " },
+        if r.dataset_index.is_some() {
+            "saved episode"
+        } else {
+            "discarded     "
+        },
         saved,
         t.frames,
         t.achieved_fps,
@@ -125,7 +131,11 @@ fn print_episode(r: &EpisodeRecord, target: usize, saved: usize, quiet: bool) {
             Some(false) => ", failed",
             None => "",
         },
-        if r.dataset_index.is_some() { format!(", saved in {:.2} s", r.save_s) } else { String::new() },
+        if r.dataset_index.is_some() {
+            format!(", saved in {:.2} s", r.save_s)
+        } else {
+            String::new()
+        },
     );
 }
 
@@ -209,8 +219,20 @@ impl SimChild {
         let endpoint = format!("tcp/127.0.0.1:{port}");
         let exe = std::env::current_exe().context("locating the maniflow binary")?;
         let child = Command::new(exe)
-            .args(["sim", "--expert", "--wait-for-start", "--quiet", "--listen", &endpoint])
-            .args(["--seed", &seed.to_string(), "--episode-s", &timeout_s.to_string()])
+            .args([
+                "sim",
+                "--expert",
+                "--wait-for-start",
+                "--quiet",
+                "--listen",
+                &endpoint,
+            ])
+            .args([
+                "--seed",
+                &seed.to_string(),
+                "--episode-s",
+                &timeout_s.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -309,14 +331,18 @@ fn record_topics(
             StreamType::JointState => {
                 joints = Some((
                     s.topic.clone(),
-                    s.units.unwrap_or(maniflow_runtime::node::config::JointUnits::Lerobot),
+                    s.units
+                        .unwrap_or(maniflow_runtime::node::config::JointUnits::Lerobot),
                 ))
             }
             StreamType::Taxels => tactile_topic = Some(s.topic.clone()),
         }
     }
     let Some((joint_topic, units)) = joints else {
-        bail!("config {}: no joint_state stream (observation.state needs one)", a.config.display());
+        bail!(
+            "config {}: no joint_state stream (observation.state needs one)",
+            a.config.display()
+        );
     };
     if cam_names.is_empty() {
         bail!("config {}: no camera stream", a.config.display());
@@ -348,7 +374,8 @@ fn record_topics(
     for (i, (name, topic, kind)) in cam_names.iter().enumerate() {
         let (l, c) = (latest.clone(), counters.clone());
         let name = name.clone();
-        let store = move |r: Result<(ImageSlot, i64), String>, recv: Instant, c: &Counters| match r {
+        let store = move |r: Result<(ImageSlot, i64), String>, recv: Instant, c: &Counters| match r
+        {
             Ok((slot, stamp)) => {
                 if let Ok(mut g) = l.lock() {
                     g.cams[i] = CamLatest {
@@ -388,7 +415,9 @@ fn record_topics(
             Box::new(move |r| match r {
                 Err(e) => c.bad("tactile", true, e.to_string()),
                 Ok(x) => {
-                    if let Some((i, v)) = x.msg.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                    if let Some((i, v)) =
+                        x.msg.data.iter().enumerate().find(|(_, v)| !v.is_finite())
+                    {
                         c.bad("tactile", false, format!("taxel {i} is {v}"));
                     } else if let Ok(mut g) = l.lock() {
                         g.taxels = Some((x.msg.data, x.recv));
@@ -423,7 +452,10 @@ fn record_topics(
                 Ok(x) => c.bad(
                     "action",
                     false,
-                    format!("{} values (6 finite joint targets expected)", x.msg.data.len()),
+                    format!(
+                        "{} values (6 finite joint targets expected)",
+                        x.msg.data.len()
+                    ),
                 ),
             }),
         )?);
@@ -456,7 +488,9 @@ fn record_topics(
             if s.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
-            eprintln!("record: stopping: the episode in progress is discarded, saved ones are kept");
+            eprintln!(
+                "record: stopping: the episode in progress is discarded, saved ones are kept"
+            );
         })
         .context("installing the SIGINT/SIGTERM handler")?;
     }
@@ -490,10 +524,10 @@ fn record_topics(
 
     // Ends the episode in `state`: hands it to the writer to save, or discards it.
     let end_episode = |w: Option<&WriterThread>,
-                           st: EpisodeState,
-                           success: Option<bool>,
-                           keep: bool,
-                           queued: &mut usize|
+                       st: EpisodeState,
+                       success: Option<bool>,
+                       keep: bool,
+                       queued: &mut usize|
      -> anyhow::Result<()> {
         let (EpisodeState::Recording { source, timing, .. }, Some(w)) = (st, w) else {
             return Ok(());
@@ -501,7 +535,12 @@ fn record_topics(
         let tm = timing.finish();
         let save = keep && timing.frames() > 0;
         *queued += usize::from(save);
-        w.send(WriterCmd::End { save, timing: tm, success, source })
+        w.send(WriterCmd::End {
+            save,
+            timing: tm,
+            success,
+            source,
+        })
     };
 
     loop {
@@ -541,7 +580,13 @@ fn record_topics(
             } else if ev == EVENT_END_SUCCESS || ev == EVENT_END_TIMEOUT {
                 let success = ev == EVENT_END_SUCCESS;
                 let st = std::mem::replace(&mut state, EpisodeState::Idle);
-                end_episode(writer.as_ref(), st, Some(success), success || a.keep_failed, &mut queued_saves)?;
+                end_episode(
+                    writer.as_ref(),
+                    st,
+                    Some(success),
+                    success || a.keep_failed,
+                    &mut queued_saves,
+                )?;
             }
         }
         // Fixed-length episodes.
@@ -571,22 +616,32 @@ fn record_topics(
         }
         // A new frame of the first camera?
         let frame = {
-            let g = latest.lock().map_err(|_| anyhow::anyhow!("recorder state poisoned"))?;
+            let g = latest
+                .lock()
+                .map_err(|_| anyhow::anyhow!("recorder state poisoned"))?;
             let c0 = &g.cams[0];
             let new = c0.slot.is_some() && c0.stamp_ns != last_trigger_stamp;
-            let settled = c0.recv.is_some_and(|r| r.elapsed() >= Duration::from_millis(15))
+            let settled = c0
+                .recv
+                .is_some_and(|r| r.elapsed() >= Duration::from_millis(15))
                 || g.cams.iter().all(|c| c.stamp_ns == c0.stamp_ns);
             if new && settled {
                 last_trigger_stamp = c0.stamp_ns;
                 let now = Instant::now();
-                let fresh = |r: Instant, ms: u64| now.duration_since(r) <= Duration::from_millis(ms);
+                let fresh =
+                    |r: Instant, ms: u64| now.duration_since(r) <= Duration::from_millis(ms);
                 let ok = g.joints.is_some_and(|(_, r)| fresh(r, 200))
                     && g.action.is_some_and(|(_, r)| fresh(r, 500))
-                    && g.cams.iter().all(|c| c.slot.is_some() && c.recv.is_some_and(|r| fresh(r, 500)))
-                    && (tactile_topic.is_none() || g.taxels.as_ref().is_some_and(|(_, r)| fresh(*r, 500)));
+                    && g.cams
+                        .iter()
+                        .all(|c| c.slot.is_some() && c.recv.is_some_and(|r| fresh(r, 500)))
+                    && (tactile_topic.is_none()
+                        || g.taxels.as_ref().is_some_and(|(_, r)| fresh(*r, 500)));
                 if ok {
                     if writer.is_none() {
-                        let Some(cams) = features_cams(&g) else { continue };
+                        let Some(cams) = features_cams(&g) else {
+                            continue;
+                        };
                         let taxels = g.taxels.as_ref().map_or(0, |(v, _)| v.len());
                         let features = so101_features(&cams, taxels);
                         let w = DatasetWriter::create_with(
@@ -631,7 +686,11 @@ fn record_topics(
             }
         };
         if writer.is_none() && Instant::now() > data_deadline {
-            let last = counters.last_error.lock().map(|s| s.clone()).unwrap_or_default();
+            let last = counters
+                .last_error
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default();
             bail!(
                 "no complete frame (cameras, joints{}, action on `{action_topic}`) within 30 s on the {} transport{}",
                 if tactile_topic.is_some() { ", tactile" } else { "" },
@@ -651,7 +710,10 @@ fn record_topics(
     // Stop: the episode in progress is discarded; queued saves complete.
     if let (Some(w), EpisodeState::Recording { timing, .. }) = (writer.as_ref(), &state) {
         if timing.frames() > 0 && !a.quiet && queued_saves < a.episodes {
-            eprintln!("record: discarding the episode in progress ({} frames)", timing.frames());
+            eprintln!(
+                "record: discarding the episode in progress ({} frames)",
+                timing.frames()
+            );
         }
         w.send(WriterCmd::Discard)?;
     }
@@ -662,7 +724,10 @@ fn record_topics(
         }
         res?;
     }
-    let (m, i) = (counters.malformed.load(Ordering::Relaxed), counters.invalid.load(Ordering::Relaxed));
+    let (m, i) = (
+        counters.malformed.load(Ordering::Relaxed),
+        counters.invalid.load(Ordering::Relaxed),
+    );
     if m + i + incomplete > 0 && !a.quiet {
         eprintln!(
             "record: rejected inputs: {m} malformed, {i} invalid; {incomplete} frames skipped for missing or stale inputs{}",
@@ -741,7 +806,12 @@ impl WriterThread {
                             }
                         }
                         WriterCmd::Discard => w.clear_episode(),
-                        WriterCmd::End { save, timing, success, source } => {
+                        WriterCmd::End {
+                            save,
+                            timing,
+                            success,
+                            source,
+                        } => {
                             let rec = if save && w.pending_frames() > 0 {
                                 let r = set_episode_quality(&mut w, &timing, success)
                                     .and_then(|_| w.save_episode());
@@ -775,7 +845,8 @@ impl WriterThread {
                 }
                 w.clear_episode();
                 if w.num_episodes() > 0 {
-                    w.finalize().map_err(|e| format!("finalising the dataset: {e}"))?;
+                    w.finalize()
+                        .map_err(|e| format!("finalising the dataset: {e}"))?;
                 }
                 Ok(())
             })

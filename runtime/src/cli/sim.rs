@@ -177,30 +177,35 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let received = Arc::new(AtomicU64::new(0));
     let malformed = Arc::new(AtomicU64::new(0));
     // In expert mode our own commands go out on joint_command: do not listen.
-    let _cmd_sub = if a.expert { None } else { Some({
-        let c = latest_cmd.clone();
-        let (r, m) = (received.clone(), malformed.clone());
-        t.subscribe::<Float64MultiArray>(
-            "joint_command",
-            Qos::Command,
-            Box::new(move |res| match res {
-                Ok(x)
-                    if x.msg.data.len() == N_JOINTS && x.msg.data.iter().all(|v| v.is_finite()) =>
-                {
-                    let mut q = [0.0f32; N_JOINTS];
-                    for (d, s) in q.iter_mut().zip(&x.msg.data) {
-                        *d = *s as f32;
+    let _cmd_sub = if a.expert {
+        None
+    } else {
+        Some({
+            let c = latest_cmd.clone();
+            let (r, m) = (received.clone(), malformed.clone());
+            t.subscribe::<Float64MultiArray>(
+                "joint_command",
+                Qos::Command,
+                Box::new(move |res| match res {
+                    Ok(x)
+                        if x.msg.data.len() == N_JOINTS
+                            && x.msg.data.iter().all(|v| v.is_finite()) =>
+                    {
+                        let mut q = [0.0f32; N_JOINTS];
+                        for (d, s) in q.iter_mut().zip(&x.msg.data) {
+                            *d = *s as f32;
+                        }
+                        let seq = c.load().1 + 1;
+                        c.store((q, seq));
+                        r.fetch_add(1, Ordering::Relaxed);
                     }
-                    let seq = c.load().1 + 1;
-                    c.store((q, seq));
-                    r.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {
-                    m.fetch_add(1, Ordering::Relaxed);
-                }
-            }),
-        )?
-    }) };
+                    _ => {
+                        m.fetch_add(1, Ordering::Relaxed);
+                    }
+                }),
+            )?
+        })
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -263,7 +268,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let frame_every = ((a.joint_rate / a.fps).round() as u64).max(1);
     let mut wait_announced = false;
     let publish_event = |ep: u64, ev: f64, t: f64| {
-        let _ = ep_pub.publish(&Float64MultiArray::vector("episode", vec![ep as f64, ev, t]));
+        let _ = ep_pub.publish(&Float64MultiArray::vector(
+            "episode",
+            vec![ep as f64, ev, t],
+        ));
     };
     if !waiting {
         publish_event(episode, EVENT_START, 0.0);
@@ -291,7 +299,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 wait_announced = true;
                 eprintln!(
                     "maniflow sim: holding episode 0 until {}",
-                    if a.wait_for_command { "the first command" } else { "a start request" }
+                    if a.wait_for_command {
+                        "the first command"
+                    } else {
+                        "a start request"
+                    }
                 );
             }
         }
@@ -385,7 +397,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
             publish_event(
                 episode,
-                if success_at.is_some() { EVENT_END_SUCCESS } else { EVENT_END_TIMEOUT },
+                if success_at.is_some() {
+                    EVENT_END_SUCCESS
+                } else {
+                    EVENT_END_TIMEOUT
+                },
                 t_ep,
             );
             episode += 1;

@@ -656,7 +656,9 @@ pub(crate) fn write_episodes(
             push(
                 name.clone(),
                 Arc::new(Float64Array::from_iter_values(
-                    episodes.iter().map(|e| e.extra.get(name).copied().unwrap_or(f64::NAN)),
+                    episodes
+                        .iter()
+                        .map(|e| e.extra.get(name).copied().unwrap_or(f64::NAN)),
                 )),
             );
         }

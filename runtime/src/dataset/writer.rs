@@ -374,7 +374,13 @@ impl DatasetWriter {
     /// episode, e.g. `recording/achieved_fps`. Every episode of a dataset must
     /// carry the same set of extra names (checked at `save_episode`).
     pub fn set_episode_extra(&mut self, name: &str, value: f64) -> Result<()> {
-        if name.is_empty() || !name.contains('/') || name.starts_with("stats/") || name.starts_with("videos/") || name.starts_with("meta/") || name.starts_with("data/") {
+        if name.is_empty()
+            || !name.contains('/')
+            || name.starts_with("stats/")
+            || name.starts_with("videos/")
+            || name.starts_with("meta/")
+            || name.starts_with("data/")
+        {
             return Err(DatasetError::Usage(format!(
                 "episode extra {name:?}: use a `<group>/<name>` column name outside LeRobot's data/, videos/, stats/ and meta/ groups"
             )));

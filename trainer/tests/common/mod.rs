@@ -6,11 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn python() -> PathBuf {
-    let p = std::env::var_os("MANIFLOW_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));
+    let p = std::env::var_os("MANIFLOW_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
     assert!(p.exists(), "{} missing: run `make bootstrap`", p.display());
     p
 }
@@ -29,12 +34,20 @@ pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 pub fn text(out: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 pub fn ok(args: &[&str]) -> String {
     let out = run_env(args, &[]);
-    assert!(out.status.success(), "maniflow-train {args:?} failed:\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "maniflow-train {args:?} failed:\n{}",
+        text(&out)
+    );
     text(&out)
 }
 
