@@ -167,16 +167,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.transport
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let s = stop.clone();
-        ctrlc::set_handler(move || {
-            if s.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        })
-        .context("installing the SIGINT handler")?;
-    }
+    let stop = super::stop_on_signal(None)?;
     let sim_done = Arc::new(AtomicBool::new(false));
     let limit = Duration::from_secs_f64(a.episodes as f64 * (a.episode_s + 1.5) + 60.0);
     let opts = RunOptions {

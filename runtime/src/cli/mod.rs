@@ -15,6 +15,26 @@ use std::path::Path;
 use anyhow::Context;
 use maniflow_runtime::engine::{Engine, EngineOptions, ExecutionProvider};
 
+/// A flag set by the first SIGINT/SIGTERM (printing `note`, if any); a second
+/// signal exits at once with status 130.
+pub fn stop_on_signal(
+    note: Option<&'static str>,
+) -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    ctrlc::set_handler(move || {
+        if s.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        if let Some(n) = note {
+            eprintln!("{n}");
+        }
+    })
+    .context("installing the SIGINT/SIGTERM handler")?;
+    Ok(stop)
+}
+
 /// Options shared by the commands that run a policy.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunOpts {

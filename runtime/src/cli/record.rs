@@ -15,7 +15,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -481,19 +481,9 @@ fn record_topics(
         None
     };
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let s = stop.clone();
-        ctrlc::set_handler(move || {
-            if s.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!(
-                "record: stopping: the episode in progress is discarded, saved ones are kept"
-            );
-        })
-        .context("installing the SIGINT/SIGTERM handler")?;
-    }
+    let stop = super::stop_on_signal(Some(
+        "record: stopping: the episode in progress is discarded, saved ones are kept",
+    ))?;
 
     let features_cams = |g: &Latest| -> Option<Vec<(String, usize, usize)>> {
         cam_names

@@ -4,8 +4,6 @@
 //! __ns:=/NS` that launch_ros appends are understood (see `main.rs`).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -169,20 +167,9 @@ pub fn run(a: Args, ros: RosArgs) -> anyhow::Result<()> {
         cfg.control.executor
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let s = stop.clone();
-        ctrlc::set_handler(move || {
-            if s.swap(true, Ordering::SeqCst) {
-                // second signal: leave now
-                std::process::exit(130);
-            }
-            eprintln!(
-                "maniflow run: stopping (ramping to hold); press Ctrl-C again to quit at once"
-            );
-        })
-        .context("installing the SIGINT/SIGTERM handler")?;
-    }
+    let stop = super::stop_on_signal(Some(
+        "maniflow run: stopping (ramping to hold); press Ctrl-C again to quit at once",
+    ))?;
     let opts = RunOptions {
         duration: a.duration,
         stop,

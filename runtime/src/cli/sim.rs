@@ -207,16 +207,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         })
     };
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let s = stop.clone();
-        ctrlc::set_handler(move || {
-            if s.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        })
-        .context("installing the SIGINT handler")?;
-    }
+    let stop = super::stop_on_signal(None)?;
 
     let cfg = SimConfig {
         seed: a.seed,
