@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use maniflow_runtime::dataset::{LeRobotDataset, OpenOptions};
 use std::path::Path;
 
-fn feature_names(ds: &LeRobotDataset, key: &str, dim: usize) -> Vec<String> {
+pub(crate) fn feature_names(ds: &LeRobotDataset, key: &str, dim: usize) -> Vec<String> {
     let names: Vec<String> = ds
         .info
         .features

@@ -53,7 +53,7 @@ pub struct Batch {
     pub action_frames: Tensor,
 }
 
-fn stat<'a>(ds: &'a LeRobotDataset, key: &str, name: &str) -> Result<&'a [f64]> {
+pub(crate) fn stat<'a>(ds: &'a LeRobotDataset, key: &str, name: &str) -> Result<&'a [f64]> {
     let fs = ds
         .stats
         .as_ref()
@@ -73,12 +73,12 @@ fn stat<'a>(ds: &'a LeRobotDataset, key: &str, name: &str) -> Result<&'a [f64]> 
     Ok(v)
 }
 
-fn f32s(v: &[f64]) -> Vec<f32> {
+pub(crate) fn f32s(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
 /// Gather a float feature of every frame into a normalised (N, D) tensor.
-fn feature(ds: &LeRobotDataset, key: &str, norm: &Normalizer, dim: usize) -> Result<(Tensor, Tensor)> {
+pub(crate) fn feature(ds: &LeRobotDataset, key: &str, norm: &Normalizer, dim: usize) -> Result<(Tensor, Tensor)> {
     let n = ds.num_frames();
     let mut raw = Vec::with_capacity(n * dim);
     let mut out = vec![0f32; n * dim];

@@ -3,6 +3,8 @@
 //! checkpoints, and export to policy packages through our own ONNX writer.
 //! See `trainer/README.md` and `trainer/docs/MODEL.md`.
 
+pub mod act;
+pub mod attn_reg;
 pub mod augment;
 pub mod bench;
 pub mod checkpoint;

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use maniflow_trainer::{bench, cli_train, export, health, presets};
+use maniflow_trainer::{act, bench, cli_train, export, health, presets};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -15,9 +15,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train ManiFlow (consistency flow training) on a LeRobot v3.0 dataset.
+    /// Train ManiFlow (consistency flow training), or ACT when the config has
+    /// `policy = "act"`, on a LeRobot v3.0 dataset.
     Train {
-        /// Config file, or a preset name (so101-cpu, upstream-image).
+        /// Config file, or a preset name (so101-cpu, upstream-image, act-so101, act-so101-sim).
         #[arg(long)]
         config: String,
         /// LeRobot v3.0 dataset directory.
@@ -34,6 +35,7 @@ enum Command {
         resume: bool,
         /// Initialise the DiTX (and encoder, where names match) from a safetensors
         /// file: an upstream DiTX state dict (keys without `model.`) or one of ours.
+        /// ACT: a LeRobot `model.safetensors` (or a directory holding one), loaded strictly.
         #[arg(long)]
         init: Option<PathBuf>,
         /// No progress bar; one line every log step.
@@ -93,8 +95,25 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let r = match cli.command {
-        Command::Train { config, dataset, out, steps, resume, init, quiet } => {
-            cli_train::train(&config, &dataset, &out, steps, resume, init.as_deref(), quiet)
+        Command::Train { config, dataset, out, steps, resume, init, quiet } => match act::act_config_text(&config) {
+            Ok(Some(text)) => train_act(text, &dataset, &out, steps, resume, init.as_deref(), quiet),
+            Ok(None) => cli_train::train(&config, &dataset, &out, steps, resume, init.as_deref(), quiet),
+            Err(e) => Err(e),
+        },
+        Command::Export { run_dir, out, ema, checkpoint, name } if act::train::run_dir_is_act(&run_dir) => {
+            if ema {
+                Err(anyhow::anyhow!("--ema: ACT runs keep no EMA weights (LeRobot trains ACT without EMA)"))
+            } else {
+                act::export::export(&run_dir, &out, checkpoint.as_deref(), name.as_deref()).map(|r| {
+                    println!("exported {} from {}", r.out.display(), r.checkpoint.display());
+                    println!(
+                        "parity (ONNX Runtime vs tch, random inputs): act {:.3e}, runtime pipeline {:.3e} (limit {:.0e})",
+                        r.graph_err,
+                        r.pipeline_err,
+                        export::PARITY_TOL
+                    );
+                })
+            }
         }
         Command::Export { run_dir, out, ema, checkpoint, name } => {
             export::export(&run_dir, &out, ema, checkpoint.as_deref(), name.as_deref()).map(|r| {
@@ -118,6 +137,32 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn train_act(
+    text: (String, String),
+    dataset: &std::path::Path,
+    out: &std::path::Path,
+    steps: Option<u64>,
+    resume: bool,
+    init: Option<&std::path::Path>,
+    quiet: bool,
+) -> Result<()> {
+    if resume {
+        bail!("--resume is not supported for ACT runs yet; start a new run with --init <checkpoint dir>");
+    }
+    let s = act::train::train((&text.0, text.1), dataset, out, steps, init, quiet)?;
+    println!(
+        "trained {} steps in {:.1}s ({:.2} steps/s); l1_loss {:.4}; state_attention_ratio {:.3} -> {:.3}; run {}",
+        s.steps,
+        s.seconds,
+        s.steps as f64 / s.seconds.max(1e-9),
+        s.last_l1,
+        s.first_state_ratio,
+        s.last_state_ratio,
+        out.display()
+    );
+    Ok(())
 }
 
 fn health_cmd(run: &std::path::Path) -> Result<()> {

@@ -7,6 +7,8 @@ use std::path::Path;
 pub const PRESETS: &[(&str, &str)] = &[
     ("so101-cpu", include_str!("../configs/so101-cpu.toml")),
     ("upstream-image", include_str!("../configs/upstream-image.toml")),
+    ("act-so101", include_str!("../configs/act-so101.toml")),
+    ("act-so101-sim", include_str!("../configs/act-so101-sim.toml")),
 ];
 
 pub fn get(name: &str) -> Result<&'static str> {

@@ -39,6 +39,8 @@ pub struct AdamW {
     decay: Vec<bool>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
+    /// Per-parameter learning-rate multiplier (parameter groups).
+    lr_mult: Vec<f64>,
     pub step: u64,
 }
 
@@ -60,7 +62,18 @@ impl AdamW {
         let decay = names.iter().map(|n| !(no_decay_norm_bias && no_decay_name(n))).collect();
         let m = vars.iter().map(|(_, p)| p.zeros_like()).collect();
         let v = vars.iter().map(|(_, p)| p.zeros_like()).collect();
-        AdamW { names, params: vars.into_iter().map(|(_, p)| p).collect(), decay, m, v, step: 0 }
+        let lr_mult = vec![1.0; names.len()];
+        AdamW { names, params: vars.into_iter().map(|(_, p)| p).collect(), decay, m, v, lr_mult, step: 0 }
+    }
+
+    /// Scale the learning rate of every parameter whose name satisfies `pick`
+    /// (a second parameter group, e.g. LeRobot's backbone lr).
+    pub fn set_lr_multiplier(&mut self, pick: impl Fn(&str) -> bool, mult: f64) {
+        for (n, m) in self.names.iter().zip(self.lr_mult.iter_mut()) {
+            if pick(n) {
+                *m = mult;
+            }
+        }
     }
 
     pub fn zero_grad(&mut self) {
@@ -98,6 +111,7 @@ impl AdamW {
                     continue;
                 }
                 let g = if clip_scale != 1.0 { g * clip_scale } else { g };
+                let lr = lr * self.lr_mult[i];
                 let p = &mut self.params[i];
                 if self.decay[i] && wd > 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * wd);
