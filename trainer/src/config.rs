@@ -16,6 +16,14 @@ pub struct Config {
     pub encoder: EncoderConfig,
     pub train: TrainConfig,
     pub data: DataConfig,
+    /// Seed 002's attention regulariser on the DiTX cross-attention (state =
+    /// proprio tokens, vision = camera tokens of the modality map). Off by default.
+    #[serde(default, skip_serializing_if = "attn_reg_off")]
+    pub attention_loss: crate::attn_reg::AttnRegConfig,
+}
+
+fn attn_reg_off(c: &crate::attn_reg::AttnRegConfig) -> bool {
+    *c == crate::attn_reg::AttnRegConfig::default()
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -246,7 +254,10 @@ impl Config {
         if t.log_every == 0 || t.checkpoint_every == 0 {
             return err("train.log_every", "and train.checkpoint_every must be >= 1".into());
         }
-        Ok(())
+        if self.attention_loss.enabled && m.fusion != Fusion::Tokens {
+            return err("attention_loss.enabled", "needs model.fusion = \"tokens\" (concat fusion has one context token, no modalities)".into());
+        }
+        self.attention_loss.validate()
     }
 }
 

@@ -442,7 +442,8 @@ impl<'a> Trainer<'a> {
             let obs = self.prepare_obs(&batch, true);
             let log_now = step == first_step || step % tc.log_every == 0 || step == total_steps;
             let want_gates = log_now && self.cfg.model.use_gate_attn;
-            let mut rec = Recorder::default();
+            let reg_on = self.cfg.attention_loss.enabled;
+            let mut rec = Recorder { want_attn: reg_on, attn_grad: reg_on, ..Default::default() };
             let ctx = self.net.encode(&obs);
             let loss = consistency_flow_loss(
                 &self.net,
@@ -451,9 +452,22 @@ impl<'a> Trainer<'a> {
                 &batch.action,
                 &tc,
                 true,
-                if want_gates { Some(&mut rec) } else { None },
+                if want_gates || reg_on { Some(&mut rec) } else { None },
             );
             let mut total = loss.total;
+            // Seed 002's regulariser on the flow branch's cross-attention.
+            let reg = reg_on.then(|| {
+                let (st, vi) = self.reg_ranges();
+                let r = crate::attn_reg::attention_regularizer(&rec.attn, &st, &vi, &self.cfg.attention_loss);
+                let lambda = self.cfg.attention_loss.lambda(step);
+                (r, lambda)
+            });
+            if let Some((r, lambda)) = &reg {
+                if *lambda > 0.0 {
+                    total = total + &r.loss * *lambda;
+                }
+            }
+            rec.attn.clear();
             if injected(step, "nan") {
                 total = total * f64::NAN;
             }
@@ -530,6 +544,12 @@ impl<'a> Trainer<'a> {
                 if want_gates {
                     s.extend(self.gate_metrics(&rec, lval));
                 }
+                if let Some((r, lambda)) = &reg {
+                    s.push(("attention_loss".into(), r.loss.double_value(&[])));
+                    s.push(("attention_loss_weight".into(), *lambda));
+                    s.push(("state_attention_ratio".into(), r.state_ratio));
+                    s.push(("vision_attention_ratio".into(), r.vision_ratio));
+                }
                 if step % tc.val_every == 0 || step == total_steps {
                     if let Some(v) = self.val_loss() {
                         s.push(("val_loss".into(), v));
@@ -559,6 +579,19 @@ impl<'a> Trainer<'a> {
             last,
             final_step: self.state.step,
         })
+    }
+
+    /// Context-token ranges that count as state (proprio) and vision (cameras).
+    fn reg_ranges(&self) -> (Vec<std::ops::Range<usize>>, Vec<std::ops::Range<usize>>) {
+        let (mut st, mut vi) = (Vec::new(), Vec::new());
+        for m in &self.net.encoder.modality_map {
+            match m.modality.as_str() {
+                "proprio" => st.push(m.start..m.end),
+                "tactile" => {}
+                _ => vi.push(m.start..m.end),
+            }
+        }
+        (st, vi)
     }
 
     fn gate_metrics(&self, rec: &Recorder, train_loss: f64) -> Vec<(String, f64)> {

@@ -15,6 +15,9 @@ pub struct Recorder {
     /// Cross-attention probabilities per layer, (B, H, T, L); only when `want_attn`.
     pub attn: Vec<Tensor>,
     pub want_attn: bool,
+    /// Keep the graph on the recorded probabilities (the attention regulariser
+    /// trains through them); otherwise they are detached.
+    pub attn_grad: bool,
 }
 
 #[derive(Debug)]
@@ -246,7 +249,7 @@ impl DiTX {
             let (o, p) = self.attend(&q, &k, &v, train);
             if let Some(r) = rec.as_deref_mut() {
                 if r.want_attn {
-                    r.attn.push(p.detach());
+                    r.attn.push(if r.attn_grad { p.shallow_clone() } else { p.detach() });
                 }
             }
             let o = self.apply_gate(o, &b.ca.gate, &h, &mut rec, i);
