@@ -10,7 +10,7 @@ STAMP := $(VENV)/.bootstrap-$(shell cat $(BOOTSTRAP_INPUTS) | sha256sum | cut -c
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap demo test bench bench-train fixtures clean-venv bundled-policy eval-bundled
+.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy eval-bundled
 
 ## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy,
 ## and LeRobot 0.6.1 (for the round-trip tests and ACT).
@@ -54,6 +54,13 @@ bench: bootstrap
 	target/release/maniflow bench models/fixtures/tiny-maniflow --steps 2 --iters 1000
 	target/release/maniflow bench models/fixtures/tiny-act --iters 1000
 	target/release/maniflow transport-bench
+
+## LeRobot ACT, 2 cameras at 96x96 and 640x480 (random default ACT, exported by
+## models/export/lerobot_act.py): LeRobot's per-tick path and model call in PyTorch
+## next to `maniflow bench` on the same packages, same run, same thread count.
+bench-act: bootstrap
+	cargo build --bin maniflow   # dev profile: dependencies optimised, runtime at opt-level 2
+	$(VENV)/bin/python tests/lerobot/bench_act.py --threads 1
 
 ## Trainer throughput: so101-cpu (batch 64) and upstream-image (batch 8) training steps/s,
 ## each next to the PyTorch reference model timed in the same run (ratio and peak RSS).
