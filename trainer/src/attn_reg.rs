@@ -109,7 +109,9 @@ impl AttnRegConfig {
         if !(0.0..=1.0).contains(&self.tau) {
             return err("tau", "must be in [0, 1]");
         }
-        if !(0.0..=1.0).contains(&self.min_state_ratio) || (self.min_state_ratio > 0.0 && self.min_state_ratio >= self.tau) {
+        if !(0.0..=1.0).contains(&self.min_state_ratio)
+            || (self.min_state_ratio > 0.0 && self.min_state_ratio >= self.tau)
+        {
             return err("min_state_ratio", "must be in [0, tau)");
         }
         if !(self.smooth_beta > 0.0) {
@@ -148,7 +150,9 @@ fn mass(p: &Tensor, keys: &[Range<usize>]) -> Tensor {
     let mut m: Option<Tensor> = None;
     for r in keys {
         if r.end > r.start {
-            let s = p.narrow(-1, r.start as i64, (r.end - r.start) as i64).sum(Kind::Float);
+            let s = p
+                .narrow(-1, r.start as i64, (r.end - r.start) as i64)
+                .sum(Kind::Float);
             m = Some(match m {
                 Some(a) => a + s,
                 None => s,
@@ -160,10 +164,20 @@ fn mass(p: &Tensor, keys: &[Range<usize>]) -> Tensor {
 
 /// Regulariser over layers' probabilities `probs` (each (B, H, Q, L)), with the
 /// key ranges that count as state and as vision.
-pub fn attention_regularizer(probs: &[Tensor], state: &[Range<usize>], vision: &[Range<usize>], cfg: &AttnRegConfig) -> AttnReg {
+pub fn attention_regularizer(
+    probs: &[Tensor],
+    state: &[Range<usize>],
+    vision: &[Range<usize>],
+    cfg: &AttnRegConfig,
+) -> AttnReg {
     let n = probs.len();
     if n == 0 {
-        return AttnReg { loss: Tensor::zeros([], (Kind::Float, tch::Device::Cpu)), state_ratio: f64::NAN, vision_ratio: f64::NAN, vision_entropy: f64::NAN };
+        return AttnReg {
+            loss: Tensor::zeros([], (Kind::Float, tch::Device::Cpu)),
+            state_ratio: f64::NAN,
+            vision_ratio: f64::NAN,
+            vision_entropy: f64::NAN,
+        };
     }
     let mut loss: Option<Tensor> = None;
     let (mut sr, mut vr, mut ent) = (0.0, 0.0, 0.0);
@@ -178,7 +192,7 @@ pub fn attention_regularizer(probs: &[Tensor], state: &[Range<usize>], vision: &
                 // smooth-L1 of a non-negative excess d: 0.5 d^2 / beta below beta, d - beta/2 above.
                 let quad = d.square() * (0.5 / cfg.smooth_beta);
                 let lin = &d - 0.5 * cfg.smooth_beta;
-                d.lt(cfg.smooth_beta).where_self(&quad, &lin)
+                quad.where_self(&d.lt(cfg.smooth_beta), &lin)
             }
         };
         let mut l = ratio_loss;
@@ -189,11 +203,16 @@ pub fn attention_regularizer(probs: &[Tensor], state: &[Range<usize>], vision: &
         let nv: usize = vision.iter().map(|r| r.end.saturating_sub(r.start)).sum();
         let mut h_norm = Tensor::zeros([], (Kind::Float, p.device()));
         if nv > 1 {
-            let parts: Vec<Tensor> =
-                vision.iter().filter(|r| r.end > r.start).map(|r| p.narrow(-1, r.start as i64, (r.end - r.start) as i64)).collect();
+            let parts: Vec<Tensor> = vision
+                .iter()
+                .filter(|r| r.end > r.start)
+                .map(|r| p.narrow(-1, r.start as i64, (r.end - r.start) as i64))
+                .collect();
             let v = Tensor::cat(&parts, -1);
             let vn = &v / (v.sum_dim_intlist(-1, true, Kind::Float) + 1e-8);
-            let h = -(&vn * (&vn + 1e-8).log()).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float);
+            let h = -(&vn * (&vn + 1e-8).log())
+                .sum_dim_intlist(-1, false, Kind::Float)
+                .mean(Kind::Float);
             h_norm = h / (nv as f64).ln();
         }
         l = l - &h_norm * cfg.entropy_weight;
@@ -207,7 +226,9 @@ pub fn attention_regularizer(probs: &[Tensor], state: &[Range<usize>], vision: &
     }
     let k = n as f64;
     AttnReg {
-        loss: loss.map(|l| l / k).unwrap_or_else(|| Tensor::zeros([], (Kind::Float, tch::Device::Cpu))),
+        loss: loss
+            .map(|l| l / k)
+            .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, tch::Device::Cpu))),
         state_ratio: sr / k,
         vision_ratio: vr / k,
         vision_entropy: ent / k,
@@ -222,29 +243,55 @@ mod tests {
         // 2 state keys, 4 vision keys, uniform inside each group.
         let s = state_share / 2.0;
         let v = (1.0 - state_share) / 4.0;
-        Tensor::from_slice(&[s as f32, s as f32, v as f32, v as f32, v as f32, v as f32]).view([1, 1, 1, 6]).repeat([2, 3, 4, 1])
+        Tensor::from_slice(&[s as f32, s as f32, v as f32, v as f32, v as f32, v as f32])
+            .view([1, 1, 1, 6])
+            .repeat([2, 3, 4, 1])
     }
 
     #[test]
     fn ratios_penalty_and_entropy() {
-        let cfg = AttnRegConfig { enabled: true, entropy_weight: 0.0, ..Default::default() };
+        let cfg = AttnRegConfig {
+            enabled: true,
+            entropy_weight: 0.0,
+            ..Default::default()
+        };
         let r = attention_regularizer(&[probs(0.7)], &[0..2], &[2..6], &cfg);
         assert!((r.state_ratio - 0.7).abs() < 1e-6);
         assert!((r.vision_ratio - 0.3).abs() < 1e-6);
-        assert!((r.loss.double_value(&[]) - 0.4).abs() < 1e-6, "hard penalty 0.7 - 0.3");
-        assert!((r.vision_entropy - 1.0).abs() < 1e-5, "uniform vision attention has normalised entropy 1");
+        assert!(
+            (r.loss.double_value(&[]) - 0.4).abs() < 1e-6,
+            "hard penalty 0.7 - 0.3"
+        );
+        assert!(
+            (r.vision_entropy - 1.0).abs() < 1e-5,
+            "uniform vision attention has normalised entropy 1"
+        );
         // Below tau: no penalty; the entropy bonus is negative loss.
-        let cfg2 = AttnRegConfig { enabled: true, entropy_weight: 0.5, ..Default::default() };
+        let cfg2 = AttnRegConfig {
+            enabled: true,
+            entropy_weight: 0.5,
+            ..Default::default()
+        };
         let r2 = attention_regularizer(&[probs(0.2)], &[0..2], &[2..6], &cfg2);
         assert!((r2.loss.double_value(&[]) + 0.5).abs() < 1e-5);
         // Smooth-L1 beyond tau: 0.1 excess with beta 0.1 -> 0.5 * 0.01 / 0.1 = 0.05 ... at the knee, linear after.
-        let cfg3 = AttnRegConfig { enabled: true, entropy_weight: 0.0, mode: RatioMode::SmoothL1, ..Default::default() };
+        let cfg3 = AttnRegConfig {
+            enabled: true,
+            entropy_weight: 0.0,
+            mode: RatioMode::SmoothL1,
+            ..Default::default()
+        };
         let r3 = attention_regularizer(&[probs(0.35)], &[0..2], &[2..6], &cfg3);
         assert!((r3.loss.double_value(&[]) - 0.5 * 0.05 * 0.05 / 0.1).abs() < 1e-6);
         let r4 = attention_regularizer(&[probs(0.7)], &[0..2], &[2..6], &cfg3);
         assert!((r4.loss.double_value(&[]) - (0.4 - 0.05)).abs() < 1e-6);
         // Lower bound pushes back up: loss grows as the ratio falls below min.
-        let cfg5 = AttnRegConfig { enabled: true, entropy_weight: 0.0, min_state_ratio: 0.1, ..Default::default() };
+        let cfg5 = AttnRegConfig {
+            enabled: true,
+            entropy_weight: 0.0,
+            min_state_ratio: 0.1,
+            ..Default::default()
+        };
         let r5 = attention_regularizer(&[probs(0.04)], &[0..2], &[2..6], &cfg5);
         assert!((r5.loss.double_value(&[]) - 0.5 * 0.06).abs() < 1e-6);
     }
@@ -252,25 +299,45 @@ mod tests {
     #[test]
     fn gradient_lowers_state_share() {
         // Logits with grad; one step of gradient descent on the loss must lower the state share.
-        let logits = Tensor::from_slice(&[2.0f32, 2.0, 0.0, 0.0, 0.0, 0.0]).view([1, 1, 1, 6]).set_requires_grad(true);
-        let cfg = AttnRegConfig { enabled: true, entropy_weight: 0.0, ..Default::default() };
+        let logits = Tensor::from_slice(&[2.0f32, 2.0, 0.0, 0.0, 0.0, 0.0])
+            .view([1, 1, 1, 6])
+            .set_requires_grad(true);
+        let cfg = AttnRegConfig {
+            enabled: true,
+            entropy_weight: 0.0,
+            ..Default::default()
+        };
         let p = logits.softmax(-1, Kind::Float);
         let r = attention_regularizer(&[p], &[0..2], &[2..6], &cfg);
         assert!(r.state_ratio > 0.3);
         r.loss.backward();
         let g = logits.grad();
         let g: Vec<f32> = Vec::try_from(g.flatten(0, -1)).unwrap();
-        assert!(g[0] > 0.0 && g[1] > 0.0, "state logits get a positive gradient (descent lowers them): {g:?}");
+        assert!(
+            g[0] > 0.0 && g[1] > 0.0,
+            "state logits get a positive gradient (descent lowers them): {g:?}"
+        );
         assert!(g[2] < 0.0, "vision logits get a negative gradient: {g:?}");
     }
 
     #[test]
     fn lambda_schedule() {
-        let c = AttnRegConfig { enabled: true, weight: 0.02, start_step: 10, warmup_steps: 10, ..Default::default() };
+        let c = AttnRegConfig {
+            enabled: true,
+            weight: 0.02,
+            start_step: 10,
+            warmup_steps: 10,
+            ..Default::default()
+        };
         assert_eq!(c.lambda(5), 0.0);
         assert!((c.lambda(15) - 0.01).abs() < 1e-12);
         assert!((c.lambda(100) - 0.02).abs() < 1e-12);
         assert_eq!(AttnRegConfig::default().lambda(100), 0.0, "off by default");
-        assert!(AttnRegConfig { min_state_ratio: 0.4, ..Default::default() }.validate().is_err());
+        assert!(AttnRegConfig {
+            min_state_ratio: 0.4,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
     }
 }

@@ -160,19 +160,25 @@ pub struct ModalityDropout {
 
 impl Default for ModalityDropout {
     fn default() -> Self {
-        ModalityDropout { p: 0.0, modalities: vec!["state".into(), "images".into()] }
+        ModalityDropout {
+            p: 0.0,
+            modalities: vec!["state".into(), "images".into()],
+        }
     }
 }
 
 impl ActTrainConfig {
     pub fn from_toml_str(text: &str, origin: &str) -> anyhow::Result<ActTrainConfig> {
-        let cfg: ActTrainConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
-        cfg.validate().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        let cfg: ActTrainConfig = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         Ok(cfg)
     }
 
     pub fn load(path: &Path) -> anyhow::Result<ActTrainConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
         Self::from_toml_str(&text, &path.display().to_string())
     }
 
@@ -184,48 +190,96 @@ impl ActTrainConfig {
         let m = &self.model;
         let err = |f: &str, msg: String| Err(format!("field `{f}` {msg}"));
         if self.policy != "act" {
-            return err("policy", format!("is `{}`; this config format is for \"act\"", self.policy));
+            return err(
+                "policy",
+                format!("is `{}`; this config format is for \"act\"", self.policy),
+            );
         }
         if m.dim_model == 0 || m.n_heads == 0 || m.dim_model % m.n_heads != 0 {
-            return err("model.dim_model", format!("({}) must be a positive multiple of model.n_heads ({})", m.dim_model, m.n_heads));
+            return err(
+                "model.dim_model",
+                format!(
+                    "({}) must be a positive multiple of model.n_heads ({})",
+                    m.dim_model, m.n_heads
+                ),
+            );
         }
         if m.dim_model % 4 != 0 {
-            return err("model.dim_model", "must be a multiple of 4 (2-D sinusoidal camera embedding)".into());
+            return err(
+                "model.dim_model",
+                "must be a multiple of 4 (2-D sinusoidal camera embedding)".into(),
+            );
         }
         if m.chunk_size == 0 || m.n_action_steps == 0 || m.n_action_steps > m.chunk_size {
-            return err("model.n_action_steps", format!("({}) must be in 1..=chunk_size ({})", m.n_action_steps, m.chunk_size));
+            return err(
+                "model.n_action_steps",
+                format!(
+                    "({}) must be in 1..=chunk_size ({})",
+                    m.n_action_steps, m.chunk_size
+                ),
+            );
         }
         if m.temporal_ensemble_coeff.is_some() && m.n_action_steps != 1 {
-            return err("model.n_action_steps", "must be 1 with temporal_ensemble_coeff (LeRobot's rule)".into());
+            return err(
+                "model.n_action_steps",
+                "must be 1 with temporal_ensemble_coeff (LeRobot's rule)".into(),
+            );
         }
         if !["resnet18", "resnet34"].contains(&m.vision_backbone.as_str()) {
-            return err("model.vision_backbone", format!("`{}` is not supported (resnet18, resnet34)", m.vision_backbone));
+            return err(
+                "model.vision_backbone",
+                format!(
+                    "`{}` is not supported (resnet18, resnet34)",
+                    m.vision_backbone
+                ),
+            );
         }
         if !["relu", "gelu"].contains(&m.feedforward_activation.as_str()) {
-            return err("model.feedforward_activation", format!("`{}` is not supported (relu, gelu)", m.feedforward_activation));
+            return err(
+                "model.feedforward_activation",
+                format!(
+                    "`{}` is not supported (relu, gelu)",
+                    m.feedforward_activation
+                ),
+            );
         }
-        if m.n_encoder_layers == 0 || m.n_decoder_layers == 0 || (m.use_vae && m.n_vae_encoder_layers == 0) {
-            return err("model.n_encoder_layers", "and n_decoder_layers (and n_vae_encoder_layers with use_vae) must be >= 1".into());
+        if m.n_encoder_layers == 0
+            || m.n_decoder_layers == 0
+            || (m.use_vae && m.n_vae_encoder_layers == 0)
+        {
+            return err(
+                "model.n_encoder_layers",
+                "and n_decoder_layers (and n_vae_encoder_layers with use_vae) must be >= 1".into(),
+            );
         }
         if !(0.0..1.0).contains(&m.dropout) {
             return err("model.dropout", "must be in [0, 1)".into());
         }
         if self.data.cameras.is_empty() {
-            return err("data.cameras", "must name at least one camera (ACT without images is not supported)".into());
+            return err(
+                "data.cameras",
+                "must name at least one camera (ACT without images is not supported)".into(),
+            );
         }
         if !(0.0..1.0).contains(&self.data.val_ratio) {
             return err("data.val_ratio", "must be in [0, 1)".into());
         }
         let t = &self.train;
         if t.batch_size == 0 || t.log_every == 0 || t.checkpoint_every == 0 || t.val_every == 0 {
-            return err("train.batch_size", "and log_every, val_every, checkpoint_every must be >= 1".into());
+            return err(
+                "train.batch_size",
+                "and log_every, val_every, checkpoint_every must be >= 1".into(),
+            );
         }
         if !(0.0..=1.0).contains(&self.modality_dropout.p) {
             return err("modality_dropout.p", "must be in [0, 1]".into());
         }
         for mo in &self.modality_dropout.modalities {
             if mo != "state" && mo != "images" {
-                return err("modality_dropout.modalities", format!("has `{mo}` (expected \"state\" or \"images\")"));
+                return err(
+                    "modality_dropout.modalities",
+                    format!("has `{mo}` (expected \"state\" or \"images\")"),
+                );
             }
         }
         if self.modality_dropout.p > 0.0 && self.modality_dropout.modalities.is_empty() {
@@ -237,5 +291,8 @@ impl ActTrainConfig {
 
 /// True when a TOML text is an ACT config (`policy = "act"` at top level).
 pub fn is_act_toml(text: &str) -> bool {
-    toml::from_str::<toml::Table>(text).ok().and_then(|t| t.get("policy").and_then(|v| v.as_str().map(|s| s == "act"))).unwrap_or(false)
+    toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("policy").and_then(|v| v.as_str().map(|s| s == "act")))
+        .unwrap_or(false)
 }

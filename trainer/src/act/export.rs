@@ -13,8 +13,8 @@ use crate::onnx::maniflow::Weights;
 use crate::train::{copy_vars, sorted_vars};
 use anyhow::{bail, Context, Result};
 use maniflow_runtime::manifest::{
-    ActionOutput, ColorOrder, GraphFile, Graphs, ImageInput, Inputs, Manifest, Normalization, Outputs, PolicyKind, Producer, ResizeRule,
-    StateInput,
+    ActionOutput, ColorOrder, GraphFile, Graphs, ImageInput, Inputs, Manifest, Normalization,
+    Outputs, PolicyKind, Producer, ResizeRule, StateInput,
 };
 use maniflow_runtime::package::sha256_hex;
 use std::path::{Path, PathBuf};
@@ -81,7 +81,11 @@ fn backbone(g: &mut GraphBuilder, x: &str, p: &str, name: &str) -> Result<String
             let y = conv(g, &x, &format!("{q}.conv1"), stride, 1)?;
             let y = g.relu(&y);
             let y = conv(g, &y, &format!("{q}.conv2"), 1, 1)?;
-            let idn = if stride != 1 || cin != cout { conv(g, &x, &format!("{q}.downsample.0"), stride, 0)? } else { x.clone() };
+            let idn = if stride != 1 || cin != cout {
+                conv(g, &x, &format!("{q}.downsample.0"), stride, 0)?
+            } else {
+                x.clone()
+            };
             let s2 = g.add(&y, &idn);
             x = g.relu(&s2);
             cin = cout;
@@ -114,15 +118,27 @@ fn mha(g: &mut GraphBuilder, p: &str, q: &str, k: &str, v: &str, dm: &Dims) -> R
     let o = g.matmul(&pr, &vh);
     let o = g.transpose(&o, &[0, 2, 1, 3]);
     let o = g.reshape(&o, &[0, 0, dm.d]);
-    g.linear(&o, &format!("{p}.out_proj.weight"), Some(&format!("{p}.out_proj.bias")))
+    g.linear(
+        &o,
+        &format!("{p}.out_proj.weight"),
+        Some(&format!("{p}.out_proj.bias")),
+    )
 }
 
 fn split_in_proj(w: &mut Weights, p: &str, d: usize) -> Result<()> {
     let iw = get(w, &format!("{p}.in_proj_weight"))?.to_vec();
     let ib = get(w, &format!("{p}.in_proj_bias"))?.to_vec();
     for (i, n) in ["q", "k", "v"].iter().enumerate() {
-        w.insert(&format!("{p}.{n}.weight"), vec![d, d], iw[i * d * d..(i + 1) * d * d].to_vec())?;
-        w.insert(&format!("{p}.{n}.bias"), vec![d], ib[i * d..(i + 1) * d].to_vec())?;
+        w.insert(
+            &format!("{p}.{n}.weight"),
+            vec![d, d],
+            iw[i * d * d..(i + 1) * d * d].to_vec(),
+        )?;
+        w.insert(
+            &format!("{p}.{n}.bias"),
+            vec![d],
+            ib[i * d..(i + 1) * d].to_vec(),
+        )?;
     }
     Ok(())
 }
@@ -134,7 +150,11 @@ fn norm(g: &mut GraphBuilder, x: &str, p: &str) -> Result<String> {
 }
 
 fn ffn(g: &mut GraphBuilder, x: &str, p: &str, gelu: bool) -> Result<String> {
-    let y = g.linear(x, &format!("{p}.linear1.weight"), Some(&format!("{p}.linear1.bias")))?;
+    let y = g.linear(
+        x,
+        &format!("{p}.linear1.weight"),
+        Some(&format!("{p}.linear1.bias")),
+    )?;
     let y = if gelu {
         // exact GELU: 0.5 x (1 + erf(x / sqrt 2))
         let r2 = g.scalar(std::f32::consts::SQRT_2);
@@ -148,14 +168,26 @@ fn ffn(g: &mut GraphBuilder, x: &str, p: &str, gelu: bool) -> Result<String> {
     } else {
         g.relu(&y)
     };
-    g.linear(&y, &format!("{p}.linear2.weight"), Some(&format!("{p}.linear2.bias")))
+    g.linear(
+        &y,
+        &format!("{p}.linear2.weight"),
+        Some(&format!("{p}.linear2.bias")),
+    )
 }
 
 /// `act.onnx` bytes for the model described by `cfg` with `w` (LeRobot names).
-pub fn build_act(cfg: &ActTrainConfig, info: &ActDataInfo, mut w: Weights, feat_hw: &[(i64, i64)]) -> Result<Vec<u8>> {
+pub fn build_act(
+    cfg: &ActTrainConfig,
+    info: &ActDataInfo,
+    mut w: Weights,
+    feat_hw: &[(i64, i64)],
+) -> Result<Vec<u8>> {
     let m = &cfg.model;
     let d = m.dim_model;
-    let dm = Dims { d: d as i64, h: m.n_heads as i64 };
+    let dm = Dims {
+        d: d as i64,
+        h: m.n_heads as i64,
+    };
     let gelu = m.feedforward_activation == "gelu";
     // Derived tensors: folded BN, split in_proj, constants.
     let bb = "model.backbone";
@@ -166,7 +198,11 @@ pub fn build_act(cfg: &ActTrainConfig, info: &ActDataInfo, mut w: Weights, feat_
             fold(&mut w, &format!("{q}.conv1"), &format!("{q}.bn1"))?;
             fold(&mut w, &format!("{q}.conv2"), &format!("{q}.bn2"))?;
             if s > 0 && b == 0 {
-                fold(&mut w, &format!("{q}.downsample.0"), &format!("{q}.downsample.1"))?;
+                fold(
+                    &mut w,
+                    &format!("{q}.downsample.0"),
+                    &format!("{q}.downsample.1"),
+                )?;
             }
         }
     }
@@ -175,7 +211,11 @@ pub fn build_act(cfg: &ActTrainConfig, info: &ActDataInfo, mut w: Weights, feat_
     }
     for i in 0..m.n_decoder_layers {
         split_in_proj(&mut w, &format!("model.decoder.layers.{i}.self_attn"), d)?;
-        split_in_proj(&mut w, &format!("model.decoder.layers.{i}.multihead_attn"), d)?;
+        split_in_proj(
+            &mut w,
+            &format!("model.decoder.layers.{i}.multihead_attn"),
+            d,
+        )?;
     }
     // Latent token = the latent projection of zeros = its bias.
     let latent_tok = get(&w, "model.encoder_latent_input_proj.bias")?.to_vec();
@@ -193,7 +233,11 @@ pub fn build_act(cfg: &ActTrainConfig, info: &ActDataInfo, mut w: Weights, feat_
         cams.push(g.input(k, &[batch(), fixed(3), fixed(*h), fixed(*wd)])?);
     }
     g.set_scope("tokens");
-    let st = g.linear(&state, "model.encoder_robot_state_input_proj.weight", Some("model.encoder_robot_state_input_proj.bias"))?;
+    let st = g.linear(
+        &state,
+        "model.encoder_robot_state_input_proj.weight",
+        Some("model.encoder_robot_state_input_proj.bias"),
+    )?;
     let st = g.unsqueeze(&st, &[1]); // (B, 1, D)
     let lt = g.constant_f32(&[1, 1, d], &latent_tok);
     let shp = g.shape(&st);
@@ -216,7 +260,11 @@ pub fn build_act(cfg: &ActTrainConfig, info: &ActDataInfo, mut w: Weights, feat_
         let p = format!("model.encoder.layers.{i}");
         g.set_scope(&p);
         let skip = x.clone();
-        let xn = if m.pre_norm { norm(&mut g, &x, &format!("{p}.norm1"))? } else { x.clone() };
+        let xn = if m.pre_norm {
+            norm(&mut g, &x, &format!("{p}.norm1"))?
+        } else {
+            x.clone()
+        };
         let qk = g.add(&xn, &pos);
         let a = mha(&mut g, &format!("{p}.self_attn"), &qk, &qk, &xn, &dm)?;
         let mut y = g.add(&skip, &a);
@@ -230,7 +278,11 @@ pub fn build_act(cfg: &ActTrainConfig, info: &ActDataInfo, mut w: Weights, feat_
         }
         let f = ffn(&mut g, &y, &p, gelu)?;
         let y = g.add(&skip2, &f);
-        x = if m.pre_norm { y } else { norm(&mut g, &y, &format!("{p}.norm2"))? };
+        x = if m.pre_norm {
+            y
+        } else {
+            norm(&mut g, &y, &format!("{p}.norm2"))?
+        };
     }
     if m.pre_norm {
         x = norm(&mut g, &x, "model.encoder.norm")?;
@@ -249,7 +301,11 @@ pub fn build_act(cfg: &ActTrainConfig, info: &ActDataInfo, mut w: Weights, feat_
         let p = format!("model.decoder.layers.{i}");
         g.set_scope(&p);
         let skip = y.clone();
-        let yn = if m.pre_norm { norm(&mut g, &y, &format!("{p}.norm1"))? } else { y.clone() };
+        let yn = if m.pre_norm {
+            norm(&mut g, &y, &format!("{p}.norm1"))?
+        } else {
+            y.clone()
+        };
         let qk = g.add(&yn, &dpos);
         let a = mha(&mut g, &format!("{p}.self_attn"), &qk, &qk, &yn, &dm)?;
         let mut z = g.add(&skip, &a);
@@ -273,11 +329,19 @@ pub fn build_act(cfg: &ActTrainConfig, info: &ActDataInfo, mut w: Weights, feat_
         }
         let f = ffn(&mut g, &z, &p, gelu)?;
         let z = g.add(&skip, &f);
-        y = if m.pre_norm { z } else { norm(&mut g, &z, &format!("{p}.norm3"))? };
+        y = if m.pre_norm {
+            z
+        } else {
+            norm(&mut g, &z, &format!("{p}.norm3"))?
+        };
     }
     let y = norm(&mut g, &y, "model.decoder.norm")?;
     g.set_scope("head");
-    let a = g.linear(&y, "model.action_head.weight", Some("model.action_head.bias"))?;
+    let a = g.linear(
+        &y,
+        "model.action_head.weight",
+        Some("model.action_head.bias"),
+    )?;
     g.output(&a, "action", &[batch(), fixed(c), fixed(info.action_dim())]);
     g.to_bytes()
 }
@@ -287,12 +351,18 @@ fn ort_run(sess: &mut ort::session::Session, inputs: Vec<(String, Tensor)>) -> R
     let mut vals: Vec<(String, ort::session::SessionInputValue<'static>)> = Vec::new();
     for (name, t) in inputs {
         let shape: Vec<i64> = t.size();
-        let data: Vec<f32> = Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
-        let v = OrtTensor::from_array((shape, data)).map_err(|e| anyhow::anyhow!("ort input `{name}`: {e}"))?;
+        let data: Vec<f32> =
+            Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
+        let v = OrtTensor::from_array((shape, data))
+            .map_err(|e| anyhow::anyhow!("ort input `{name}`: {e}"))?;
         vals.push((name, v.into()));
     }
-    let out = sess.run(vals).map_err(|e| anyhow::anyhow!("onnxruntime run: {e}"))?;
-    let (shape, data) = out["action"].try_extract_tensor::<f32>().map_err(|e| anyhow::anyhow!("output `action`: {e}"))?;
+    let out = sess
+        .run(vals)
+        .map_err(|e| anyhow::anyhow!("onnxruntime run: {e}"))?;
+    let (shape, data) = out["action"]
+        .try_extract_tensor::<f32>()
+        .map_err(|e| anyhow::anyhow!("output `action`: {e}"))?;
     let dims: Vec<i64> = shape.iter().copied().collect();
     Ok(Tensor::from_slice(data).view(dims.as_slice()))
 }
@@ -311,7 +381,12 @@ pub fn feature_hw(h: usize, w: usize) -> (i64, i64) {
 }
 
 /// Export an ACT run's checkpoint to a policy package.
-pub fn export(run: &Path, out: &Path, checkpoint: Option<&Path>, name: Option<&str>) -> Result<ActExportReport> {
+pub fn export(
+    run: &Path,
+    out: &Path,
+    checkpoint: Option<&Path>,
+    name: Option<&str>,
+) -> Result<ActExportReport> {
     let cfg = ActTrainConfig::load(&run.join("config.toml"))?;
     let info = ActDataInfo::load(run)?;
     let ckpt = match checkpoint {
@@ -320,52 +395,103 @@ pub fn export(run: &Path, out: &Path, checkpoint: Option<&Path>, name: Option<&s
     };
     let wfile = ckpt.join("model.safetensors");
     let mut vs = VarStore::new(Device::Cpu);
-    let net = Act::new(&(vs.root() / "model"), &cfg.model, info.state_dim(), info.action_dim(), info.cameras.len());
+    let net = Act::new(
+        &(vs.root() / "model"),
+        &cfg.model,
+        info.state_dim(),
+        info.action_dim(),
+        info.cameras.len(),
+    );
     let tensors = crate::checkpoint::read_tensors(&wfile)?;
     copy_vars(&mut vs, &tensors, &wfile.display().to_string())?;
     export_model(&cfg, &info, &vs, &net, out, name, &ckpt)
 }
 
 /// Export a built model (used by `export` and by tests on LeRobot checkpoints).
-pub fn export_model(cfg: &ActTrainConfig, info: &ActDataInfo, vs: &VarStore, net: &Act, out: &Path, name: Option<&str>, ckpt: &Path) -> Result<ActExportReport> {
+pub fn export_model(
+    cfg: &ActTrainConfig,
+    info: &ActDataInfo,
+    vs: &VarStore,
+    net: &Act,
+    out: &Path,
+    name: Option<&str>,
+    ckpt: &Path,
+) -> Result<ActExportReport> {
     let mut weights = Weights::new();
     for (n, t) in sorted_vars(vs) {
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        let data: Vec<f32> = Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
+        let data: Vec<f32> =
+            Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
         weights.insert(&n, shape, data)?;
     }
-    let feat: Vec<(i64, i64)> = info.cameras.iter().map(|(_, h, w)| feature_hw(*h, *w)).collect();
+    let feat: Vec<(i64, i64)> = info
+        .cameras
+        .iter()
+        .map(|(_, h, w)| feature_hw(*h, *w))
+        .collect();
     let bytes = build_act(cfg, info, weights, &feat)?;
     // Parity on random normalised inputs (B = 2).
     let env = maniflow_runtime::ortlib::environment().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut sess = {
         let e = |e: ort::Error| anyhow::anyhow!("onnxruntime cannot open the exported graph: {e}");
         let b = ort::session::Session::builder(&env).map_err(e)?;
-        let mut b = b.with_intra_threads(2).map_err(|x| anyhow::anyhow!("onnxruntime session options: {x}"))?;
+        let mut b = b
+            .with_intra_threads(2)
+            .map_err(|x| anyhow::anyhow!("onnxruntime session options: {x}"))?;
         b.commit_from_memory(&bytes).map_err(e)?
     };
     let _g = tch::no_grad_guard();
     tch::manual_seed(4321);
     let state = Tensor::randn([2, info.state_dim() as i64], (Kind::Float, Device::Cpu));
-    let images: Vec<Tensor> =
-        info.cameras.iter().map(|(_, h, w)| Tensor::randn([2, 3, *h as i64, *w as i64], (Kind::Float, Device::Cpu))).collect();
-    let want = net.forward(&ActInput { state: &state, images: &images, action: None }, false).actions.to_device(Device::Cpu);
+    let images: Vec<Tensor> = info
+        .cameras
+        .iter()
+        .map(|(_, h, w)| Tensor::randn([2, 3, *h as i64, *w as i64], (Kind::Float, Device::Cpu)))
+        .collect();
+    let want = net
+        .forward(
+            &ActInput {
+                state: &state,
+                images: &images,
+                action: None,
+            },
+            false,
+        )
+        .actions
+        .to_device(Device::Cpu);
     let mut ins = vec![(info.state_key.clone(), state.shallow_clone())];
     for ((k, _, _), t) in info.cameras.iter().zip(&images) {
         ins.push((k.clone(), t.shallow_clone()));
     }
     let got = ort_run(&mut sess, ins)?;
     if got.size() != want.size() {
-        bail!("exported graph gives shape {:?}, tch {:?}", got.size(), want.size());
+        bail!(
+            "exported graph gives shape {:?}, tch {:?}",
+            got.size(),
+            want.size()
+        );
     }
     let graph_err = (&got - &want).abs().max().double_value(&[]);
     if !(graph_err <= PARITY_TOL) {
         bail!("parity check failed: act.onnx vs tch max abs error {graph_err:.3e} (limit {PARITY_TOL:.0e}); no package written");
     }
     std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
-    let write = |f: &str, b: &[u8]| std::fs::write(out.join(f), b).with_context(|| format!("write {}", out.join(f).display()));
+    let write = |f: &str, b: &[u8]| {
+        std::fs::write(out.join(f), b).with_context(|| format!("write {}", out.join(f).display()))
+    };
     write("act.onnx", &bytes)?;
-    let units = |names: &[String]| -> Vec<String> { names.iter().map(|n| if n.starts_with("gripper") { "percent".into() } else { "deg".into() }).collect() };
+    let units = |names: &[String]| -> Vec<String> {
+        names
+            .iter()
+            .map(|n| {
+                if n.starts_with("gripper") {
+                    "percent".into()
+                } else {
+                    "deg".into()
+                }
+            })
+            .collect()
+    };
     let m = &cfg.model;
     let manifest = Manifest {
         format_version: 1,
@@ -404,7 +530,10 @@ pub fn export_model(cfg: &ActTrainConfig, info: &ActDataInfo, vs: &VarStore, net
         },
     };
     let text = manifest.to_toml().context("serialise policy.toml")?;
-    write("policy.toml", format!("# Written by maniflow-train export.\n{text}").as_bytes())?;
+    write(
+        "policy.toml",
+        format!("# Written by maniflow-train export.\n{text}").as_bytes(),
+    )?;
     let pipeline_err = match pipeline_parity(out, net, info) {
         Ok(e) if e <= PARITY_TOL => e,
         other => {
@@ -417,7 +546,12 @@ pub fn export_model(cfg: &ActTrainConfig, info: &ActDataInfo, vs: &VarStore, net
             }
         }
     };
-    Ok(ActExportReport { out: out.to_path_buf(), checkpoint: ckpt.to_path_buf(), graph_err, pipeline_err })
+    Ok(ActExportReport {
+        out: out.to_path_buf(),
+        checkpoint: ckpt.to_path_buf(),
+        graph_err,
+        pipeline_err,
+    })
 }
 
 /// The runtime's whole path (u8 frames + raw state -> normalise -> act.onnx ->
@@ -427,21 +561,52 @@ fn pipeline_parity(dir: &Path, net: &Act, info: &ActDataInfo) -> Result<f64> {
     use maniflow_runtime::normalize::Normalizer;
     use maniflow_runtime::preprocess::Frame;
     use rand::{Rng, SeedableRng};
-    let mut eng = Engine::load(dir, &EngineOptions::default()).map_err(|e| anyhow::anyhow!("the runtime refuses the exported package {}: {e}", dir.display()))?;
+    let mut eng = Engine::load(dir, &EngineOptions::default()).map_err(|e| {
+        anyhow::anyhow!(
+            "the runtime refuses the exported package {}: {e}",
+            dir.display()
+        )
+    })?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(77);
-    let imgs: Vec<Vec<u8>> = info.cameras.iter().map(|(_, h, w)| (0..h * w * 3).map(|_| rng.random::<u8>()).collect()).collect();
-    let raw_state: Vec<f32> = (0..info.state_dim()).map(|_| rng.random_range(-60.0..60.0)).collect();
+    let imgs: Vec<Vec<u8>> = info
+        .cameras
+        .iter()
+        .map(|(_, h, w)| (0..h * w * 3).map(|_| rng.random::<u8>()).collect())
+        .collect();
+    let raw_state: Vec<f32> = (0..info.state_dim())
+        .map(|_| rng.random_range(-60.0..60.0))
+        .collect();
     let frames: Vec<Frame> = info
         .cameras
         .iter()
         .zip(&imgs)
-        .map(|((_, h, w), buf)| Frame { data: buf, width: *w, height: *h, order: ColorOrder::Rgb })
+        .map(|((_, h, w), buf)| Frame {
+            data: buf,
+            width: *w,
+            height: *h,
+            order: ColorOrder::Rgb,
+        })
         .collect();
-    eng.set_observation(0, &ObservationStep { cameras: &frames, state: Some(&raw_state), tactile: None })
-        .map_err(|e| anyhow::anyhow!("runtime set_observation: {e}"))?;
-    let chunk = eng.infer().map_err(|e| anyhow::anyhow!("runtime infer: {e}"))?.to_vec();
+    eng.set_observation(
+        0,
+        &ObservationStep {
+            cameras: &frames,
+            state: Some(&raw_state),
+            tactile: None,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("runtime set_observation: {e}"))?;
+    let chunk = eng
+        .infer()
+        .map_err(|e| anyhow::anyhow!("runtime infer: {e}"))?
+        .to_vec();
     let norm = |key: &str, n: usize| -> Result<Normalizer> {
-        Ok(Normalizer::new(info.normalization.get(key).with_context(|| format!("no normalisation for `{key}`"))?, n))
+        Ok(Normalizer::new(
+            info.normalization
+                .get(key)
+                .with_context(|| format!("no normalisation for `{key}`"))?,
+            n,
+        ))
     };
     let mut sn = vec![0f32; raw_state.len()];
     norm(&info.state_key, info.state_dim())?.normalize(&raw_state, &mut sn);
@@ -450,18 +615,32 @@ fn pipeline_parity(dir: &Path, net: &Act, info: &ActDataInfo) -> Result<f64> {
         .iter()
         .zip(&imgs)
         .map(|((k, h, w), buf)| -> Result<Tensor> {
-            let x = Tensor::from_slice(buf.as_slice()).view([1, *h as i64, *w as i64, 3]).permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
+            let x = Tensor::from_slice(buf.as_slice())
+                .view([1, *h as i64, *w as i64, 3])
+                .permute([0, 3, 1, 2])
+                .to_kind(Kind::Float)
+                / 255.0;
             let (mean, std) = match info.normalization.get(k) {
-                Some(Normalization::MeanStd { mean, std, eps }) => {
-                    (Tensor::from_slice(mean).view([1, 3, 1, 1]), Tensor::from_slice(std).view([1, 3, 1, 1]) + *eps as f64)
-                }
+                Some(Normalization::MeanStd { mean, std, eps }) => (
+                    Tensor::from_slice(mean).view([1, 3, 1, 1]),
+                    Tensor::from_slice(std).view([1, 3, 1, 1]) + *eps as f64,
+                ),
                 other => bail!("camera `{k}`: normalisation {other:?} is not mean_std"),
             };
             Ok((x - mean) / std)
         })
         .collect::<Result<_>>()?;
     let st = Tensor::from_slice(&sn).view([1, -1]);
-    let x = net.forward(&ActInput { state: &st, images: &images, action: None }, false).actions;
+    let x = net
+        .forward(
+            &ActInput {
+                state: &st,
+                images: &images,
+                action: None,
+            },
+            false,
+        )
+        .actions;
     let xs: Vec<f32> = Vec::try_from(x.to_device(Device::Cpu).flatten(0, -1))?;
     let da = info.action_dim();
     let an = norm(&info.action_key, da)?;
@@ -476,5 +655,10 @@ fn pipeline_parity(dir: &Path, net: &Act, info: &ActDataInfo) -> Result<f64> {
         Some(Normalization::MeanStd { std, .. }) => std.clone(),
         _ => vec![1.0; da],
     };
-    Ok(chunk.iter().zip(&un).enumerate().map(|(i, (a, b))| ((a - b).abs() / std[i % da].max(1e-6)) as f64).fold(0.0, f64::max))
+    Ok(chunk
+        .iter()
+        .zip(&un)
+        .enumerate()
+        .map(|(i, (a, b))| ((a - b).abs() / std[i % da].max(1e-6)) as f64)
+        .fold(0.0, f64::max))
 }

@@ -14,7 +14,10 @@ use tch::Device;
 pub fn config_json(cfg: &ActTrainConfig, info: &ActDataInfo) -> String {
     let m = &cfg.model;
     let mut input = serde_json::Map::new();
-    input.insert(info.state_key.clone(), json!({"type": "STATE", "shape": [info.state_dim()]}));
+    input.insert(
+        info.state_key.clone(),
+        json!({"type": "STATE", "shape": [info.state_dim()]}),
+    );
     for (k, h, w) in &info.cameras {
         input.insert(k.clone(), json!({"type": "VISUAL", "shape": [3, h, w]}));
     }
@@ -66,7 +69,8 @@ pub struct LeRobotActConfig {
 
 pub fn read_config(path: &Path) -> Result<LeRobotActConfig> {
     let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    let v: Value = serde_json::from_slice(&text).with_context(|| format!("parse {}", path.display()))?;
+    let v: Value =
+        serde_json::from_slice(&text).with_context(|| format!("parse {}", path.display()))?;
     let p = path.display();
     if v.get("type").and_then(Value::as_str) != Some("act") {
         bail!("{p}: `type` is {:?}, expected \"act\"", v.get("type"));
@@ -75,25 +79,35 @@ pub fn read_config(path: &Path) -> Result<LeRobotActConfig> {
     let u = |k: &str, def: usize| -> Result<usize> {
         match v.get(k) {
             None => Ok(def),
-            Some(x) => x.as_u64().map(|n| n as usize).with_context(|| format!("{p}: `{k}` is not a non-negative integer")),
+            Some(x) => x
+                .as_u64()
+                .map(|n| n as usize)
+                .with_context(|| format!("{p}: `{k}` is not a non-negative integer")),
         }
     };
     let f = |k: &str, def: f64| -> Result<f64> {
         match v.get(k) {
             None => Ok(def),
-            Some(x) => x.as_f64().with_context(|| format!("{p}: `{k}` is not a number")),
+            Some(x) => x
+                .as_f64()
+                .with_context(|| format!("{p}: `{k}` is not a number")),
         }
     };
     let s = |k: &str, def: &str| -> Result<String> {
         match v.get(k) {
             None => Ok(def.to_string()),
-            Some(x) => x.as_str().map(str::to_string).with_context(|| format!("{p}: `{k}` is not a string")),
+            Some(x) => x
+                .as_str()
+                .map(str::to_string)
+                .with_context(|| format!("{p}: `{k}` is not a string")),
         }
     };
     let b = |k: &str, def: bool| -> Result<bool> {
         match v.get(k) {
             None => Ok(def),
-            Some(x) => x.as_bool().with_context(|| format!("{p}: `{k}` is not a boolean")),
+            Some(x) => x
+                .as_bool()
+                .with_context(|| format!("{p}: `{k}` is not a boolean")),
         }
     };
     if u("n_obs_steps", 1)? != 1 {
@@ -121,14 +135,25 @@ pub fn read_config(path: &Path) -> Result<LeRobotActConfig> {
         kl_weight: f("kl_weight", d.kl_weight)?,
     };
     let feats = |k: &str| -> Result<Vec<(String, String, Vec<usize>)>> {
-        let o = v.get(k).and_then(Value::as_object).with_context(|| format!("{p}: `{k}` is missing"))?;
+        let o = v
+            .get(k)
+            .and_then(Value::as_object)
+            .with_context(|| format!("{p}: `{k}` is missing"))?;
         o.iter()
             .map(|(name, ft)| {
-                let ty = ft.get("type").and_then(Value::as_str).with_context(|| format!("{p}: `{k}.{name}.type` is missing"))?;
+                let ty = ft
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .with_context(|| format!("{p}: `{k}.{name}.type` is missing"))?;
                 let shape = ft
                     .get("shape")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_u64).map(|x| x as usize).collect::<Vec<_>>())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_u64)
+                            .map(|x| x as usize)
+                            .collect::<Vec<_>>()
+                    })
                     .with_context(|| format!("{p}: `{k}.{name}.shape` is missing"))?;
                 Ok((name.clone(), ty.to_string(), shape))
             })
@@ -148,17 +173,29 @@ pub fn read_config(path: &Path) -> Result<LeRobotActConfig> {
             o => bail!("{p}: input feature `{name}` has unsupported type {o}"),
         }
     }
-    let (state_key, state_dim) = state.with_context(|| format!("{p}: no STATE input feature (robot state is required)"))?;
+    let (state_key, state_dim) =
+        state.with_context(|| format!("{p}: no STATE input feature (robot state is required)"))?;
     let outs = feats("output_features")?;
-    let (action_key, _, ashape) = outs.into_iter().find(|(_, t, _)| t == "ACTION").with_context(|| format!("{p}: no ACTION output feature"))?;
-    Ok(LeRobotActConfig { model, state_key, state_dim, cameras: cams, action_key, action_dim: ashape.iter().product() })
+    let (action_key, _, ashape) = outs
+        .into_iter()
+        .find(|(_, t, _)| t == "ACTION")
+        .with_context(|| format!("{p}: no ACTION output feature"))?;
+    Ok(LeRobotActConfig {
+        model,
+        state_key,
+        state_dim,
+        cameras: cams,
+        action_key,
+        action_dim: ashape.iter().product(),
+    })
 }
 
 /// Strictly load a LeRobot ACT state dict into `vs` (built with `Act::new` under
 /// `model`): every variable must be in the file, every file key must be a variable,
 /// shapes must match. Returns the number of tensors set.
 pub fn load_weights(vs: &mut VarStore, file: &Path) -> Result<usize> {
-    let ts = tch::Tensor::read_safetensors(file).with_context(|| format!("read {}", file.display()))?;
+    let ts =
+        tch::Tensor::read_safetensors(file).with_context(|| format!("read {}", file.display()))?;
     let vars = vs.variables();
     let mut unknown = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -169,7 +206,8 @@ pub fn load_weights(vs: &mut VarStore, file: &Path) -> Result<usize> {
                     if v.size() != t.size() {
                         bail!("{}: `{name}` has shape {:?}, the model's is {:?} (config / checkpoint mismatch)", file.display(), t.size(), v.size());
                     }
-                    v.shallow_clone().copy_(&t.to_kind(tch::Kind::Float).to_device(v.device()));
+                    v.shallow_clone()
+                        .copy_(&t.to_kind(tch::Kind::Float).to_device(v.device()));
                     seen.insert(name.clone());
                 }
                 None => unknown.push(name.clone()),
@@ -197,7 +235,13 @@ pub fn load_weights(vs: &mut VarStore, file: &Path) -> Result<usize> {
 pub fn load_pretrained(dir: &Path, device: Device) -> Result<(VarStore, Act, LeRobotActConfig)> {
     let lc = read_config(&dir.join("config.json"))?;
     let mut vs = VarStore::new(device);
-    let act = Act::new(&(vs.root() / "model"), &lc.model, lc.state_dim, lc.action_dim, lc.cameras.len());
+    let act = Act::new(
+        &(vs.root() / "model"),
+        &lc.model,
+        lc.state_dim,
+        lc.action_dim,
+        lc.cameras.len(),
+    );
     load_weights(&mut vs, &dir.join("model.safetensors"))?;
     Ok((vs, act, lc))
 }

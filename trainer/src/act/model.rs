@@ -23,8 +23,21 @@ fn uniform(b: f64) -> Init {
 /// LeRobot's `_reset_parameters` gives the encoder and decoder).
 fn linear(p: Path, din: i64, dout: i64, xavier: bool) -> nn::Linear {
     let b = 1.0 / (din as f64).sqrt();
-    let ws = if xavier { uniform((6.0 / (din + dout) as f64).sqrt()) } else { uniform(b) };
-    nn::linear(p, din, dout, nn::LinearConfig { ws_init: ws, bs_init: Some(uniform(b)), bias: true })
+    let ws = if xavier {
+        uniform((6.0 / (din + dout) as f64).sqrt())
+    } else {
+        uniform(b)
+    };
+    nn::linear(
+        p,
+        din,
+        dout,
+        nn::LinearConfig {
+            ws_init: ws,
+            bs_init: Some(uniform(b)),
+            bias: true,
+        },
+    )
 }
 
 /// torchvision `FrozenBatchNorm2d` (all four are buffers; eps 1e-5).
@@ -58,7 +71,14 @@ impl FrozenBn {
 
 fn conv_w(p: &Path, name: &str, co: i64, ci: i64, k: i64) -> Tensor {
     // torchvision ResNet init: kaiming_normal_(mode="fan_out", nonlinearity="relu").
-    p.var(name, &[co, ci, k, k], Init::Randn { mean: 0.0, stdev: (2.0 / (co * k * k) as f64).sqrt() })
+    p.var(
+        name,
+        &[co, ci, k, k],
+        Init::Randn {
+            mean: 0.0,
+            stdev: (2.0 / (co * k * k) as f64).sqrt(),
+        },
+    )
 }
 
 struct BasicBlock {
@@ -72,12 +92,26 @@ struct BasicBlock {
 
 impl BasicBlock {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let y = x.conv2d(&self.conv1, None::<Tensor>, [self.stride, self.stride], [1, 1], [1, 1], 1);
+        let y = x.conv2d(
+            &self.conv1,
+            None::<Tensor>,
+            [self.stride, self.stride],
+            [1, 1],
+            [1, 1],
+            1,
+        );
         let y = self.bn1.forward(&y).relu();
         let y = y.conv2d(&self.conv2, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
         let y = self.bn2.forward(&y);
         let idn = match &self.down {
-            Some((w, bn)) => bn.forward(&x.conv2d(w, None::<Tensor>, [self.stride, self.stride], [0, 0], [1, 1], 1)),
+            Some((w, bn)) => bn.forward(&x.conv2d(
+                w,
+                None::<Tensor>,
+                [self.stride, self.stride],
+                [0, 0],
+                [1, 1],
+                1,
+            )),
             None => x.shallow_clone(),
         };
         (y + idn).relu()
@@ -113,7 +147,10 @@ impl Backbone {
                 let stride = if s > 0 && b == 0 { 2 } else { 1 };
                 let down = (stride != 1 || cin != cout).then(|| {
                     let d = &q / "downsample";
-                    (conv_w(&(&d / "0"), "weight", cout, cin, 1), FrozenBn::new(&d / "1", cout))
+                    (
+                        conv_w(&(&d / "0"), "weight", cout, cin, 1),
+                        FrozenBn::new(&d / "1", cout),
+                    )
                 });
                 blocks.push(BasicBlock {
                     conv1: conv_w(&(&q / "conv1"), "weight", cout, cin, 3),
@@ -132,7 +169,11 @@ impl Backbone {
 
     fn forward(&self, x: &Tensor) -> Tensor {
         let y = x.conv2d(&self.conv1, None::<Tensor>, [2, 2], [3, 3], [1, 1], 1);
-        let mut y = self.bn1.forward(&y).relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut y = self
+            .bn1
+            .forward(&y)
+            .relu()
+            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for l in &self.layers {
             for b in l {
                 y = b.forward(&y);
@@ -154,7 +195,11 @@ pub struct Mha {
 impl Mha {
     fn new(p: &Path, d: i64, heads: i64, xavier_out: bool) -> Self {
         Mha {
-            in_w: p.var("in_proj_weight", &[3 * d, d], uniform((6.0 / (4 * d) as f64).sqrt())),
+            in_w: p.var(
+                "in_proj_weight",
+                &[3 * d, d],
+                uniform((6.0 / (4 * d) as f64).sqrt()),
+            ),
             in_b: p.var("in_proj_bias", &[3 * d], Init::Const(0.0)),
             out: {
                 let l = linear(p / "out_proj", d, d, xavier_out);
@@ -172,11 +217,22 @@ impl Mha {
 
     /// q (B, Lq, D), k and v (B, Lk, D); `pad` (B, Lk) true = ignore that key.
     /// Returns the output (B, Lq, D) and the probabilities (B, H, Lq, Lk) before dropout.
-    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, pad: Option<&Tensor>, dropout: f64, train: bool) -> (Tensor, Tensor) {
+    fn forward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        pad: Option<&Tensor>,
+        dropout: f64,
+        train: bool,
+    ) -> (Tensor, Tensor) {
         let (d, h) = (self.d, self.heads);
         let hd = d / h;
         let proj = |x: &Tensor, i: i64| {
-            let y = x.linear(&self.in_w.narrow(0, i * d, d), Some(&self.in_b.narrow(0, i * d, d)));
+            let y = x.linear(
+                &self.in_w.narrow(0, i * d, d),
+                Some(&self.in_b.narrow(0, i * d, d)),
+            );
             let s = y.size();
             y.view([s[0], s[1], h, hd]).transpose(1, 2)
         };
@@ -315,7 +371,13 @@ pub fn sinusoid_2d(h: i64, w: i64, dim_model: i64) -> Tensor {
 
 impl Act {
     /// Builds the model under `root` (pass `vs.root() / "model"` for LeRobot names).
-    pub fn new(root: &Path, cfg: &ActModelConfig, state_dim: usize, action_dim: usize, n_cameras: usize) -> Act {
+    pub fn new(
+        root: &Path,
+        cfg: &ActModelConfig,
+        state_dim: usize,
+        action_dim: usize,
+        n_cameras: usize,
+    ) -> Act {
         let d = cfg.dim_model as i64;
         let h = cfg.n_heads as i64;
         let ff = cfg.dim_feedforward as i64;
@@ -326,7 +388,9 @@ impl Act {
             n1: ln(&p / "norm1", d),
             n2: ln(&p / "norm2", d),
         };
-        let encoder = (0..cfg.n_encoder_layers).map(|i| enc_layer(root / "encoder" / "layers" / i.to_string(), true)).collect();
+        let encoder = (0..cfg.n_encoder_layers)
+            .map(|i| enc_layer(root / "encoder" / "layers" / i.to_string(), true))
+            .collect();
         let decoder = (0..cfg.n_decoder_layers)
             .map(|i| {
                 let p = root / "decoder" / "layers" / i.to_string();
@@ -346,12 +410,23 @@ impl Act {
             let n = cfg.chunk_size + 2;
             let pos = root.zeros_no_train("vae_encoder_pos_enc", &[1, n as i64, d]);
             tch::no_grad(|| {
-                let _ = pos.shallow_clone().copy_(&Tensor::from_slice(&sinusoid_1d(n, cfg.dim_model)).view([1, n as i64, d]));
+                let _ = pos.shallow_clone().copy_(
+                    &Tensor::from_slice(&sinusoid_1d(n, cfg.dim_model)).view([1, n as i64, d]),
+                );
             });
             Vae {
-                layers: (0..cfg.n_vae_encoder_layers).map(|i| enc_layer(root / "vae_encoder" / "layers" / i.to_string(), false)).collect(),
+                layers: (0..cfg.n_vae_encoder_layers)
+                    .map(|i| enc_layer(root / "vae_encoder" / "layers" / i.to_string(), false))
+                    .collect(),
                 norm: cfg.pre_norm.then(|| ln(root / "vae_encoder" / "norm", d)),
-                cls: (root / "vae_encoder_cls_embed").var("weight", &[1, d], Init::Randn { mean: 0.0, stdev: 1.0 }),
+                cls: (root / "vae_encoder_cls_embed").var(
+                    "weight",
+                    &[1, d],
+                    Init::Randn {
+                        mean: 0.0,
+                        stdev: 1.0,
+                    },
+                ),
                 state_proj: linear(root / "vae_encoder_robot_state_input_proj", sd, d, false),
                 action_proj: linear(root / "vae_encoder_action_input_proj", ad, d, false),
                 latent_out: linear(root / "vae_encoder_latent_output_proj", d, 2 * ld, false),
@@ -371,19 +446,50 @@ impl Act {
             vae,
             state_proj: linear(root / "encoder_robot_state_input_proj", sd, d, false),
             latent_proj: linear(root / "encoder_latent_input_proj", ld, d, false),
-            img_proj: nn::conv2d(root / "encoder_img_feat_input_proj", 512, d, 1, Default::default()),
-            pos_1d: (root / "encoder_1d_feature_pos_embed").var("weight", &[2, d], Init::Randn { mean: 0.0, stdev: 1.0 }),
-            decoder_pos: (root / "decoder_pos_embed").var("weight", &[cfg.chunk_size as i64, d], Init::Randn { mean: 0.0, stdev: 1.0 }),
+            img_proj: nn::conv2d(
+                root / "encoder_img_feat_input_proj",
+                512,
+                d,
+                1,
+                Default::default(),
+            ),
+            pos_1d: (root / "encoder_1d_feature_pos_embed").var(
+                "weight",
+                &[2, d],
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            ),
+            decoder_pos: (root / "decoder_pos_embed").var(
+                "weight",
+                &[cfg.chunk_size as i64, d],
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            ),
             action_head: linear(root / "action_head", d, ad, false),
         }
     }
 
-    fn enc_layer(&self, l: &EncLayer, x: &Tensor, pos: &Tensor, pad: Option<&Tensor>, train: bool) -> Tensor {
+    fn enc_layer(
+        &self,
+        l: &EncLayer,
+        x: &Tensor,
+        pos: &Tensor,
+        pad: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         let pre = self.cfg.pre_norm;
         let p = self.cfg.dropout;
         let gelu = self.cfg.feedforward_activation == "gelu";
         let skip = x.shallow_clone();
-        let x = if pre { l.n1.forward(x) } else { x.shallow_clone() };
+        let x = if pre {
+            l.n1.forward(x)
+        } else {
+            x.shallow_clone()
+        };
         let qk = &x + pos;
         let (a, _) = l.attn.forward(&qk, &qk, &x, pad, p, train);
         let mut x = skip + a.dropout(p, train);
@@ -395,7 +501,8 @@ impl Act {
             x = l.n1.forward(&x);
             skip = x.shallow_clone();
         }
-        let y = l.l2.forward(&activation(&l.l1.forward(&x), gelu).dropout(p, train));
+        let y =
+            l.l2.forward(&activation(&l.l1.forward(&x), gelu).dropout(p, train));
         let x = skip + y.dropout(p, train);
         if pre {
             x
@@ -404,12 +511,24 @@ impl Act {
         }
     }
 
-    fn dec_layer(&self, l: &DecLayer, x: &Tensor, mem: &Tensor, dpos: &Tensor, epos: &Tensor, train: bool) -> (Tensor, Tensor) {
+    fn dec_layer(
+        &self,
+        l: &DecLayer,
+        x: &Tensor,
+        mem: &Tensor,
+        dpos: &Tensor,
+        epos: &Tensor,
+        train: bool,
+    ) -> (Tensor, Tensor) {
         let pre = self.cfg.pre_norm;
         let p = self.cfg.dropout;
         let gelu = self.cfg.feedforward_activation == "gelu";
         let skip = x.shallow_clone();
-        let x = if pre { l.n1.forward(x) } else { x.shallow_clone() };
+        let x = if pre {
+            l.n1.forward(x)
+        } else {
+            x.shallow_clone()
+        };
         let qk = &x + dpos;
         let (a, _) = l.self_attn.forward(&qk, &qk, &x, None, p, train);
         let mut x = skip + a.dropout(p, train);
@@ -421,7 +540,9 @@ impl Act {
             x = l.n1.forward(&x);
             skip = x.shallow_clone();
         }
-        let (a, probs) = l.cross.forward(&(&x + dpos), &(mem + epos), mem, None, p, train);
+        let (a, probs) = l
+            .cross
+            .forward(&(&x + dpos), &(mem + epos), mem, None, p, train);
         x = skip + a.dropout(p, train);
         if pre {
             skip = x.shallow_clone();
@@ -430,7 +551,8 @@ impl Act {
             x = l.n2.forward(&x);
             skip = x.shallow_clone();
         }
-        let y = l.l2.forward(&activation(&l.l1.forward(&x), gelu).dropout(p, train));
+        let y =
+            l.l2.forward(&activation(&l.l1.forward(&x), gelu).dropout(p, train));
         let x = skip + y.dropout(p, train);
         (if pre { x } else { l.n3.forward(&x) }, probs)
     }
@@ -446,7 +568,13 @@ impl Act {
                 let st = v.state_proj.forward(inp.state).unsqueeze(1);
                 let ac = v.action_proj.forward(act);
                 let mut x = Tensor::cat(&[cls, st, ac], 1);
-                let pad = Tensor::cat(&[Tensor::zeros([b, 2], (Kind::Bool, dev)), is_pad.to_kind(Kind::Bool)], 1);
+                let pad = Tensor::cat(
+                    &[
+                        Tensor::zeros([b, 2], (Kind::Bool, dev)),
+                        is_pad.to_kind(Kind::Bool),
+                    ],
+                    1,
+                );
                 let pos = v.pos.detach();
                 for l in &v.layers {
                     x = self.enc_layer(l, &x, &pos, Some(&pad), train);
@@ -468,7 +596,10 @@ impl Act {
         let b = inp.state.size()[0];
         let d = self.cfg.dim_model as i64;
         let (z, posterior) = self.latent(inp, b, train);
-        let mut tokens = vec![self.latent_proj.forward(&z).unsqueeze(1), self.state_proj.forward(inp.state).unsqueeze(1)];
+        let mut tokens = vec![
+            self.latent_proj.forward(&z).unsqueeze(1),
+            self.state_proj.forward(inp.state).unsqueeze(1),
+        ];
         let mut pos = vec![self.pos_1d.shallow_clone()];
         for img in inp.images {
             let f = self.backbone.forward(img);
@@ -498,7 +629,13 @@ impl Act {
             cross.push(p);
         }
         let y = self.decoder_norm.forward(&y);
-        ActOutput { actions: self.action_head.forward(&y), posterior, cross_attn: cross, n_1d: 2, n_tokens }
+        ActOutput {
+            actions: self.action_head.forward(&y),
+            posterior,
+            cross_attn: cross,
+            n_1d: 2,
+            n_tokens,
+        }
     }
 }
 
@@ -508,7 +645,9 @@ pub fn l1_kld(out: &ActOutput, target: &Tensor, is_pad: &Tensor) -> (Tensor, Opt
     let keep = is_pad.logical_not().unsqueeze(-1).to_kind(Kind::Float);
     let l1 = ((&out.actions - target).abs() * keep).mean(Kind::Float);
     let kld = out.posterior.as_ref().map(|(mu, lsx2)| {
-        ((lsx2 + 1.0 - mu.square() - lsx2.exp()) * -0.5).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float)
+        ((lsx2 + 1.0 - mu.square() - lsx2.exp()) * -0.5)
+            .sum_dim_intlist(-1, false, Kind::Float)
+            .mean(Kind::Float)
     });
     (l1, kld)
 }

@@ -46,7 +46,13 @@ pub struct ActDataInfo {
 impl ActDataInfo {
     pub fn load(run: &Path) -> Result<ActDataInfo> {
         let p = run.join("data.json");
-        let text = std::fs::read(&p).with_context(|| format!("read {} (is {} an ACT run directory?)", p.display(), run.display()))?;
+        let text = std::fs::read(&p).with_context(|| {
+            format!(
+                "read {} (is {} an ACT run directory?)",
+                p.display(),
+                run.display()
+            )
+        })?;
         serde_json::from_slice(&text).with_context(|| format!("parse {}", p.display()))
     }
     pub fn state_dim(&self) -> usize {
@@ -88,12 +94,18 @@ impl ActData {
                 .features
                 .get(key)
                 .map(|f| f.shape.iter().product())
-                .with_context(|| format!("{root}: meta/info.json has no feature `{key}` (the config needs it)"))
+                .with_context(|| {
+                    format!("{root}: meta/info.json has no feature `{key}` (the config needs it)")
+                })
         };
         let (sk, ak) = (cfg.data.state_key.as_str(), cfg.data.action_key.as_str());
         let (ds_dim, da) = (dim_of(sk)?, dim_of(ak)?);
         let ms = |key: &str| -> Result<Normalization> {
-            Ok(Normalization::MeanStd { mean: f32s(stat(ds, key, "mean")?), std: f32s(stat(ds, key, "std")?), eps: 1e-8 })
+            Ok(Normalization::MeanStd {
+                mean: f32s(stat(ds, key, "mean")?),
+                std: f32s(stat(ds, key, "std")?),
+                eps: 1e-8,
+            })
         };
         let (sn, an) = (ms(sk)?, ms(ak)?);
         let (state, _) = feature(ds, sk, &Normalizer::new(&sn, ds_dim), ds_dim)?;
@@ -104,7 +116,9 @@ impl ActData {
         let mut images = Vec::new();
         let mut cams = Vec::new();
         for key in &cfg.data.cameras {
-            let (h, w, c) = ds.image_shape(key).with_context(|| format!("{root}: camera `{key}` from the config is not an image/video feature"))?;
+            let (h, w, c) = ds.image_shape(key).with_context(|| {
+                format!("{root}: camera `{key}` from the config is not an image/video feature")
+            })?;
             if c != 3 {
                 bail!("{root}: camera `{key}` has {c} channels, expected 3 (RGB)");
             }
@@ -113,18 +127,38 @@ impl ActData {
             for f in 0..n {
                 buf.extend_from_slice(ds.image(key, f));
             }
-            images.push(Tensor::from_slice(&buf).view([n as i64, h as i64, w as i64, 3]).to_device(device));
+            images.push(
+                Tensor::from_slice(&buf)
+                    .view([n as i64, h as i64, w as i64, 3])
+                    .to_device(device),
+            );
             cams.push((key.clone(), h, w));
-            norms.insert(key.clone(), Normalization::MeanStd { mean: IMAGENET_MEAN.to_vec(), std: IMAGENET_STD.to_vec(), eps: 1e-8 });
+            norms.insert(
+                key.clone(),
+                Normalization::MeanStd {
+                    mean: IMAGENET_MEAN.to_vec(),
+                    std: IMAGENET_STD.to_vec(),
+                    eps: 1e-8,
+                },
+            );
         }
-        let (train_episodes, val_episodes) = split_episodes(ds.num_episodes(), cfg.data.val_ratio, cfg.train.seed);
+        let (train_episodes, val_episodes) =
+            split_episodes(ds.num_episodes(), cfg.data.val_ratio, cfg.train.seed);
         // LeRobot: every frame starts a sample; the chunk runs past the episode end with action_is_pad.
         let c = cfg.model.chunk_size;
-        let spec = WindowSpec { n_obs_steps: 1, horizon: c, n_action_steps: c };
+        let spec = WindowSpec {
+            n_obs_steps: 1,
+            horizon: c,
+            n_action_steps: c,
+        };
         let train = Windows::new(ds, &train_episodes, spec);
         let val = Windows::new(ds, &val_episodes, spec);
         if train.len() < cfg.train.batch_size {
-            bail!("{root}: {} training samples is fewer than one batch ({})", train.len(), cfg.train.batch_size);
+            bail!(
+                "{root}: {} training samples is fewer than one batch ({})",
+                train.len(),
+                cfg.train.batch_size
+            );
         }
         let info = ActDataInfo {
             dataset: root.clone(),
@@ -144,8 +178,12 @@ impl ActData {
             val,
             train_episodes,
             val_episodes,
-            img_mean: Tensor::from_slice(&IMAGENET_MEAN).view([1, 3, 1, 1]).to_device(device),
-            img_std: Tensor::from_slice(&IMAGENET_STD).view([1, 3, 1, 1]).to_device(device),
+            img_mean: Tensor::from_slice(&IMAGENET_MEAN)
+                .view([1, 3, 1, 1])
+                .to_device(device),
+            img_std: Tensor::from_slice(&IMAGENET_STD)
+                .view([1, 3, 1, 1])
+                .to_device(device),
             device,
         })
     }
@@ -166,15 +204,24 @@ impl ActData {
             .images
             .iter()
             .map(|all| {
-                let x = all.index_select(0, &oi).permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
+                let x = all
+                    .index_select(0, &oi)
+                    .permute([0, 3, 1, 2])
+                    .to_kind(Kind::Float)
+                    / 255.0;
                 (x - &self.img_mean) / (&self.img_std + 1e-8)
             })
             .collect();
         ActBatch {
             state: self.state.index_select(0, &oi),
             images,
-            action: self.action.index_select(0, &ai).view([b, -1, self.info.action_dim() as i64]),
-            is_pad: Tensor::from_slice(&pad).view([b, -1]).to_device(self.device),
+            action: self
+                .action
+                .index_select(0, &ai)
+                .view([b, -1, self.info.action_dim() as i64]),
+            is_pad: Tensor::from_slice(&pad)
+                .view([b, -1])
+                .to_device(self.device),
             episodes: eps,
         }
     }
@@ -203,7 +250,9 @@ fn modality_dropout(batch: &mut ActBatch, cfg: &ActTrainConfig, rng: &mut impl R
     if dropped > 0 {
         let dev = batch.state.device();
         let ks = Tensor::from_slice(&keep_state).view([b, 1]).to_device(dev);
-        let ki = Tensor::from_slice(&keep_img).view([b, 1, 1, 1]).to_device(dev);
+        let ki = Tensor::from_slice(&keep_img)
+            .view([b, 1, 1, 1])
+            .to_device(dev);
         batch.state = &batch.state * ks;
         batch.images = batch.images.iter().map(|x| x * &ki).collect();
     }
@@ -226,27 +275,44 @@ pub struct ActSummary {
 
 /// Key ranges of the encoder tokens that count as state (latent + robot_state)
 /// and as vision (camera cells) for the regulariser.
-pub fn act_token_ranges(n_1d: usize, n_tokens: usize) -> (Vec<std::ops::Range<usize>>, Vec<std::ops::Range<usize>>) {
+pub fn act_token_ranges(
+    n_1d: usize,
+    n_tokens: usize,
+) -> (Vec<std::ops::Range<usize>>, Vec<std::ops::Range<usize>>) {
     (vec![0..n_1d], vec![n_1d..n_tokens])
 }
 
 /// `maniflow-train train` with an ACT config.
-pub fn train(cfg_path_or_text: (&str, String), dataset: &Path, out: &Path, steps: Option<u64>, init: Option<&Path>, quiet: bool) -> Result<ActSummary> {
+pub fn train(
+    cfg_path_or_text: (&str, String),
+    dataset: &Path,
+    out: &Path,
+    steps: Option<u64>,
+    init: Option<&Path>,
+    quiet: bool,
+) -> Result<ActSummary> {
     let (origin, text) = cfg_path_or_text;
     let mut cfg = ActTrainConfig::from_toml_str(&text, origin)?;
     if let Some(s) = steps {
         cfg.train.steps = s;
     }
     if checkpoint::latest(out)?.is_some() {
-        bail!("{} already holds a training run; choose another --out", out.display());
+        bail!(
+            "{} already holds a training run; choose another --out",
+            out.display()
+        );
     }
     let device = parse_device(&cfg.train.device)?;
     if cfg.train.threads > 0 {
         tch::set_num_threads(cfg.train.threads as i32);
     }
     let t0 = Instant::now();
-    let opts = OpenOptions { image_keys: Some(cfg.data.cameras.clone()), ..Default::default() };
-    let ds = LeRobotDataset::open(dataset, &opts).with_context(|| format!("open dataset {}", dataset.display()))?;
+    let opts = OpenOptions {
+        image_keys: Some(cfg.data.cameras.clone()),
+        ..Default::default()
+    };
+    let ds = LeRobotDataset::open(dataset, &opts)
+        .with_context(|| format!("open dataset {}", dataset.display()))?;
     let data = ActData::new(&ds, &cfg, device)?;
     eprintln!(
         "dataset {}: {} episodes ({} train / {} val), {} frames, {} train samples; loaded in {:.1}s",
@@ -262,15 +328,34 @@ pub fn train(cfg_path_or_text: (&str, String), dataset: &Path, out: &Path, steps
     std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     tch::manual_seed(cfg.train.seed as i64);
     let mut vs = VarStore::new(device);
-    let model = Act::new(&(vs.root() / "model"), &cfg.model, data.info.state_dim(), data.info.action_dim(), data.info.cameras.len());
+    let model = Act::new(
+        &(vs.root() / "model"),
+        &cfg.model,
+        data.info.state_dim(),
+        data.info.action_dim(),
+        data.info.cameras.len(),
+    );
     if let Some(p) = init {
-        let file = if p.is_dir() { p.join("model.safetensors") } else { p.to_path_buf() };
+        let file = if p.is_dir() {
+            p.join("model.safetensors")
+        } else {
+            p.to_path_buf()
+        };
         let n = lerobot::load_weights(&mut vs, &file)?;
         eprintln!("initialised all {n} tensors from {}", file.display());
     }
-    std::fs::write(out.join("config.toml"), cfg.to_toml()).with_context(|| format!("write {}", out.join("config.toml").display()))?;
-    std::fs::write(out.join("data.json"), serde_json::to_vec_pretty(&data.info)?).with_context(|| format!("write {}/data.json", out.display()))?;
-    let nparams: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+    std::fs::write(out.join("config.toml"), cfg.to_toml())
+        .with_context(|| format!("write {}", out.join("config.toml").display()))?;
+    std::fs::write(
+        out.join("data.json"),
+        serde_json::to_vec_pretty(&data.info)?,
+    )
+    .with_context(|| format!("write {}/data.json", out.display()))?;
+    let nparams: i64 = vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum();
     eprintln!(
         "ACT: {nparams} parameters (dim {} x {} enc / {} dec layers, {} backbone), chunk {}, {} cameras, device {}",
         cfg.model.dim_model,
@@ -295,7 +380,14 @@ pub fn train(cfg_path_or_text: (&str, String), dataset: &Path, out: &Path, steps
         seed: tc.seed,
     };
     let total = tc.steps;
-    let mut logger = MetricsLogger::new(out, total, LoggerOptions { quiet, ..Default::default() })?;
+    let mut logger = MetricsLogger::new(
+        out,
+        total,
+        LoggerOptions {
+            quiet,
+            ..Default::default()
+        },
+    )?;
     let mut spikes = SpikeDetector::new(tc.spike_window, tc.spike_factor, Vec::new());
     let spe = (data.train.len() / tc.batch_size).max(1) as u64;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(tc.seed ^ 0xAC7);
@@ -310,13 +402,22 @@ pub fn train(cfg_path_or_text: (&str, String), dataset: &Path, out: &Path, steps
         let i = ((step - 1) % spe) as usize;
         let t_data = Instant::now();
         let mut perm: Vec<usize> = (0..data.train.len()).collect();
-        perm.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(tc.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch)));
+        perm.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+            tc.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch),
+        ));
         let idx = &perm[i * tc.batch_size..(i + 1) * tc.batch_size];
         let mut batch = data.batch(&data.train, idx);
         let dropped = modality_dropout(&mut batch, &cfg, &mut rng);
         let dataloading_s = t_data.elapsed().as_secs_f64();
         let t_upd = Instant::now();
-        let outp = model.forward(&ActInput { state: &batch.state, images: &batch.images, action: Some((&batch.action, &batch.is_pad)) }, true);
+        let outp = model.forward(
+            &ActInput {
+                state: &batch.state,
+                images: &batch.images,
+                action: Some((&batch.action, &batch.is_pad)),
+            },
+            true,
+        );
         let (l1, kld) = l1_kld(&outp, &batch.action, &batch.is_pad);
         let mut loss = match &kld {
             Some(k) => &l1 + k * cfg.model.kl_weight,
@@ -357,7 +458,11 @@ pub fn train(cfg_path_or_text: (&str, String), dataset: &Path, out: &Path, steps
             }
         }
         if !skip {
-            let clip = if tc.grad_clip > 0.0 && grad_norm > tc.grad_clip { tc.grad_clip / (grad_norm + 1e-6) } else { 1.0 };
+            let clip = if tc.grad_clip > 0.0 && grad_norm > tc.grad_clip {
+                tc.grad_clip / (grad_norm + 1e-6)
+            } else {
+                1.0
+            };
             opt.step(tc.lr, tc.betas, tc.eps, tc.weight_decay, clip);
         }
         opt.zero_grad();
@@ -404,7 +509,15 @@ pub fn train(cfg_path_or_text: (&str, String), dataset: &Path, out: &Path, steps
         if step % tc.checkpoint_every == 0 || step == total {
             state.spike_window = spikes.window.iter().copied().collect();
             let model_t = sorted_vars(&vs);
-            let p = checkpoint::save(out, &Saved { model: &model_t, ema: &[], optimizer: &opt.state_tensors(), state: &state })?;
+            let p = checkpoint::save(
+                out,
+                &Saved {
+                    model: &model_t,
+                    ema: &[],
+                    optimizer: &opt.state_tensors(),
+                    state: &state,
+                },
+            )?;
             let cj = p.join("config.json");
             std::fs::write(&cj, &lerobot_cfg).with_context(|| format!("write {}", cj.display()))?;
             logger.event(step, &format!("checkpoint {}", p.display()));
@@ -412,7 +525,13 @@ pub fn train(cfg_path_or_text: (&str, String), dataset: &Path, out: &Path, steps
     }
     logger.flush();
     let seconds = start.elapsed().as_secs_f64();
-    Ok(ActSummary { steps: state.step, seconds, last_l1, first_state_ratio: first_ratio, last_state_ratio: last_ratio })
+    Ok(ActSummary {
+        steps: state.step,
+        seconds,
+        last_l1,
+        first_state_ratio: first_ratio,
+        last_state_ratio: last_ratio,
+    })
 }
 
 /// L1 of the inference path (latent = 0, eval mode) on held-out episodes.
@@ -427,7 +546,14 @@ fn val_l1(model: &Act, data: &ActData, b: usize) -> Option<f64> {
     let (mut tot, mut cnt) = (0.0, 0.0);
     for chunk in idx.chunks(b).take(4) {
         let batch = data.batch(&data.val, chunk);
-        let o = model.forward(&ActInput { state: &batch.state, images: &batch.images, action: None }, false);
+        let o = model.forward(
+            &ActInput {
+                state: &batch.state,
+                images: &batch.images,
+                action: None,
+            },
+            false,
+        );
         let (l1, _) = l1_kld(&o, &batch.action, &batch.is_pad);
         tot += l1.double_value(&[]);
         cnt += 1.0;
@@ -436,9 +562,12 @@ fn val_l1(model: &Act, data: &ActData, b: usize) -> Option<f64> {
 }
 
 pub fn run_dir_is_act(run: &Path) -> bool {
-    std::fs::read_to_string(run.join("config.toml")).map(|t| super::config::is_act_toml(&t)).unwrap_or(false)
+    std::fs::read_to_string(run.join("config.toml"))
+        .map(|t| super::config::is_act_toml(&t))
+        .unwrap_or(false)
 }
 
 pub fn latest_checkpoint(run: &Path) -> Result<PathBuf> {
-    checkpoint::latest(run)?.with_context(|| format!("{}: no checkpoint yet (train first)", run.display()))
+    checkpoint::latest(run)?
+        .with_context(|| format!("{}: no checkpoint yet (train first)", run.display()))
 }
