@@ -32,6 +32,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
+# The exporter's config loader (it works around LeRobot 0.6.1's temp-file leak).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "models" / "export"))
+from lerobot_act import lerobot_config  # noqa: E402
+
 
 def frame(tick: int, cam: int, h: int, w: int) -> np.ndarray:
     """A smooth colour pattern that drifts with the tick (and differs per camera)."""
@@ -54,22 +58,6 @@ def state(tick: int, ds: int) -> np.ndarray:
     return (mean + amp * np.sin(0.07 * tick * (1 + 0.1 * k) + k)).astype(np.float32)
 
 
-def lerobot_config(src: Path, cls):
-    """cls.from_pretrained(src), in a private temporary directory (LeRobot 0.6.1 leaves
-    one NamedTemporaryFile behind per call)."""
-    import shutil
-    import tempfile
-
-    private = tempfile.mkdtemp(prefix="lerobot-config-")
-    saved = tempfile.tempdir
-    tempfile.tempdir = private
-    try:
-        return cls.from_pretrained(src, local_files_only=True)
-    finally:
-        tempfile.tempdir = saved
-        shutil.rmtree(private, ignore_errors=True)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("pretrained_dir", type=Path)
@@ -79,12 +67,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     from lerobot.common.control_utils import predict_action
-    from lerobot.configs import FeatureType, PreTrainedConfig
+    from lerobot.configs import FeatureType
     from lerobot.policies.act.modeling_act import ACTPolicy
     from lerobot.policies.factory import make_pre_post_processors
 
     torch.manual_seed(a.seed)
-    cfg = lerobot_config(a.pretrained_dir, PreTrainedConfig)
+    cfg = lerobot_config(a.pretrained_dir)
     cfg.pretrained_backbone_weights = None  # the checkpoint holds the backbone
     cfg.device = "cpu"
     policy = ACTPolicy.from_pretrained(a.pretrained_dir, config=cfg, strict=True,

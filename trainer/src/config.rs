@@ -190,16 +190,11 @@ pub struct DataConfig {
 
 impl Config {
     pub fn from_toml_str(text: &str, origin: &str) -> anyhow::Result<Config> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
-        cfg.validate().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-        Ok(cfg)
+        parse_validated(text, origin, Self::validate)
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        Self::from_toml_str(&text, &path.display().to_string())
+        Self::from_toml_str(&read_config_text(path)?, &path.display().to_string())
     }
 
     pub fn to_toml(&self) -> String {
@@ -259,6 +254,22 @@ impl Config {
         }
         self.attention_loss.validate()
     }
+}
+
+/// Parse a TOML config and validate it; both kinds of error start with `origin`.
+pub fn parse_validated<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    validate: fn(&T) -> Result<(), String>,
+) -> anyhow::Result<T> {
+    let cfg: T = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+    validate(&cfg).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    Ok(cfg)
+}
+
+/// A config file's text; the error names the file.
+pub fn read_config_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))
 }
 
 /// Modality name of a camera key: the last `.`-separated segment

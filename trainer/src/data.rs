@@ -97,18 +97,38 @@ pub(crate) fn feature(ds: &LeRobotDataset, key: &str, norm: &Normalizer, dim: us
     Ok((t, r))
 }
 
+/// Number of values of feature `key` (product of its shape in meta/info.json).
+pub(crate) fn feature_dim(ds: &LeRobotDataset, key: &str) -> Result<usize> {
+    ds.info
+        .features
+        .get(key)
+        .map(|f| f.shape.iter().product())
+        .with_context(|| format!("{}: meta/info.json has no feature `{key}` (the config needs it)", ds.root.display()))
+}
+
+/// Every frame of camera `key` as one (N, H, W, 3) u8 tensor on `device`, with (H, W).
+pub(crate) fn camera_frames(ds: &LeRobotDataset, key: &str, device: Device) -> Result<(Tensor, usize, usize)> {
+    let root = ds.root.display();
+    let (h, w, c) = ds
+        .image_shape(key)
+        .with_context(|| format!("{root}: camera `{key}` from the config is not an image/video feature"))?;
+    if c != 3 {
+        bail!("{root}: camera `{key}` has {c} channels, expected 3 (RGB)");
+    }
+    let n = ds.num_frames();
+    let mut buf = Vec::with_capacity(n * h * w * 3);
+    for f in 0..n {
+        buf.extend_from_slice(ds.image(key, f));
+    }
+    Ok((Tensor::from_slice(&buf).view([n as i64, h as i64, w as i64, 3]).to_device(device), h, w))
+}
+
 impl TrainData {
     pub fn new(ds: &LeRobotDataset, cfg: &Config, device: Device) -> Result<TrainData> {
         let e = &cfg.encoder;
         let m = &cfg.model;
         let root = ds.root.display().to_string();
-        let dim_of = |key: &str| -> Result<usize> {
-            ds.info
-                .features
-                .get(key)
-                .map(|f| f.shape.iter().product())
-                .with_context(|| format!("{root}: meta/info.json has no feature `{key}` (the config needs it)"))
-        };
+        let dim_of = |key: &str| feature_dim(ds, key);
         let action_key = cfg.data.action_key.as_str();
         let da = dim_of(action_key)?;
         if m.action_dim != 0 && m.action_dim != da {
@@ -156,18 +176,7 @@ impl TrainData {
         let mut images = Vec::new();
         let mut cams = Vec::new();
         for key in &e.cameras {
-            let (h, w, c) = ds
-                .image_shape(key)
-                .with_context(|| format!("{root}: camera `{key}` from the config is not an image/video feature"))?;
-            if c != 3 {
-                bail!("{root}: camera `{key}` has {c} channels, expected 3 (RGB)");
-            }
-            let n = ds.num_frames();
-            let mut buf = Vec::with_capacity(n * h * w * 3);
-            for f in 0..n {
-                buf.extend_from_slice(ds.image(key, f));
-            }
-            images.push(Tensor::from_slice(&buf).view([n as i64, h as i64, w as i64, 3]).to_device(device));
+            images.push(camera_frames(ds, key, device)?.0);
             cams.push((key.clone(), e.image_size[0], e.image_size[1]));
             norms.insert(key.clone(), Normalization::Identity);
         }

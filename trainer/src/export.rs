@@ -47,7 +47,7 @@ impl DataInfo {
     }
 }
 
-fn units(names: &[String]) -> Vec<String> {
+pub(crate) fn units(names: &[String]) -> Vec<String> {
     names.iter().map(|n| if n.starts_with("gripper") { "percent".into() } else { "deg".into() }).collect()
 }
 
@@ -59,7 +59,7 @@ pub struct ExportReport {
     pub checkpoint: PathBuf,
 }
 
-fn ort_run(sess: &mut Session, inputs: Vec<(String, Tensor)>, output: &str) -> Result<Tensor> {
+pub(crate) fn ort_run(sess: &mut Session, inputs: Vec<(String, Tensor)>, output: &str) -> Result<Tensor> {
     let mut vals: Vec<(String, ort::session::SessionInputValue<'static>)> = Vec::new();
     for (name, t) in inputs {
         let shape: Vec<i64> = t.size();
@@ -73,11 +73,11 @@ fn ort_run(sess: &mut Session, inputs: Vec<(String, Tensor)>, output: &str) -> R
     Ok(Tensor::from_slice(data).view(dims.as_slice()))
 }
 
-fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+pub(crate) fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-fn session(env: &ort::environment::Environment, bytes: &[u8]) -> Result<Session> {
+pub(crate) fn session(env: &ort::environment::Environment, bytes: &[u8]) -> Result<Session> {
     let e = |e: ort::Error| anyhow::anyhow!("onnxruntime cannot open the exported graph: {e}");
     let b = Session::builder(env).map_err(e)?;
     let mut b = b.with_intra_threads(2).map_err(|x| anyhow::anyhow!("onnxruntime session options: {x}"))?;

@@ -244,6 +244,86 @@ impl SpikeDetector {
     }
 }
 
+/// Window indices of optimiser step `step` (1-based) over `n` samples: a
+/// per-epoch permutation seeded by (seed, epoch), drop_last. Returns (epoch, indices).
+pub fn epoch_batch(n: usize, batch: usize, seed: u64, step: u64) -> (u64, Vec<usize>) {
+    let spe = (n / batch).max(1) as u64;
+    let epoch = (step - 1) / spe;
+    let i = ((step - 1) % spe) as usize;
+    let mut perm: Vec<usize> = (0..n).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch));
+    perm.shuffle(&mut rng);
+    (epoch, perm[i * batch..(i + 1) * batch].to_vec())
+}
+
+/// Gradient scale that clips the total norm to `max` (0 = no clipping).
+pub fn clip_scale(grad_norm: f64, max: f64) -> f64 {
+    if max > 0.0 && grad_norm > max {
+        max / (grad_norm + 1e-6)
+    } else {
+        1.0
+    }
+}
+
+/// The stability guards' settings (METRICS.md "Stability").
+pub struct Guards {
+    pub max_consecutive_nonfinite: u32,
+    pub spike_factor: f64,
+    pub skip_on_spike: bool,
+}
+
+/// One step's stability guards: a non-finite loss or gradient skips the update
+/// and is counted, `max_consecutive_nonfinite` in a row abort the run (the last
+/// good checkpoint stays); a loss spike is logged with `what` (the batch) and
+/// skips the update when `skip_on_spike`. Returns whether to skip the update.
+#[allow(clippy::too_many_arguments)]
+pub fn guard_step(
+    state: &mut TrainState,
+    spikes: &mut SpikeDetector,
+    logger: &mut MetricsLogger,
+    run: &Path,
+    step: u64,
+    lval: f64,
+    grad_norm: f64,
+    g: &Guards,
+    what: &str,
+) -> Result<bool> {
+    if !lval.is_finite() || !grad_norm.is_finite() {
+        state.nonfinite_run += 1;
+        state.nonfinite_total += 1;
+        logger.event(
+            step,
+            &format!(
+                "nonfinite step {step}: loss {lval} grad_norm {grad_norm}; update skipped ({} in a row, abort at {}); {what}",
+                state.nonfinite_run, g.max_consecutive_nonfinite
+            ),
+        );
+        if state.nonfinite_run >= g.max_consecutive_nonfinite {
+            logger.flush();
+            bail!(
+                "aborting: {} consecutive non-finite steps (last at step {step}); the last good checkpoint is kept in {}",
+                state.nonfinite_run,
+                checkpoint::checkpoints_dir(run).display()
+            );
+        }
+        return Ok(true);
+    }
+    state.nonfinite_run = 0;
+    if let Some(med) = spikes.check(lval) {
+        state.spikes_total += 1;
+        logger.event(
+            step,
+            &format!(
+                "spike step {step}: loss {lval:.4} > {} x running median {med:.4}; {what}{}",
+                g.spike_factor,
+                if g.skip_on_spike { "; update skipped" } else { "" }
+            ),
+        );
+        return Ok(g.skip_on_spike);
+    }
+    Ok(false)
+}
+
 /// Test hook: `MANIFLOW_TEST_INJECT=nan@5,nan@6,spike@30` corrupts those steps'
 /// loss (nan: NaN loss; spike: x100 targets) to exercise the guards.
 fn injected(step: u64, kind: &str) -> bool {
@@ -334,21 +414,10 @@ impl<'a> Trainer<'a> {
         )
     }
 
-    fn steps_per_epoch(&self) -> u64 {
-        (self.data.train.len() / self.cfg.train.batch_size).max(1) as u64
-    }
-
     /// Window indices of optimiser step `step` (1-based): a per-epoch
     /// permutation seeded by (seed, epoch), drop_last.
     pub fn batch_indices(&self, step: u64) -> (u64, Vec<usize>) {
-        let spe = self.steps_per_epoch();
-        let epoch = (step - 1) / spe;
-        let i = ((step - 1) % spe) as usize;
-        let mut perm: Vec<usize> = (0..self.data.train.len()).collect();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.cfg.train.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch));
-        perm.shuffle(&mut rng);
-        let b = self.cfg.train.batch_size;
-        (epoch, perm[i * b..(i + 1) * b].to_vec())
+        epoch_batch(self.data.train.len(), self.cfg.train.batch_size, self.cfg.train.seed, step)
     }
 
     fn prepare_obs(&self, batch: &Batch, train: bool) -> Obs {
@@ -479,47 +548,12 @@ impl<'a> Trainer<'a> {
                 total.backward();
                 grad_norm = self.opt.grad_norm();
             }
-            let mut skip = false;
-            if !finite_loss || !grad_norm.is_finite() {
-                skip = true;
-                self.state.nonfinite_run += 1;
-                self.state.nonfinite_total += 1;
-                logger.event(
-                    step,
-                    &format!(
-                        "nonfinite step {step}: loss {lval} grad_norm {grad_norm}; update skipped ({} in a row, abort at {}); windows {:?} episodes {:?}",
-                        self.state.nonfinite_run, tc.max_consecutive_nonfinite, batch.windows, batch.episodes
-                    ),
-                );
-                if self.state.nonfinite_run >= tc.max_consecutive_nonfinite {
-                    logger.flush();
-                    bail!(
-                        "aborting: {} consecutive non-finite steps (last at step {step}); the last good checkpoint is kept in {}",
-                        self.state.nonfinite_run,
-                        checkpoint::checkpoints_dir(&self.run).display()
-                    );
-                }
-            } else {
-                self.state.nonfinite_run = 0;
-                if let Some(med) = spikes.check(lval) {
-                    self.state.spikes_total += 1;
-                    logger.event(
-                        step,
-                        &format!(
-                            "spike step {step}: loss {lval:.4} > {} x running median {med:.4}; windows {:?} episodes {:?}{}",
-                            tc.spike_factor,
-                            batch.windows,
-                            batch.episodes,
-                            if tc.spike_skip_update { "; update skipped" } else { "" }
-                        ),
-                    );
-                    skip = tc.spike_skip_update;
-                }
-            }
+            let guards = Guards { max_consecutive_nonfinite: tc.max_consecutive_nonfinite, spike_factor: tc.spike_factor, skip_on_spike: tc.spike_skip_update };
+            let what = format!("windows {:?} episodes {:?}", batch.windows, batch.episodes);
+            let skip = guard_step(&mut self.state, &mut spikes, &mut logger, &self.run, step, lval, grad_norm, &guards, &what)?;
             let lr = lr_at(step, tc.lr, tc.warmup_steps, tc.steps.max(total_steps));
             if !skip {
-                let clip = if tc.grad_clip > 0.0 && grad_norm > tc.grad_clip { tc.grad_clip / (grad_norm + 1e-6) } else { 1.0 };
-                self.opt.step(lr, tc.betas, tc.eps, tc.weight_decay, clip);
+                self.opt.step(lr, tc.betas, tc.eps, tc.weight_decay, clip_scale(grad_norm, tc.grad_clip));
                 ema_update(&self.ema_vs, &self.vs, ema_decay(self.opt.step, tc.ema_max_decay));
             }
             self.opt.zero_grad();

@@ -26,6 +26,22 @@ fn py(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// LeRobot loads `dir` strictly and reproduces the `actions_rust` stored in `io` (within 1e-4).
+fn lerobot_reproduces(dir: &Path, io: &Path) {
+    let out = py(&["check", dir.to_str().unwrap(), io.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "LeRobot does not load {} or reproduce our actions:\n{}",
+        dir.display(),
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("loaded"),
+        "{}",
+        text(&out)
+    );
+}
+
 fn io(path: &Path) -> HashMap<String, Tensor> {
     Tensor::read_safetensors(path)
         .unwrap()
@@ -138,21 +154,7 @@ fn tch_act_matches_lerobot_both_ways() {
         max_abs(&ours, &before) > 1e-3,
         "the perturbation changed the actions"
     );
-    let out = py(&[
-        "check",
-        back.to_str().unwrap(),
-        tmp.path().join("io2.safetensors").to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "LeRobot does not reproduce our saved weights:\n{}",
-        text(&out)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("loaded"),
-        "{}",
-        text(&out)
-    );
+    lerobot_reproduces(&back, &tmp.path().join("io2.safetensors"));
 
     // A state dict missing a key is refused, naming it.
     let mut partial: Vec<(String, Tensor)> = sorted_vars(&vs);
@@ -287,16 +289,7 @@ fn act_run_logs_checkpoints_and_exports() {
         );
     }
     let _ = write_rust_io(&ck, &inputs, &tmp.path().join("io.safetensors"));
-    let out = py(&[
-        "check",
-        ck.to_str().unwrap(),
-        tmp.path().join("io.safetensors").to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "LeRobot cannot load our checkpoint:\n{}",
-        text(&out)
-    );
+    lerobot_reproduces(&ck, &tmp.path().join("io.safetensors"));
 
     // Export through our ONNX writer; the runtime loads and runs the package.
     let pkg = tmp.path().join("pkg");
@@ -320,7 +313,7 @@ fn act_run_logs_checkpoints_and_exports() {
     assert!(head < wrist, "camera order kept");
     let eng = maniflow_runtime::engine::Engine::load(&pkg, &Default::default()).unwrap();
     assert_eq!(eng.chunk_len(), 8);
-    let bad = ok_err(&[
+    let bad = fails(&[
         "export",
         run.to_str().unwrap(),
         "--out",
@@ -328,16 +321,6 @@ fn act_run_logs_checkpoints_and_exports() {
         "--ema",
     ]);
     assert!(bad.contains("EMA"), "{bad}");
-}
-
-fn ok_err(args: &[&str]) -> String {
-    let out = run_env(args, &[]);
-    assert!(
-        !out.status.success(),
-        "maniflow-train {args:?} should fail:\n{}",
-        text(&out)
-    );
-    text(&out)
 }
 
 #[test]
@@ -400,7 +383,7 @@ fn ditx_attention_regulariser_trains_through_cross_attention() {
     let mut t = std::fs::read_to_string(&bad).unwrap();
     t.push_str("\n[attention_loss]\nenabled = true\n");
     std::fs::write(&bad, t).unwrap();
-    let e = ok_err(&[
+    let e = fails(&[
         "train",
         "--config",
         bad.to_str().unwrap(),

@@ -142,17 +142,14 @@ fn config_and_dataset_errors_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let bad = config_with(dir.path(), "bad.toml", &[("n_head", "3")]);
     let ds = synth(dir.path(), 3, 20, 6);
-    let out = run_env(&["train", "--config", s(&bad), "--dataset", s(&ds), "--out", s(&dir.path().join("r"))], &[]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("model.n_emb") && text(&out).contains("n_head"), "{}", text(&out));
+    let out = fails(&["train", "--config", s(&bad), "--dataset", s(&ds), "--out", s(&dir.path().join("r"))]);
+    assert!(out.contains("model.n_emb") && out.contains("n_head"), "{out}");
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, std::fs::read_to_string(repo().join("trainer/configs/so101-cpu.toml")).unwrap().replace("n_layer", "n_layers")).unwrap();
-    let out = run_env(&["train", "--config", s(&typo), "--dataset", s(&ds), "--out", s(&dir.path().join("r"))], &[]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("n_layers"), "{}", text(&out));
-    let out = run_env(&["train", "--config", "so101-cpu", "--dataset", s(&dir.path().join("nope")), "--out", s(&dir.path().join("r"))], &[]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("nope"), "{}", text(&out));
+    let out = fails(&["train", "--config", s(&typo), "--dataset", s(&ds), "--out", s(&dir.path().join("r"))]);
+    assert!(out.contains("n_layers"), "{out}");
+    let out = fails(&["train", "--config", "so101-cpu", "--dataset", s(&dir.path().join("nope")), "--out", s(&dir.path().join("r"))]);
+    assert!(out.contains("nope"), "{out}");
 }
 
 #[test]

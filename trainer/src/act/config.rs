@@ -169,17 +169,14 @@ impl Default for ModalityDropout {
 
 impl ActTrainConfig {
     pub fn from_toml_str(text: &str, origin: &str) -> anyhow::Result<ActTrainConfig> {
-        let cfg: ActTrainConfig = toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
-        cfg.validate()
-            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-        Ok(cfg)
+        crate::config::parse_validated(text, origin, Self::validate)
     }
 
     pub fn load(path: &Path) -> anyhow::Result<ActTrainConfig> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        Self::from_toml_str(&text, &path.display().to_string())
+        Self::from_toml_str(
+            &crate::config::read_config_text(path)?,
+            &path.display().to_string(),
+        )
     }
 
     pub fn to_toml(&self) -> String {

@@ -7,7 +7,7 @@
 use super::config::ActTrainConfig;
 use super::model::{backbone_blocks, sinusoid_2d, Act, ActInput};
 use super::train::{latest_checkpoint, ActDataInfo};
-use crate::export::PARITY_TOL;
+use crate::export::{max_abs, ort_run, session, units, PARITY_TOL};
 use crate::onnx::builder::{batch, fixed, GraphBuilder};
 use crate::onnx::maniflow::Weights;
 use crate::train::{copy_vars, sorted_vars};
@@ -175,6 +175,26 @@ fn ffn(g: &mut GraphBuilder, x: &str, p: &str, gelu: bool) -> Result<String> {
     )
 }
 
+/// One residual sub-layer as LeRobot arranges it (the graph twin of
+/// `Act::sublayer`): pre-norm `x + f(norm(x))`, post-norm `norm(x + f(x))`.
+fn sublayer(
+    g: &mut GraphBuilder,
+    x: &str,
+    norm_prefix: &str,
+    pre_norm: bool,
+    f: impl FnOnce(&mut GraphBuilder, &str) -> Result<String>,
+) -> Result<String> {
+    if pre_norm {
+        let h = norm(g, x, norm_prefix)?;
+        let y = f(g, &h)?;
+        Ok(g.add(x, &y))
+    } else {
+        let y = f(g, x)?;
+        let s = g.add(x, &y);
+        norm(g, &s, norm_prefix)
+    }
+}
+
 /// `act.onnx` bytes for the model described by `cfg` with `w` (LeRobot names).
 pub fn build_act(
     cfg: &ActTrainConfig,
@@ -259,30 +279,13 @@ pub fn build_act(
     for i in 0..m.n_encoder_layers {
         let p = format!("model.encoder.layers.{i}");
         g.set_scope(&p);
-        let skip = x.clone();
-        let xn = if m.pre_norm {
-            norm(&mut g, &x, &format!("{p}.norm1"))?
-        } else {
-            x.clone()
-        };
-        let qk = g.add(&xn, &pos);
-        let a = mha(&mut g, &format!("{p}.self_attn"), &qk, &qk, &xn, &dm)?;
-        let mut y = g.add(&skip, &a);
-        let skip2;
-        if m.pre_norm {
-            skip2 = y.clone();
-            y = norm(&mut g, &y, &format!("{p}.norm2"))?;
-        } else {
-            y = norm(&mut g, &y, &format!("{p}.norm1"))?;
-            skip2 = y.clone();
-        }
-        let f = ffn(&mut g, &y, &p, gelu)?;
-        let y = g.add(&skip2, &f);
-        x = if m.pre_norm {
-            y
-        } else {
-            norm(&mut g, &y, &format!("{p}.norm2"))?
-        };
+        x = sublayer(&mut g, &x, &format!("{p}.norm1"), m.pre_norm, |g, h| {
+            let qk = g.add(h, &pos);
+            mha(g, &format!("{p}.self_attn"), &qk, &qk, h, &dm)
+        })?;
+        x = sublayer(&mut g, &x, &format!("{p}.norm2"), m.pre_norm, |g, h| {
+            ffn(g, h, &p, gelu)
+        })?;
     }
     if m.pre_norm {
         x = norm(&mut g, &x, "model.encoder.norm")?;
@@ -300,40 +303,17 @@ pub fn build_act(
     for i in 0..m.n_decoder_layers {
         let p = format!("model.decoder.layers.{i}");
         g.set_scope(&p);
-        let skip = y.clone();
-        let yn = if m.pre_norm {
-            norm(&mut g, &y, &format!("{p}.norm1"))?
-        } else {
-            y.clone()
-        };
-        let qk = g.add(&yn, &dpos);
-        let a = mha(&mut g, &format!("{p}.self_attn"), &qk, &qk, &yn, &dm)?;
-        let mut z = g.add(&skip, &a);
-        let mut skip;
-        if m.pre_norm {
-            skip = z.clone();
-            z = norm(&mut g, &z, &format!("{p}.norm2"))?;
-        } else {
-            z = norm(&mut g, &z, &format!("{p}.norm1"))?;
-            skip = z.clone();
-        }
-        let q = g.add(&z, &dpos);
-        let a = mha(&mut g, &format!("{p}.multihead_attn"), &q, &mem_k, &x, &dm)?;
-        z = g.add(&skip, &a);
-        if m.pre_norm {
-            skip = z.clone();
-            z = norm(&mut g, &z, &format!("{p}.norm3"))?;
-        } else {
-            z = norm(&mut g, &z, &format!("{p}.norm2"))?;
-            skip = z.clone();
-        }
-        let f = ffn(&mut g, &z, &p, gelu)?;
-        let z = g.add(&skip, &f);
-        y = if m.pre_norm {
-            z
-        } else {
-            norm(&mut g, &z, &format!("{p}.norm3"))?
-        };
+        y = sublayer(&mut g, &y, &format!("{p}.norm1"), m.pre_norm, |g, h| {
+            let qk = g.add(h, &dpos);
+            mha(g, &format!("{p}.self_attn"), &qk, &qk, h, &dm)
+        })?;
+        y = sublayer(&mut g, &y, &format!("{p}.norm2"), m.pre_norm, |g, h| {
+            let q = g.add(h, &dpos);
+            mha(g, &format!("{p}.multihead_attn"), &q, &mem_k, &x, &dm)
+        })?;
+        y = sublayer(&mut g, &y, &format!("{p}.norm3"), m.pre_norm, |g, h| {
+            ffn(g, h, &p, gelu)
+        })?;
     }
     let y = norm(&mut g, &y, "model.decoder.norm")?;
     g.set_scope("head");
@@ -344,27 +324,6 @@ pub fn build_act(
     )?;
     g.output(&a, "action", &[batch(), fixed(c), fixed(info.action_dim())]);
     g.to_bytes()
-}
-
-fn ort_run(sess: &mut ort::session::Session, inputs: Vec<(String, Tensor)>) -> Result<Tensor> {
-    use ort::value::Tensor as OrtTensor;
-    let mut vals: Vec<(String, ort::session::SessionInputValue<'static>)> = Vec::new();
-    for (name, t) in inputs {
-        let shape: Vec<i64> = t.size();
-        let data: Vec<f32> =
-            Vec::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
-        let v = OrtTensor::from_array((shape, data))
-            .map_err(|e| anyhow::anyhow!("ort input `{name}`: {e}"))?;
-        vals.push((name, v.into()));
-    }
-    let out = sess
-        .run(vals)
-        .map_err(|e| anyhow::anyhow!("onnxruntime run: {e}"))?;
-    let (shape, data) = out["action"]
-        .try_extract_tensor::<f32>()
-        .map_err(|e| anyhow::anyhow!("output `action`: {e}"))?;
-    let dims: Vec<i64> = shape.iter().copied().collect();
-    Ok(Tensor::from_slice(data).view(dims.as_slice()))
 }
 
 /// Stride-32 feature map size of a ResNet for an (h, w) input.
@@ -432,14 +391,7 @@ pub fn export_model(
     let bytes = build_act(cfg, info, weights, &feat)?;
     // Parity on random normalised inputs (B = 2).
     let env = maniflow_runtime::ortlib::environment().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut sess = {
-        let e = |e: ort::Error| anyhow::anyhow!("onnxruntime cannot open the exported graph: {e}");
-        let b = ort::session::Session::builder(&env).map_err(e)?;
-        let mut b = b
-            .with_intra_threads(2)
-            .map_err(|x| anyhow::anyhow!("onnxruntime session options: {x}"))?;
-        b.commit_from_memory(&bytes).map_err(e)?
-    };
+    let mut sess = session(&env, &bytes)?;
     let _g = tch::no_grad_guard();
     tch::manual_seed(4321);
     let state = Tensor::randn([2, info.state_dim() as i64], (Kind::Float, Device::Cpu));
@@ -463,7 +415,7 @@ pub fn export_model(
     for ((k, _, _), t) in info.cameras.iter().zip(&images) {
         ins.push((k.clone(), t.shallow_clone()));
     }
-    let got = ort_run(&mut sess, ins)?;
+    let got = ort_run(&mut sess, ins, "action")?;
     if got.size() != want.size() {
         bail!(
             "exported graph gives shape {:?}, tch {:?}",
@@ -471,7 +423,7 @@ pub fn export_model(
             want.size()
         );
     }
-    let graph_err = (&got - &want).abs().max().double_value(&[]);
+    let graph_err = max_abs(&got, &want);
     if !(graph_err <= PARITY_TOL) {
         bail!("parity check failed: act.onnx vs tch max abs error {graph_err:.3e} (limit {PARITY_TOL:.0e}); no package written");
     }
@@ -480,18 +432,6 @@ pub fn export_model(
         std::fs::write(out.join(f), b).with_context(|| format!("write {}", out.join(f).display()))
     };
     write("act.onnx", &bytes)?;
-    let units = |names: &[String]| -> Vec<String> {
-        names
-            .iter()
-            .map(|n| {
-                if n.starts_with("gripper") {
-                    "percent".into()
-                } else {
-                    "deg".into()
-                }
-            })
-            .collect()
-    };
     let m = &cfg.model;
     let manifest = Manifest {
         format_version: 1,

@@ -13,11 +13,7 @@ pub mod train;
 pub fn act_config_text(spec: &str) -> anyhow::Result<Option<(String, String)>> {
     let p = std::path::Path::new(spec);
     let (origin, text) = if p.exists() {
-        (
-            spec.to_string(),
-            std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("cannot read config {spec}: {e}"))?,
-        )
+        (spec.to_string(), crate::config::read_config_text(p)?)
     } else {
         match crate::presets::get(spec) {
             Ok(t) => (format!("preset {spec}"), t.to_string()),

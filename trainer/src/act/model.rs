@@ -473,6 +473,32 @@ impl Act {
         }
     }
 
+    /// One residual sub-layer as LeRobot arranges it: pre-norm `x + drop(f(norm(x)))`,
+    /// post-norm `norm(x + drop(f(x)))`; `f` may return a side value (attention probabilities).
+    fn sublayer<T>(
+        &self,
+        x: &Tensor,
+        norm: &nn::LayerNorm,
+        train: bool,
+        f: impl FnOnce(&Tensor) -> (Tensor, T),
+    ) -> (Tensor, T) {
+        let p = self.cfg.dropout;
+        if self.cfg.pre_norm {
+            let (y, t) = f(&norm.forward(x));
+            (x + y.dropout(p, train), t)
+        } else {
+            let (y, t) = f(x);
+            (norm.forward(&(x + y.dropout(p, train))), t)
+        }
+    }
+
+    /// linear2(dropout(activation(linear1(x)))).
+    fn ffn(&self, l1: &nn::Linear, l2: &nn::Linear, x: &Tensor, train: bool) -> Tensor {
+        let gelu = self.cfg.feedforward_activation == "gelu";
+        l2.forward(&activation(&l1.forward(x), gelu).dropout(self.cfg.dropout, train))
+    }
+
+    /// `ACTEncoderLayer`: self-attention (q = k = x + pos, v = x), then the FFN.
     fn enc_layer(
         &self,
         l: &EncLayer,
@@ -481,36 +507,17 @@ impl Act {
         pad: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
-        let pre = self.cfg.pre_norm;
         let p = self.cfg.dropout;
-        let gelu = self.cfg.feedforward_activation == "gelu";
-        let skip = x.shallow_clone();
-        let x = if pre {
-            l.n1.forward(x)
-        } else {
-            x.shallow_clone()
-        };
-        let qk = &x + pos;
-        let (a, _) = l.attn.forward(&qk, &qk, &x, pad, p, train);
-        let mut x = skip + a.dropout(p, train);
-        let skip;
-        if pre {
-            skip = x.shallow_clone();
-            x = l.n2.forward(&x);
-        } else {
-            x = l.n1.forward(&x);
-            skip = x.shallow_clone();
-        }
-        let y =
-            l.l2.forward(&activation(&l.l1.forward(&x), gelu).dropout(p, train));
-        let x = skip + y.dropout(p, train);
-        if pre {
-            x
-        } else {
-            l.n2.forward(&x)
-        }
+        let (x, _) = self.sublayer(x, &l.n1, train, |h| {
+            let qk = h + pos;
+            l.attn.forward(&qk, &qk, h, pad, p, train)
+        });
+        self.sublayer(&x, &l.n2, train, |h| (self.ffn(&l.l1, &l.l2, h, train), ()))
+            .0
     }
 
+    /// `ACTDecoderLayer`: self-attention, cross-attention to the encoder output
+    /// (whose probabilities are returned), then the FFN.
     fn dec_layer(
         &self,
         l: &DecLayer,
@@ -520,41 +527,17 @@ impl Act {
         epos: &Tensor,
         train: bool,
     ) -> (Tensor, Tensor) {
-        let pre = self.cfg.pre_norm;
         let p = self.cfg.dropout;
-        let gelu = self.cfg.feedforward_activation == "gelu";
-        let skip = x.shallow_clone();
-        let x = if pre {
-            l.n1.forward(x)
-        } else {
-            x.shallow_clone()
-        };
-        let qk = &x + dpos;
-        let (a, _) = l.self_attn.forward(&qk, &qk, &x, None, p, train);
-        let mut x = skip + a.dropout(p, train);
-        let mut skip;
-        if pre {
-            skip = x.shallow_clone();
-            x = l.n2.forward(&x);
-        } else {
-            x = l.n1.forward(&x);
-            skip = x.shallow_clone();
-        }
-        let (a, probs) = l
-            .cross
-            .forward(&(&x + dpos), &(mem + epos), mem, None, p, train);
-        x = skip + a.dropout(p, train);
-        if pre {
-            skip = x.shallow_clone();
-            x = l.n3.forward(&x);
-        } else {
-            x = l.n2.forward(&x);
-            skip = x.shallow_clone();
-        }
-        let y =
-            l.l2.forward(&activation(&l.l1.forward(&x), gelu).dropout(p, train));
-        let x = skip + y.dropout(p, train);
-        (if pre { x } else { l.n3.forward(&x) }, probs)
+        let (x, _) = self.sublayer(x, &l.n1, train, |h| {
+            let qk = h + dpos;
+            l.self_attn.forward(&qk, &qk, h, None, p, train)
+        });
+        let (x, probs) = self.sublayer(&x, &l.n2, train, |h| {
+            l.cross
+                .forward(&(h + dpos), &(mem + epos), mem, None, p, train)
+        });
+        let (x, _) = self.sublayer(&x, &l.n3, train, |h| (self.ffn(&l.l1, &l.l2, h, train), ()));
+        (x, probs)
     }
 
     /// The latent: the VAE posterior sample in training (with actions), zeros otherwise.

@@ -9,15 +9,16 @@ use super::lerobot;
 use super::model::{l1_kld, Act, ActInput};
 use crate::attn_reg::attention_regularizer;
 use crate::checkpoint::{self, Saved, TrainState};
-use crate::data::{f32s, feature, stat};
+use crate::data::{camera_frames, f32s, feature, feature_dim, stat};
 use crate::metrics::{LoggerOptions, MetricsLogger};
-use crate::train::{parse_device, sorted_vars, AdamW, SpikeDetector};
+use crate::train::{
+    clip_scale, epoch_batch, guard_step, parse_device, sorted_vars, AdamW, Guards, SpikeDetector,
+};
 use anyhow::{bail, Context, Result};
 use maniflow_runtime::dataset::window::{split_episodes, WindowSpec, Windows};
 use maniflow_runtime::dataset::{LeRobotDataset, OpenOptions};
 use maniflow_runtime::manifest::Normalization;
 use maniflow_runtime::normalize::Normalizer;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -89,17 +90,8 @@ pub struct ActBatch {
 impl ActData {
     pub fn new(ds: &LeRobotDataset, cfg: &ActTrainConfig, device: Device) -> Result<ActData> {
         let root = ds.root.display().to_string();
-        let dim_of = |key: &str| -> Result<usize> {
-            ds.info
-                .features
-                .get(key)
-                .map(|f| f.shape.iter().product())
-                .with_context(|| {
-                    format!("{root}: meta/info.json has no feature `{key}` (the config needs it)")
-                })
-        };
         let (sk, ak) = (cfg.data.state_key.as_str(), cfg.data.action_key.as_str());
-        let (ds_dim, da) = (dim_of(sk)?, dim_of(ak)?);
+        let (ds_dim, da) = (feature_dim(ds, sk)?, feature_dim(ds, ak)?);
         let ms = |key: &str| -> Result<Normalization> {
             Ok(Normalization::MeanStd {
                 mean: f32s(stat(ds, key, "mean")?),
@@ -116,22 +108,8 @@ impl ActData {
         let mut images = Vec::new();
         let mut cams = Vec::new();
         for key in &cfg.data.cameras {
-            let (h, w, c) = ds.image_shape(key).with_context(|| {
-                format!("{root}: camera `{key}` from the config is not an image/video feature")
-            })?;
-            if c != 3 {
-                bail!("{root}: camera `{key}` has {c} channels, expected 3 (RGB)");
-            }
-            let n = ds.num_frames();
-            let mut buf = Vec::with_capacity(n * h * w * 3);
-            for f in 0..n {
-                buf.extend_from_slice(ds.image(key, f));
-            }
-            images.push(
-                Tensor::from_slice(&buf)
-                    .view([n as i64, h as i64, w as i64, 3])
-                    .to_device(device),
-            );
+            let (frames, h, w) = camera_frames(ds, key, device)?;
+            images.push(frames);
             cams.push((key.clone(), h, w));
             norms.insert(
                 key.clone(),
@@ -389,7 +367,6 @@ pub fn train(
         },
     )?;
     let mut spikes = SpikeDetector::new(tc.spike_window, tc.spike_factor, Vec::new());
-    let spe = (data.train.len() / tc.batch_size).max(1) as u64;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(tc.seed ^ 0xAC7);
     let start = Instant::now();
     let (mut first_ratio, mut last_ratio, mut last_l1) = (f64::NAN, f64::NAN, f64::NAN);
@@ -398,15 +375,9 @@ pub fn train(
     while state.step < total {
         let step = state.step + 1;
         tch::manual_seed((tc.seed.wrapping_mul(1_000_003).wrapping_add(step)) as i64);
-        let epoch = (step - 1) / spe;
-        let i = ((step - 1) % spe) as usize;
         let t_data = Instant::now();
-        let mut perm: Vec<usize> = (0..data.train.len()).collect();
-        perm.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-            tc.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch),
-        ));
-        let idx = &perm[i * tc.batch_size..(i + 1) * tc.batch_size];
-        let mut batch = data.batch(&data.train, idx);
+        let (epoch, idx) = epoch_batch(data.train.len(), tc.batch_size, tc.seed, step);
+        let mut batch = data.batch(&data.train, &idx);
         let dropped = modality_dropout(&mut batch, &cfg, &mut rng);
         let dataloading_s = t_data.elapsed().as_secs_f64();
         let t_upd = Instant::now();
@@ -436,34 +407,30 @@ pub fn train(
             loss.backward();
             grad_norm = opt.grad_norm();
         }
-        let mut skip = false;
-        if !lval.is_finite() || !grad_norm.is_finite() {
-            skip = true;
-            state.nonfinite_run += 1;
-            state.nonfinite_total += 1;
-            logger.event(step, &format!("nonfinite step {step}: loss {lval} grad_norm {grad_norm}; update skipped; episodes {:?}", batch.episodes));
-            if state.nonfinite_run >= tc.max_consecutive_nonfinite {
-                logger.flush();
-                bail!(
-                    "aborting: {} consecutive non-finite steps (last at step {step}); the last good checkpoint is kept in {}",
-                    state.nonfinite_run,
-                    checkpoint::checkpoints_dir(out).display()
-                );
-            }
-        } else {
-            state.nonfinite_run = 0;
-            if let Some(med) = spikes.check(lval) {
-                state.spikes_total += 1;
-                logger.event(step, &format!("spike step {step}: loss {lval:.4} > {} x running median {med:.4}; episodes {:?}", tc.spike_factor, batch.episodes));
-            }
-        }
-        if !skip {
-            let clip = if tc.grad_clip > 0.0 && grad_norm > tc.grad_clip {
-                tc.grad_clip / (grad_norm + 1e-6)
-            } else {
-                1.0
-            };
-            opt.step(tc.lr, tc.betas, tc.eps, tc.weight_decay, clip);
+        let guards = Guards {
+            max_consecutive_nonfinite: tc.max_consecutive_nonfinite,
+            spike_factor: tc.spike_factor,
+            skip_on_spike: false,
+        };
+        let what = format!("episodes {:?}", batch.episodes);
+        if !guard_step(
+            &mut state,
+            &mut spikes,
+            &mut logger,
+            out,
+            step,
+            lval,
+            grad_norm,
+            &guards,
+            &what,
+        )? {
+            opt.step(
+                tc.lr,
+                tc.betas,
+                tc.eps,
+                tc.weight_decay,
+                clip_scale(grad_norm, tc.grad_clip),
+            );
         }
         opt.zero_grad();
         let update_s = t_upd.elapsed().as_secs_f64();

@@ -51,6 +51,17 @@ pub fn ok(args: &[&str]) -> String {
     text(&out)
 }
 
+/// Runs `maniflow-train args`, asserts that it fails, returns its output.
+pub fn fails(args: &[&str]) -> String {
+    let out = run_env(args, &[]);
+    assert!(
+        !out.status.success(),
+        "maniflow-train {args:?} should fail:\n{}",
+        text(&out)
+    );
+    text(&out)
+}
+
 /// The so101-cpu preset with `edits` applied (the first `key = ...` line of each key is replaced).
 pub fn config_with(dir: &Path, name: &str, edits: &[(&str, &str)]) -> PathBuf {
     let mut text = std::fs::read_to_string(repo().join("trainer/configs/so101-cpu.toml")).unwrap();
