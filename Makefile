@@ -10,7 +10,7 @@ STAMP := $(VENV)/.bootstrap-$(shell cat $(BOOTSTRAP_INPUTS) | sha256sum | cut -c
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy eval-bundled
+.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy eval-bundled gpu-bundle gpu-check eval-bus
 
 ## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy,
 ## and LeRobot 0.6.1 (for the round-trip tests and ACT).
@@ -100,3 +100,21 @@ eval-bundled:
 	cargo build --bin maniflow
 	@mkdir -p runs
 	for n in 1 2 10; do target/debug/maniflow eval --policy $(POLICY) --episodes 50 --seed 0 --steps $$n --json runs/eval-n$$n.json || exit 1; done
+
+## GPU, step 1, here (no GPU needed): the stripped binaries, ONNX Runtime's core library
+## and its CUDA provider (trimmed to GPU_SM, default 90 = H100/H200) in .gpu-bundle/.
+gpu-bundle: bootstrap
+	scripts/gpu/bundle.sh
+
+## GPU, step 2, on the GPU machine, from the repository root with .gpu-bundle/ carried:
+## preprocessing, training and (with the provider) inference checks; about 8 minutes.
+gpu-check:
+	scripts/gpu/check.sh
+
+## The bundled policy through the arm's servo bus (`maniflow sim --serial` + the node's [robot]
+## path) next to the zenoh path: 50 episodes each, seed 0, N = 1.
+eval-bus:
+	cargo build --bin maniflow
+	@mkdir -p runs
+	target/debug/maniflow eval --policy $(POLICY) --episodes 50 --seed 0 --steps 1 --no-expert --json runs/eval-zenoh-n1.json
+	target/debug/maniflow eval --policy $(POLICY) --episodes 50 --seed 0 --steps 1 --no-expert --bus --json runs/eval-bus-n1.json

@@ -7,8 +7,10 @@
 //!   ROS 2 over rmw_zenoh.
 //! - [`camera`]: JPEG decode/encode for compressed image streams.
 //! - [`sim`]: the simulated SO-101 pick task and its scripted expert.
+//! - [`feetech`]: the Feetech STS3215 servo bus of a real SO-101.
 
 pub mod camera;
+pub mod feetech;
 pub mod kinematics;
 pub mod msg;
 pub mod sim;

@@ -2,30 +2,26 @@
 //! them with ONNX Runtime (ManiFlow's encoder once + N velocity steps, or ACT in
 //! one call), and turns action chunks into safe per-tick commands.
 //!
-//! Layers, from the sensors to the servo command:
-//! `preprocess` (frames, state, tactile -> normalised tensors) ->
-//! `engine` (ONNX sessions, sampler, unnormalise) -> `executor` (queue,
-//! temporal ensembling, async overlap, interpolation) -> `safety`.
+//! Layers, bottom to top; each imports only those below it (and `error`,
+//! `stats`):
+//! - [`policy`]: package, manifest, ONNX Runtime, engine, preprocessing,
+//!   normalisation (frames, state, tactile -> normalised tensors -> chunk);
+//! - [`control`]: executor (queue, temporal ensembling, async overlap,
+//!   interpolation), safety filter, the controller of one tick;
+//! - [`dataset`]: LeRobot v3.0 datasets (read, write, statistics, video);
+//! - [`node`]: the robot node (transports, threads) and the recorder;
+//! - [`cli`]: the `maniflow` subcommands.
 
+pub mod cli;
 pub mod control;
 pub mod dataset;
-pub mod engine;
 pub mod error;
-pub mod executor;
-pub mod manifest;
 pub mod node;
-pub mod normalize;
-pub mod npz;
-pub mod onnx_info;
-pub mod ortlib;
-pub mod package;
-pub mod preprocess;
-pub mod record;
-pub mod safety;
+pub mod policy;
 pub mod stats;
-pub mod synthetic;
 
-pub use engine::{Engine, EngineOptions};
 pub use error::{EngineError, OrtLoadError, PackageError};
-pub use manifest::{Manifest, PolicyKind};
-pub use package::PolicyPackage;
+pub use policy::engine::Engine;
+pub use policy::manifest::{Manifest, PolicyKind};
+pub use policy::options::EngineOptions;
+pub use policy::package::PolicyPackage;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod cli;
+use maniflow_runtime::cli;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +39,13 @@ enum Command {
     Eval(cli::eval::Args),
     /// One-way latency of images and joint states over each transport on loopback.
     TransportBench(cli::transport_bench::Args),
+    /// A leader SO-101 drives a follower SO-101 through the safety filter.
+    Teleop(cli::teleop::Args),
+    /// Calibrate a real SO-101 (follower or leader) as LeRobot does; writes LeRobot's file.
+    Calibrate(cli::calibrate::Args),
+    /// On a GPU machine: GPU preprocessing against the CPU path, and a package
+    /// on ONNX Runtime's CUDA provider against the CPU (see README, GPU).
+    GpuCheck(cli::gpu_check::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +67,9 @@ fn main() -> ExitCode {
         Command::Record(a) => cli::record::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::TransportBench(a) => cli::transport_bench::run(a),
+        Command::GpuCheck(a) => cli::gpu_check::run(a),
+        Command::Calibrate(a) => cli::calibrate::run(a),
+        Command::Teleop(a) => cli::teleop::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

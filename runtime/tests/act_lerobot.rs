@@ -17,12 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use maniflow_runtime::control::executor::{ExecutorConfig, ExecutorMode};
+use maniflow_runtime::control::safety::CommandVerdict;
 use maniflow_runtime::control::{so101_safety, Controller};
-use maniflow_runtime::engine::{Engine, EngineOptions, ObservationStep};
-use maniflow_runtime::executor::{ExecutorConfig, ExecutorMode};
-use maniflow_runtime::manifest::{ColorOrder, Manifest};
-use maniflow_runtime::preprocess::Frame;
-use maniflow_runtime::safety::CommandVerdict;
+use maniflow_runtime::policy::engine::{Engine, ObservationStep};
+use maniflow_runtime::policy::manifest::{ColorOrder, Manifest};
+use maniflow_runtime::policy::options::EngineOptions;
+use maniflow_runtime::policy::preprocess::Frame;
 use ndarray::ArrayD;
 use ndarray_npy::NpzReader;
 
@@ -244,7 +245,7 @@ fn check_package(ckpt: &Path, pkg: &Path, summary: &serde_json::Value) {
 
 #[test]
 fn exported_act_matches_lerobot_keeps_camera_order_and_refuses_a_corrupt_checkpoint() {
-    maniflow_runtime::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
+    maniflow_runtime::policy::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let (c96, c640, bad) = (
@@ -432,7 +433,7 @@ fn replay(pkg: &Path, reference: &Path, mode: ExecutorMode) -> (f64, usize, f64)
 
 #[test]
 fn runtime_matches_lerobot_select_action_over_200_ticks_in_queue_and_ensemble_modes() {
-    maniflow_runtime::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
+    maniflow_runtime::policy::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let (cq, ce) = (d.join("ckpt-queue"), d.join("ckpt-ensemble"));

@@ -237,3 +237,150 @@ fn an_onnx_runtime_that_is_too_old_is_one_clear_line() {
         "{err}"
     );
 }
+
+#[test]
+fn cuda_without_a_driver_is_one_line_and_the_fallback_is_explicit() {
+    if maniflow_runtime::policy::gpu::probe::load_driver().is_ok() {
+        eprintln!("a CUDA driver is present: this test is for machines without one");
+        return;
+    }
+    let pkg = fixture("tiny-maniflow");
+    let pkg = pkg.to_str().unwrap();
+    let o = maniflow(&[
+        "bench", pkg, "--device", "cuda:0", "--iters", "5", "--warmup", "1",
+    ]);
+    let err = assert_one_line_error(&o);
+    assert!(
+        err.contains("no CUDA driver") && err.contains("libcuda.so.1"),
+        "{err}"
+    );
+    let o = maniflow(&[
+        "bench",
+        pkg,
+        "--device",
+        "cuda:0",
+        "--cpu-fallback",
+        "--iters",
+        "5",
+        "--warmup",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("warning") && err.contains("running on the CPU instead"),
+        "{err}"
+    );
+    let o = maniflow(&["gpu-check"]);
+    let err = assert_one_line_error(&o);
+    assert!(err.contains("no CUDA driver"), "{err}");
+}
+
+/// `maniflow calibrate` on the STS3215 emulator: a full calibration answered
+/// on stdin while the joints move, and a cancel (EOF) that leaves the motors
+/// as they were.
+#[test]
+fn calibrate_writes_lerobots_file_and_a_cancel_restores_the_motors() {
+    use maniflow_bridge::feetech::emulator::{Emulator, PtyEmulator};
+    use maniflow_bridge::feetech::so101::Calibration;
+    use maniflow_bridge::feetech::table;
+    use std::io::Write;
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let e = PtyEmulator::start(
+        Emulator::new(&[2100.0, 1900.0, 2300.0, 2000.0, 2048.0, 2200.0]),
+        None,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "calibrate",
+        "--port",
+        &e.path,
+        "--id",
+        "arm",
+        "--calibration-dir",
+        dir.path().to_str().unwrap(),
+    ];
+    // EOF at the first prompt: cancelled, one line, nothing on the motors.
+    let o = Command::new(env!("CARGO_BIN_EXE_maniflow"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = assert_one_line_error(&o);
+    assert!(
+        err.contains("cancelled") && err.contains("restored"),
+        "{err}"
+    );
+    assert_eq!(
+        e.emu
+            .lock()
+            .unwrap()
+            .servo(1)
+            .unwrap()
+            .get(table::HOMING_OFFSET),
+        0
+    );
+    assert!(!dir.path().join("arm.json").exists());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_maniflow"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\n").unwrap();
+    let t0 = std::time::Instant::now();
+    while e.emu.lock().unwrap().counts.sync_read < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "calibrate never started recording"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let home: Vec<f64> = e
+        .emu
+        .lock()
+        .unwrap()
+        .servos
+        .iter()
+        .map(|s| s.actual)
+        .collect();
+    for k in 0..=20 {
+        let ph = k as f64 / 20.0 * std::f64::consts::TAU;
+        let mut em = e.emu.lock().unwrap();
+        for (i, s) in em.servos.iter_mut().enumerate() {
+            s.actual = home[i] + 250.0 * ph.sin();
+        }
+        em.step(0.0);
+        drop(em);
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    stdin.write_all(b"\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let cal = Calibration::load(&dir.path().join("arm.json")).unwrap();
+    for (i, c) in cal.0.iter().enumerate() {
+        assert_eq!(c.homing_offset, home[i] as i32 - 2047);
+        if i != 4 {
+            assert_eq!(
+                (c.range_min, c.range_max),
+                (2047 - 250, 2047 + 250),
+                "joint {i}"
+            );
+        }
+    }
+    assert_eq!(
+        e.emu
+            .lock()
+            .unwrap()
+            .servo(2)
+            .unwrap()
+            .get(table::MIN_POSITION_LIMIT),
+        2047 - 250
+    );
+}

@@ -8,10 +8,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::Path;
 
+use maniflow_runtime::cli::synthetic::SyntheticObservation;
+use maniflow_runtime::control::executor::{Aggregate, ExecutorConfig, ExecutorMode};
 use maniflow_runtime::control::{so101_safety, Controller};
-use maniflow_runtime::engine::{Engine, EngineOptions};
-use maniflow_runtime::executor::{Aggregate, ExecutorConfig, ExecutorMode};
-use maniflow_runtime::synthetic::SyntheticObservation;
+use maniflow_runtime::policy::engine::Engine;
+use maniflow_runtime::policy::options::EngineOptions;
 
 struct Counting;
 
@@ -45,7 +46,7 @@ fn steady_state_allocations(
     mode: ExecutorMode,
     frame_size: Option<(usize, usize)>,
 ) -> u64 {
-    maniflow_runtime::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
+    maniflow_runtime::policy::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../models/fixtures")
         .join(package);
@@ -154,7 +155,7 @@ fn node_control_thread_makes_no_allocation() {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     use std::time::Duration;
-    maniflow_runtime::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
+    maniflow_runtime::policy::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -185,6 +186,120 @@ fn node_control_thread_makes_no_allocation() {
     // The loop really ran against live inputs (chunks produced and checked).
     assert!(stats.ticks > 250, "{}", stats.ticks);
     assert!(stats.inputs["joints"].accepted > 100);
+    assert!(stats.chunks.produced > 5, "{:?}", stats.chunks);
+    assert_eq!(
+        stats.control_allocations_after_warmup,
+        Some(0),
+        "control thread allocated after warm-up"
+    );
+}
+
+/// The same with `[robot]`: the joints come from, and the goals go to, an
+/// SO-101 on the node's own bus thread (the STS3215 emulator on a pty). The
+/// bus thread runs beside the control thread; the control thread still makes
+/// no allocation.
+#[test]
+fn node_control_thread_makes_no_allocation_with_the_bus_thread_running() {
+    use maniflow_bridge::feetech::emulator::{Emulator, PtyEmulator};
+    use maniflow_bridge::feetech::so101::{self, Calibration, MotorCalibration, So101};
+    use maniflow_bridge::feetech::{Bus, BusConfig, SerialPortIo};
+    use maniflow_runtime::node::robot::RobotSection;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::time::Duration;
+    maniflow_runtime::policy::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let d = tempfile::tempdir().unwrap();
+    let mut cal = [MotorCalibration {
+        id: 0,
+        drive_mode: 0,
+        homing_offset: 0,
+        range_min: 500,
+        range_max: 3600,
+    }; 6];
+    for (i, c) in cal.iter_mut().enumerate() {
+        c.id = i as u8 + 1;
+    }
+    cal[4] = MotorCalibration {
+        id: 5,
+        range_min: 0,
+        range_max: 4095,
+        ..cal[4]
+    };
+    let cal = Calibration(cal);
+    let home: Vec<f64> = (0..6)
+        .map(|i| {
+            f64::from(so101::unnormalize(
+                f64::from(maniflow_bridge::sim::HOME_LEROBOT[i]),
+                &cal.0[i],
+                so101::norm_mode(i, true),
+            ))
+        })
+        .collect();
+    let emu = PtyEmulator::start(Emulator::new(&home), Some(Duration::from_millis(5))).unwrap();
+    let mut bus = Bus::new(
+        SerialPortIo::open(&emu.path, 1_000_000).unwrap(),
+        BusConfig::default(),
+    );
+    So101::write_calibration(&mut bus, &cal).unwrap();
+    drop(bus);
+    cal.save(&d.path().join("arm.json")).unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ep = format!("tcp/127.0.0.1:{port}");
+    let mut sim = std::process::Command::new(env!("CARGO_BIN_EXE_maniflow"))
+        .args(["sim", "--quiet", "--duration", "20s", "--listen", &ep])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut cfg =
+        maniflow_runtime::node::config::NodeConfig::load(&root.join("launch/so101.toml")).unwrap();
+    cfg.transport.connect = vec![ep];
+    cfg.control.rate_hz = 50.0;
+    cfg.streams.remove("joints");
+    cfg.robot = Some(RobotSection {
+        kind: "so101".into(),
+        port: emu.path.clone(),
+        calibration_id: "arm".into(),
+        calibration_dir: Some(d.path().to_path_buf()),
+        baud: 1_000_000,
+        rate_hz: None,
+        max_age_ms: 100.0,
+        telemetry_every: 15,
+        max_temperature_c: 60,
+        lost_after_ms: 500.0,
+        torque_off_at_exit: true,
+        p: 16,
+        i: 0,
+        d: 32,
+    });
+    cfg.check().unwrap();
+    let engine = Engine::load(&cfg.policy.path, &EngineOptions::default()).unwrap();
+    let opts = maniflow_runtime::node::RunOptions {
+        duration: Some(Duration::from_secs(6)),
+        stop: Arc::new(AtomicBool::new(false)),
+        status_line: false,
+        node_name: "alloc_test_robot".into(),
+        control_alloc_probe: Some(Arc::new(allocations)),
+    };
+    let stats = maniflow_runtime::node::run_node(&cfg, engine, &opts).unwrap();
+    let _ = sim.kill();
+    let _ = sim.wait();
+    let robot = stats.robot.as_ref().expect("robot report");
+    assert!(stats.ticks > 250, "{}", stats.ticks);
+    assert!(
+        stats.inputs["joints"].accepted > 100,
+        "{:?}",
+        stats.inputs["joints"]
+    );
+    assert!(
+        robot.goals_written > 100 && robot.reads_ok > 100,
+        "{robot:?}"
+    );
     assert!(stats.chunks.produced > 5, "{:?}", stats.chunks);
     assert_eq!(
         stats.control_allocations_after_warmup,

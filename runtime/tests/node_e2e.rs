@@ -356,3 +356,189 @@ fn sigint_ramps_to_hold_and_writes_the_stats() {
     );
     assert!(r["ticks"].as_u64().unwrap() > 60);
 }
+
+/// `maniflow run` with `[robot]`: joints from, and goals to, an SO-101 on a
+/// serial port (the STS3215 emulator on a pty behind a symlink), cameras and
+/// taxels from `maniflow sim` over zenoh. Midway the pty disappears (a pulled
+/// cable): the node holds on stale joints, reconnects when the port returns,
+/// and drives the arm again.
+#[test]
+fn node_drives_an_arm_on_its_bus_and_survives_a_pulled_cable() {
+    use maniflow_bridge::feetech::emulator::{Emulator, PtyEmulator};
+    use maniflow_bridge::feetech::so101::{Calibration, MotorCalibration, So101};
+    use maniflow_bridge::feetech::{table, Bus, BusConfig, SerialPortIo};
+
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let link = d.path().join("ttyARM");
+    let start_emu = |emu: Emulator| {
+        let e = PtyEmulator::start(emu, Some(Duration::from_millis(5))).unwrap();
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&e.path, &link).unwrap();
+        e
+    };
+    // A calibrated arm at the simulator's start pose: EEPROM and file agree.
+    let mut cal = [MotorCalibration {
+        id: 0,
+        drive_mode: 0,
+        homing_offset: 0,
+        range_min: 500,
+        range_max: 3600,
+    }; 6];
+    for (i, c) in cal.iter_mut().enumerate() {
+        c.id = i as u8 + 1;
+    }
+    cal[4].range_min = 0;
+    cal[4].range_max = 4095;
+    let cal = Calibration(cal);
+    let home: Vec<f64> = (0..6)
+        .map(|i| {
+            let v = f64::from(maniflow_bridge::sim::HOME_LEROBOT[i]);
+            f64::from(maniflow_bridge::feetech::so101::unnormalize(
+                v,
+                &cal.0[i],
+                maniflow_bridge::feetech::so101::norm_mode(i, true),
+            ))
+        })
+        .collect();
+    let e = start_emu(Emulator::new(&home));
+    let mut bus = Bus::new(
+        SerialPortIo::open(&e.path, 1_000_000).unwrap(),
+        BusConfig::default(),
+    );
+    So101::write_calibration(&mut bus, &cal).unwrap();
+    drop(bus);
+    cal.save(&d.path().join("cal/arm.json")).unwrap();
+
+    let base = std::fs::read_to_string(root().join("launch/so101.toml")).unwrap();
+    let joints = base.find("[streams.joints]").unwrap();
+    let head = base.find("[streams.head]").unwrap();
+    let mut cfg = format!("{}{}", &base[..joints], &base[head..]);
+    cfg = cfg.replace(
+        "path = \"../models/so101-sim-pick\"",
+        &format!("path = {:?}", root().join("models/so101-sim-pick")),
+    );
+    cfg += &format!(
+        "\n[robot]\nkind = \"so101\"\nport = {:?}\ncalibration_id = \"arm\"\ncalibration_dir = {:?}\n",
+        link,
+        d.path().join("cal")
+    );
+    let cfg_path = d.path().join("robot.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+
+    let port = free_port();
+    let run_json = d.path().join("run.json");
+    let s = sim(port, "40s", &d.path().join("sim.json"));
+    let node = Proc::spawn(maniflow().args([
+        "run",
+        "--config",
+        cfg_path.to_str().unwrap(),
+        "--connect",
+        &format!("tcp/127.0.0.1:{port}"),
+        "--duration",
+        "13s",
+        "--stats-json",
+        run_json.to_str().unwrap(),
+    ]));
+    std::thread::sleep(Duration::from_secs(5));
+    let state = e.emu.lock().unwrap().clone();
+    let goals_before: Vec<i32> = state
+        .servos
+        .iter()
+        .map(|s| s.get(table::GOAL_POSITION))
+        .collect();
+    let moved = |g: &[i32]| {
+        g.iter()
+            .zip(&home)
+            .any(|(a, h)| (f64::from(*a) - h).abs() > 20.0)
+    };
+    drop(e); // the cable is pulled
+    std::thread::sleep(Duration::from_secs(3));
+    let e2 = start_emu(state); // and plugged back in (same servos, same EEPROM)
+    std::thread::sleep(Duration::from_millis(2500));
+    let goals_reconnected: Vec<i32> = e2
+        .emu
+        .lock()
+        .unwrap()
+        .servos
+        .iter()
+        .map(|s| s.get(table::GOAL_POSITION))
+        .collect();
+    e2.emu.lock().unwrap().servo_mut(6).unwrap().overload(); // the gripper stalls
+    let (ok, err) = node.wait(Duration::from_secs(60));
+    s.kill();
+    assert!(ok, "node failed: {err:?}");
+    let r = read_json(&run_json);
+    eprintln!(
+        "node stats: chunks {} commands {} safety {} robot {}",
+        r["chunks"], r["commands"], r["safety"], r["robot"]
+    );
+    let rob = &r["robot"];
+    assert!(rob["connects"].as_u64().unwrap() >= 2, "{rob}");
+    assert!(rob["disconnects"].as_u64().unwrap() >= 1, "{rob}");
+    assert!(rob["goals_written"].as_u64().unwrap() > 50, "{rob}");
+    assert!(
+        r["inputs"]["joints"]["accepted"].as_u64().unwrap() > 100,
+        "{}",
+        r["inputs"]
+    );
+    assert!(
+        r["commands"]["held_stale_joints"].as_u64().unwrap() > 10,
+        "{}",
+        r["commands"]
+    );
+    assert!(
+        r["chunks"]["produced"].as_u64().unwrap() > 5,
+        "{}",
+        r["chunks"]
+    );
+    assert!(
+        err.iter().any(|(_, l)| l.contains("robot bus lost")),
+        "{err:?}"
+    );
+    assert!(
+        err.iter().any(|(_, l)| l.contains("robot bus back")),
+        "{err:?}"
+    );
+    // The policy moved the arm before the pull, and again after.
+    let after = goals_reconnected;
+    assert!(
+        r["chunks"]["accepted"].as_u64().unwrap() > 3,
+        "{}",
+        r["chunks"]
+    );
+    assert!(
+        moved(&goals_before),
+        "the policy's goals never reached the servos: {goals_before:?} vs home {home:?}"
+    );
+    assert_ne!(after, goals_before, "no goals after the reconnect");
+    // The overload: one hold, naming the joint, the arm held, the gripper released.
+    let holds = rob["holds"].as_array().unwrap();
+    assert_eq!(holds.len(), 1, "{rob}");
+    assert!(
+        holds[0]
+            .as_str()
+            .unwrap()
+            .contains("gripper (id 6): overload"),
+        "{holds:?}"
+    );
+    assert!(
+        err.iter()
+            .any(|(_, l)| l.contains("SAFETY HOLD: gripper (id 6)")),
+        "{err:?}"
+    );
+    assert!(
+        rob["joints"][5]["alarms_by_bit"][5].as_u64().unwrap() > 0,
+        "{rob}"
+    );
+    // Torque off at exit (robot.torque_off_at_exit defaults to true).
+    assert_eq!(
+        e2.emu
+            .lock()
+            .unwrap()
+            .servo(1)
+            .unwrap()
+            .get(table::TORQUE_ENABLE),
+        0
+    );
+}

@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use maniflow_runtime::engine::{Engine, EngineOptions};
-use maniflow_runtime::package::sha256_hex;
+use maniflow_runtime::policy::engine::Engine;
+use maniflow_runtime::policy::options::EngineOptions;
+use maniflow_runtime::policy::package::sha256_hex;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,7 +31,7 @@ fn edit_manifest(dir: &Path, f: impl FnOnce(String) -> String) {
 }
 
 fn load_err(dir: &Path) -> String {
-    maniflow_runtime::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
+    maniflow_runtime::policy::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
     match Engine::load(dir, &EngineOptions::default()) {
         Ok(_) => panic!(
             "package at {} loaded but should have been refused",
@@ -42,7 +43,7 @@ fn load_err(dir: &Path) -> String {
 
 #[test]
 fn the_fixtures_load() {
-    maniflow_runtime::ortlib::init().unwrap();
+    maniflow_runtime::policy::ortlib::init().unwrap();
     Engine::load(&fixture("tiny-maniflow"), &EngineOptions::default()).unwrap();
     Engine::load(&fixture("tiny-act"), &EngineOptions::default()).unwrap();
 }
@@ -203,4 +204,55 @@ fn inconsistent_action_slicing_is_refused() {
         e.contains("outputs.action") && e.contains("exceeds horizon"),
         "{e}"
     );
+}
+
+/// `--device cuda` on a machine without a CUDA driver: one line naming the
+/// missing library and the ways out; with the CPU fallback allowed, a warning
+/// and exactly the CPU engine's chunks.
+#[test]
+fn cuda_without_a_driver_refuses_or_falls_back_to_the_identical_cpu_path() {
+    use maniflow_runtime::cli::synthetic::SyntheticObservation;
+    use maniflow_runtime::policy::options::ExecutionProvider;
+    if maniflow_runtime::policy::gpu::probe::load_driver().is_ok() {
+        eprintln!("a CUDA driver is present: this test is for machines without one");
+        return;
+    }
+    maniflow_runtime::policy::ortlib::init().unwrap();
+    let cuda: ExecutionProvider = "cuda:0"
+        .parse()
+        .expect("the cuda feature is built by default");
+    let strict = EngineOptions {
+        provider: cuda,
+        ..Default::default()
+    };
+    let e = match Engine::load(&fixture("tiny-maniflow"), &strict) {
+        Ok(_) => panic!("loaded on cuda without a driver"),
+        Err(e) => e.to_string(),
+    };
+    assert!(!e.contains('\n'), "{e}");
+    assert!(
+        e.contains("libcuda.so.1") && e.contains("--cpu-fallback"),
+        "{e}"
+    );
+
+    let lenient = EngineOptions {
+        provider: cuda,
+        error_on_failure: false,
+        ..Default::default()
+    };
+    let mut fell_back = Engine::load(&fixture("tiny-maniflow"), &lenient).unwrap();
+    assert!(fell_back.gpu().is_none());
+    let mut cpu = Engine::load(&fixture("tiny-maniflow"), &EngineOptions::default()).unwrap();
+    let mut obs = SyntheticObservation::new(&cpu.package().manifest, Some((64, 48)));
+    let x0: Vec<f32> = (0..cpu.package().manifest.outputs.action.horizon * cpu.action_dim())
+        .map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0)
+        .collect();
+    for k in 0..3 {
+        obs.update(k);
+        obs.apply(&mut cpu).unwrap();
+        obs.apply(&mut fell_back).unwrap();
+        let a = cpu.infer_with_noise(&x0).unwrap().to_vec();
+        let b = fell_back.infer_with_noise(&x0).unwrap().to_vec();
+        assert_eq!(a, b, "the fallback must be the CPU path itself");
+    }
 }

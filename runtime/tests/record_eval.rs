@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use maniflow_runtime::dataset::{LeRobotDataset, OpenOptions};
-use maniflow_runtime::record::{
+use maniflow_runtime::node::record::{
     EXTRA_ACHIEVED_FPS, EXTRA_DEVIATION, EXTRA_DROPPED, EXTRA_FLAGGED, EXTRA_SUCCESS,
     RATE_TOLERANCE,
 };
@@ -528,4 +528,219 @@ fn bundled_policy_picks_the_cube() {
         "the bundled policy picked the cube in only {ok} of 6 episodes: {r}"
     );
     assert!(r["chunks"]["accepted"].as_u64().unwrap() > 0);
+}
+
+/// The same through the arm's servo bus: `maniflow sim --serial` exposes the
+/// simulated arm as six STS3215 servos on a pty and the node drives it with
+/// its `[robot]` bus path (`maniflow eval --bus`); the full 50-episode
+/// comparison with the zenoh path is `make eval-bus` (README).
+#[test]
+fn bundled_policy_picks_the_cube_through_the_servo_bus() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("eval.json");
+    let o = maniflow()
+        .args([
+            "eval",
+            "--policy",
+            "models/so101-sim-pick",
+            "--episodes",
+            "6",
+            "--steps",
+            "1",
+            "--seed",
+            "11",
+            "--bus",
+            "--no-expert",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    println!("{out}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(
+        r["transport"].as_str().unwrap().contains("servo bus"),
+        "{r}"
+    );
+    let ok = r["successes"].as_u64().unwrap();
+    assert!(
+        ok >= 3,
+        "through the servo bus the bundled policy picked the cube in only {ok} of 6 episodes: {r}"
+    );
+}
+
+/// Teleoperation end to end: `maniflow sim --serial --leader-link` exposes the
+/// simulated arm (the follower) and a leader arm that the scripted expert
+/// moves like a person; `maniflow teleop` drives the follower from the leader
+/// at 100 Hz through the safety filter, and the cube gets picked.
+#[test]
+fn teleop_from_an_emulated_leader_picks_the_cube() {
+    let _g = serial();
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sim = maniflow()
+        .args([
+            "sim",
+            "--serial",
+            "--serial-link",
+            &p("follower-tty"),
+            "--serial-calibration",
+            &p(""),
+            "--serial-id",
+            "follower",
+        ])
+        .args([
+            "--leader-link",
+            &p("leader-tty"),
+            "--leader-calibration",
+            &p(""),
+            "--leader-id",
+            "leader",
+        ])
+        .args([
+            "--duration",
+            "30s",
+            "--episode-s",
+            "15",
+            "--quiet",
+            "--stats-json",
+            &p("sim.json"),
+        ])
+        .args(["--listen", &format!("tcp/127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !d.path().join("leader-tty").exists() {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the simulator's serial arms did not appear"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = maniflow()
+        .args([
+            "teleop",
+            "--leader",
+            &p("leader-tty"),
+            "--follower",
+            &p("follower-tty"),
+            "--leader-id",
+            "leader",
+        ])
+        .args([
+            "--follower-id",
+            "follower",
+            "--calibration-dir",
+            &p(""),
+            "--rate",
+            "100",
+            "--duration",
+            "18s",
+        ])
+        .args(["--stats-json", &p("teleop.json")])
+        .output()
+        .unwrap();
+    unsafe {
+        libc_kill(sim.id() as i32, 2);
+    }
+    let _ = sim.wait();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    println!("{}", String::from_utf8_lossy(&o.stdout));
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("teleop.json")).unwrap())
+            .unwrap();
+    assert!(t["ticks"].as_u64().unwrap() > 500, "{t}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("sim.json")).unwrap()).unwrap();
+    let ok = s["episodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["success"] == true)
+        .count();
+    assert!(ok >= 2, "teleop picked the cube in {ok} episodes: {s}");
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Recording demonstrations with this project alone: `maniflow record
+/// --leader --follower` teleoperates the (emulated) arms while it records the
+/// simulator's cameras; the dataset (action = the leader's filtered position,
+/// state = the follower's) is read by LeRobot 0.6.1 frame for frame.
+#[test]
+fn record_from_an_emulated_leader_is_read_by_lerobot() {
+    let _g = serial();
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut sim = maniflow()
+        .args(["sim", "--serial", "--serial-link", &p("follower-tty"), "--serial-calibration", &p(""), "--serial-id", "follower"])
+        .args(["--leader-link", &p("leader-tty"), "--leader-calibration", &p(""), "--leader-id", "leader"])
+        .args(["--duration", "60s", "--episode-s", "15", "--quiet"])
+        .args(["--listen", &format!("tcp/127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !d.path().join("leader-tty").exists() {
+        assert!(t0.elapsed().as_secs() < 20, "the simulator's serial arms did not appear");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = d.path().join("ds");
+    let o = maniflow()
+        .args(["record", "--config", "launch/so101.toml", "--connect", &format!("tcp/127.0.0.1:{port}")])
+        .args(["--leader", &p("leader-tty"), "--follower", &p("follower-tty"), "--leader-id", "leader", "--follower-id", "follower"])
+        .args(["--calibration-dir", &p(""), "--episodes", "2", "--video", "png", "--duration", "55s", "--quiet"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    unsafe {
+        libc_kill(sim.id() as i32, 2);
+    }
+    let _ = sim.wait();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ds = open(&out);
+    assert_eq!(ds.num_episodes(), 2);
+    assert!(ds.num_frames() > 60, "{}", ds.num_frames());
+    let exp = d.path().join("expected");
+    dump_expected(&ds, &exp);
+    let py = root().join(".venv/bin/python");
+    let o = Command::new(&py)
+        .arg(root().join("tests/lerobot/read_ours.py"))
+        .arg("--root")
+        .arg(&out)
+        .arg("--expected")
+        .arg(&exp)
+        .args(["--max-mae", "0"])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_DATASETS_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "LeRobot did not read it:\n{text}\n{}", String::from_utf8_lossy(&o.stderr));
+    let last: serde_json::Value = serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(last["frames"].as_u64().unwrap() as usize, ds.num_frames());
+    for k in ["observation.state", "action"] {
+        assert_eq!(last[format!("{k}_mismatches")], 0, "{k}");
+    }
 }

@@ -4,13 +4,14 @@
 
 use std::path::Path;
 
+use maniflow_runtime::cli::synthetic::SyntheticObservation;
+use maniflow_runtime::control::executor::{Aggregate, ExecutorConfig, ExecutorMode};
 use maniflow_runtime::control::{so101_safety, Controller};
-use maniflow_runtime::engine::{Engine, EngineOptions};
-use maniflow_runtime::executor::{Aggregate, ExecutorConfig, ExecutorMode};
-use maniflow_runtime::synthetic::SyntheticObservation;
+use maniflow_runtime::policy::engine::Engine;
+use maniflow_runtime::policy::options::EngineOptions;
 
 fn executed_timesteps(mode: ExecutorMode, multiplier: usize, ticks: u64) -> Vec<Option<u64>> {
-    maniflow_runtime::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
+    maniflow_runtime::policy::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny-maniflow");
     let engine = Engine::load(&dir, &EngineOptions::default()).unwrap();
     let mut obs = SyntheticObservation::new(&engine.package().manifest, None);

@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use maniflow_runtime::engine::{Engine, EngineOptions, ObservationStep, TactileReading};
-use maniflow_runtime::manifest::ColorOrder;
-use maniflow_runtime::npz::ObservationFile;
-use maniflow_runtime::preprocess::Frame;
+use maniflow_runtime::cli::npz::ObservationFile;
+use maniflow_runtime::policy::engine::{Engine, ObservationStep, TactileReading};
+use maniflow_runtime::policy::manifest::ColorOrder;
+use maniflow_runtime::policy::options::EngineOptions;
+use maniflow_runtime::policy::preprocess::Frame;
 use ndarray::ArrayD;
 use ndarray_npy::NpzReader;
 
@@ -38,7 +39,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn load(name: &str, steps: Option<usize>) -> Engine {
-    maniflow_runtime::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
+    maniflow_runtime::policy::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
     let opts = EngineOptions {
         steps,
         ..EngineOptions::default()

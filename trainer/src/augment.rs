@@ -12,10 +12,10 @@ pub fn augment(x: &Tensor) -> Tensor {
     let opts = (Kind::Float, x.device());
     // Affine: scale 0.95 (crop), random offset within the remaining 5%, rotation.
     let scale = 0.95;
-    let angle = (Tensor::rand([n], opts) * 2.0 - 1.0) * (5.0f64.to_radians());
+    let angle = (crate::rng::rand(&[n], opts) * 2.0 - 1.0) * (5.0f64.to_radians());
     let (ca, sa) = (angle.cos() * scale, angle.sin() * scale);
-    let tx = (Tensor::rand([n], opts) * 2.0 - 1.0) * (1.0 - scale);
-    let ty = (Tensor::rand([n], opts) * 2.0 - 1.0) * (1.0 - scale);
+    let tx = (crate::rng::rand(&[n], opts) * 2.0 - 1.0) * (1.0 - scale);
+    let ty = (crate::rng::rand(&[n], opts) * 2.0 - 1.0) * (1.0 - scale);
     let row0 = Tensor::stack(&[&ca, &(-&sa), &tx], 1);
     let row1 = Tensor::stack(&[&sa, &ca, &ty], 1);
     let theta = Tensor::stack(&[row0, row1], 1); // (N, 2, 3)
@@ -26,7 +26,7 @@ pub fn augment(x: &Tensor) -> Tensor {
 }
 
 fn rand_factor(n: i64, amount: f64, opts: (Kind, tch::Device)) -> Tensor {
-    (Tensor::rand([n, 1, 1, 1], opts) * 2.0 - 1.0) * amount + 1.0
+    (crate::rng::rand(&[n, 1, 1, 1], opts) * 2.0 - 1.0) * amount + 1.0
 }
 
 fn grey(x: &Tensor) -> Tensor {
@@ -50,7 +50,7 @@ pub fn colour_jitter(x: &Tensor) -> Tensor {
     let mix: Tensor = &y * &s + g * (s.ones_like() - &s);
     y = mix.clamp(0.0, 1.0);
     // hue: rotate chroma in YIQ space by up to +-0.08 turns
-    let h = (Tensor::rand([n], opts) * 2.0 - 1.0) * (0.08 * std::f64::consts::TAU);
+    let h = (crate::rng::rand(&[n], opts) * 2.0 - 1.0) * (0.08 * std::f64::consts::TAU);
     hue_rotate(&y, &h).clamp(0.0, 1.0)
 }
 

@@ -25,7 +25,8 @@ pub(crate) fn feature_names(ds: &LeRobotDataset, key: &str, dim: usize) -> Vec<S
     }
 }
 
-pub fn train(spec: &str, dataset: &Path, out: &Path, steps: Option<u64>, resume: bool, init: Option<&Path>, quiet: bool) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+pub fn train(spec: &str, dataset: &Path, out: &Path, steps: Option<u64>, resume: bool, init: Option<&Path>, quiet: bool, device: Option<&str>) -> Result<()> {
     let cfg_path = out.join("config.toml");
     let mut cfg: Config = if resume {
         if !cfg_path.exists() {
@@ -49,6 +50,10 @@ pub fn train(spec: &str, dataset: &Path, out: &Path, steps: Option<u64>, resume:
     };
     if let Some(s) = steps {
         cfg.train.steps = s;
+    }
+    if let Some(d) = device {
+        // The device is not part of what makes a run (resume may move it).
+        cfg.train.device = d.to_string();
     }
     parse_device(&cfg.train.device)?;
     let opts = OpenOptions { image_keys: Some(cfg.encoder.cameras.clone()), ..Default::default() };

@@ -174,6 +174,9 @@ pub struct TrainConfig {
     /// `cpu`, `cuda`, `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Mixed precision on CUDA: "off" (f32) or "bf16" (autocast; see `cuda.rs`).
+    #[serde(default)]
+    pub autocast: crate::cuda::Autocast,
 }
 
 fn default_device() -> String {

@@ -7,8 +7,8 @@ use crate::model::{Obs, ObsDims};
 use anyhow::{bail, Context, Result};
 use maniflow_runtime::dataset::window::{split_episodes, WindowSpec, Windows};
 use maniflow_runtime::dataset::LeRobotDataset;
-use maniflow_runtime::manifest::Normalization;
-use maniflow_runtime::normalize::Normalizer;
+use maniflow_runtime::policy::manifest::Normalization;
+use maniflow_runtime::policy::normalize::Normalizer;
 use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 

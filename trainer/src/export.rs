@@ -9,11 +9,11 @@ use crate::model::{ManiFlowNet, ModalityRange, Obs, ObsDims};
 use crate::onnx::maniflow::{build_encoder, build_velocity, Weights};
 use crate::train::{copy_vars, sorted_vars};
 use anyhow::{bail, Context, Result};
-use maniflow_runtime::manifest::{
+use maniflow_runtime::policy::manifest::{
     ActionOutput, ColorOrder, GraphFile, Graphs, ImageInput, Inputs, Manifest, Normalization, Outputs, PolicyKind,
     Producer, ResizeRule, Sampler, StateInput, TactileInput, TargetT,
 };
-use maniflow_runtime::package::sha256_hex;
+use maniflow_runtime::policy::package::sha256_hex;
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 use serde::{Deserialize, Serialize};
@@ -127,7 +127,7 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
     let enc_bytes = build_encoder(&cfg, &info.dims, &weights)?;
     let vel_bytes = build_velocity(&cfg, &info.dims, &weights)?;
     // Parity on random inputs (B = 2).
-    let env = maniflow_runtime::ortlib::environment().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let env = maniflow_runtime::policy::ortlib::environment().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut enc_s = session(&env, &enc_bytes)?;
     let mut vel_s = session(&env, &vel_bytes)?;
     let to = cfg.model.n_obs_steps as i64;
@@ -193,7 +193,7 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
         modality_map: if cfg.model.fusion == Fusion::Tokens {
             info.modality_map
                 .iter()
-                .map(|m| maniflow_runtime::manifest::ModalityRange { modality: m.modality.clone(), start: m.start, end: m.end })
+                .map(|m| maniflow_runtime::policy::manifest::ModalityRange { modality: m.modality.clone(), start: m.start, end: m.end })
                 .collect()
         } else {
             Vec::new()
@@ -236,9 +236,10 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
 /// (normalise, encoder, N Euler steps, unnormalise, slice) with tch on the
 /// same raw observation and the same initial noise.
 fn pipeline_parity(dir: &Path, net: &ManiFlowNet, info: &DataInfo, cfg: &Config) -> Result<f64> {
-    use maniflow_runtime::engine::{Engine, EngineOptions, ObservationStep, TactileReading};
-    use maniflow_runtime::normalize::Normalizer;
-    use maniflow_runtime::preprocess::Frame;
+    use maniflow_runtime::policy::engine::{Engine, ObservationStep, TactileReading};
+use maniflow_runtime::policy::options::EngineOptions;
+    use maniflow_runtime::policy::normalize::Normalizer;
+    use maniflow_runtime::policy::preprocess::Frame;
     use rand::{Rng, SeedableRng};
     let mut eng = Engine::load(dir, &EngineOptions::default()).map_err(|e| anyhow::anyhow!("the runtime refuses the exported package {}: {e}", dir.display()))?;
     let d = &info.dims;
@@ -257,7 +258,7 @@ fn pipeline_parity(dir: &Path, net: &ManiFlowNet, info: &DataInfo, cfg: &Config)
             .cameras
             .iter()
             .zip(&imgs)
-            .map(|((_, h, w), buf)| Frame { data: &buf[s * h * w * 3..(s + 1) * h * w * 3], width: *w, height: *h, order: maniflow_runtime::manifest::ColorOrder::Rgb })
+            .map(|((_, h, w), buf)| Frame { data: &buf[s * h * w * 3..(s + 1) * h * w * 3], width: *w, height: *h, order: maniflow_runtime::policy::manifest::ColorOrder::Rgb })
             .collect();
         let st = &raw_state[s * d.state_dim..(s + 1) * d.state_dim];
         let tac = d.tactile.as_ref().map(|(_, n)| TactileReading::Taxels(&raw_tac[s * n..(s + 1) * n]));

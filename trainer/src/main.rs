@@ -41,6 +41,9 @@ enum Command {
         /// No progress bar; one line every log step.
         #[arg(long)]
         quiet: bool,
+        /// Where to train: cpu, cuda, cuda:N (overrides `train.device`).
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Write a policy package (encoder.onnx + velocity.onnx + policy.toml) from a run.
     Export {
@@ -85,6 +88,32 @@ enum Command {
         reference: bool,
         #[arg(long)]
         threads: Option<usize>,
+        /// cpu, cuda, cuda:N (default: the config's `train.device`).
+        #[arg(long)]
+        device: Option<String>,
+        /// off or bf16 (CUDA only; default: the config's `train.autocast`).
+        #[arg(long, value_parser = parse_autocast)]
+        autocast: Option<maniflow_trainer::cuda::Autocast>,
+    },
+    /// The trainer's GPU check: one step on the GPU vs the CPU, bf16 vs f32,
+    /// and steps/s next to PyTorch eager on the same GPU.
+    GpuCheck {
+        #[arg(long, default_value = "upstream-image")]
+        config: String,
+        #[arg(long)]
+        batch: Option<usize>,
+        #[arg(long, default_value = "cuda:0")]
+        device: String,
+        /// Timed steps per throughput measurement.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Skip the PyTorch reference.
+        #[arg(long)]
+        no_reference: bool,
+        /// Relative tolerance, GPU vs CPU: loss and 1 - gradient cosine (10x for
+        /// the gradient norm; cuDNN convolutions may use TF32).
+        #[arg(long, default_value_t = 1e-3)]
+        tol: f64,
     },
     /// Print a resolved preset config (to start your own).
     Preset { name: String },
@@ -95,9 +124,9 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let r = match cli.command {
-        Command::Train { config, dataset, out, steps, resume, init, quiet } => match act::act_config_text(&config) {
-            Ok(Some(text)) => train_act(text, &dataset, &out, steps, resume, init.as_deref(), quiet),
-            Ok(None) => cli_train::train(&config, &dataset, &out, steps, resume, init.as_deref(), quiet),
+        Command::Train { config, dataset, out, steps, resume, init, quiet, device } => match act::act_config_text(&config) {
+            Ok(Some(text)) => train_act(text, &dataset, &out, steps, resume, init.as_deref(), quiet, device.as_deref()),
+            Ok(None) => cli_train::train(&config, &dataset, &out, steps, resume, init.as_deref(), quiet, device.as_deref()),
             Err(e) => Err(e),
         },
         Command::Export { run_dir, out, ema, checkpoint, name } if act::train::run_dir_is_act(&run_dir) => {
@@ -129,7 +158,13 @@ fn main() {
         }
         Command::Health { run_dir } => health_cmd(&run_dir),
         Command::SynthDataset { out, episodes, frames, seed, video } => cli_train::synth(&out, episodes, frames, seed, video.as_deref()),
-        Command::Bench { config, batch, steps, reference, threads } => bench::run(&config, batch, steps, reference, threads),
+        Command::Bench { config, batch, steps, reference, threads, device, autocast } => {
+            bench::run(&config, &bench::BenchOptions { batch, steps, reference, threads, device, autocast })
+        }
+        Command::GpuCheck { config, batch, device, steps, no_reference, tol } => {
+            let o = maniflow_trainer::gpu_check::GpuCheckOptions { config, batch, device, steps, reference: !no_reference, tol };
+            maniflow_trainer::gpu_check::run(&o).and_then(|ok| if ok { Ok(()) } else { bail!("GPU step differs from the CPU step beyond --tol {tol:e}") })
+        }
         Command::Preset { name } => presets::get(&name).map(|t| print!("{t}")),
         Command::Info => info(),
     };
@@ -139,6 +174,7 @@ fn main() {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train_act(
     text: (String, String),
     dataset: &std::path::Path,
@@ -147,11 +183,12 @@ fn train_act(
     resume: bool,
     init: Option<&std::path::Path>,
     quiet: bool,
+    device: Option<&str>,
 ) -> Result<()> {
     if resume {
         bail!("--resume is not supported for ACT runs yet; start a new run with --init <checkpoint dir>");
     }
-    let s = act::train::train((&text.0, text.1), dataset, out, steps, init, quiet)?;
+    let s = act::train::train((&text.0, text.1), dataset, out, steps, init, quiet, device)?;
     println!(
         "trained {} steps in {:.1}s ({:.2} steps/s); l1_loss {:.4}; state_attention_ratio {:.3} -> {:.3}; run {}",
         s.steps,
@@ -179,10 +216,22 @@ fn health_cmd(run: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+fn parse_autocast(s: &str) -> Result<maniflow_trainer::cuda::Autocast, String> {
+    match s {
+        "off" => Ok(maniflow_trainer::cuda::Autocast::Off),
+        "bf16" => Ok(maniflow_trainer::cuda::Autocast::Bf16),
+        _ => Err(format!("`{s}`: expected off or bf16")),
+    }
+}
+
 fn info() -> Result<()> {
     let lib = loaded_libtorch().unwrap_or_else(|| "unknown".into());
     println!("libtorch      {lib}");
-    println!("cuda          {} ({} device(s))", tch::Cuda::is_available(), tch::Cuda::device_count());
+    let cuda = match maniflow_trainer::cuda::require(tch::Device::Cuda(0)) {
+        Ok(()) => format!("available, {} device(s)", tch::Cuda::device_count()),
+        Err(e) => format!("not usable: {e}"),
+    };
+    println!("cuda          {cuda}");
     println!("threads       {}", tch::get_num_threads());
     let a = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).reshape([2, 2]);
     let b = a.matmul(&a);

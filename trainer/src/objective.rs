@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 
 /// Flow-branch time samples in [0, 1).
 pub fn sample_t(sampler: TimeSampler, n: i64, opts: (Kind, tch::Device)) -> Tensor {
-    let u = || Tensor::rand([n], opts);
+    let u = || crate::rng::rand(&[n], opts);
     let t = match sampler {
         // 0.999 * Beta(1, 1.5) sampled as 1 - V^(2/3)
         TimeSampler::Beta => return (1.0 - u().pow_tensor_scalar(2.0 / 3.0)) * 0.999,
@@ -18,7 +18,7 @@ pub fn sample_t(sampler: TimeSampler, n: i64, opts: (Kind, tch::Device)) -> Tens
             1.0 - 1.0 / (v.tan() + 1.0)
         }
         // logit-normal, m = 0, s = 1
-        TimeSampler::LogitNormal => Tensor::randn([n], opts).sigmoid(),
+        TimeSampler::LogitNormal => crate::rng::randn(&[n], opts).sigmoid(),
         // mode sampling (SD3), s = 1.29: t = 1 - u - s (cos^2(pi u / 2) - 1 + u)
         TimeSampler::Mode => {
             let v = u();
@@ -42,7 +42,25 @@ pub struct LossParts {
 pub struct Loss {
     /// bc_loss = loss_flow + loss_ct (a scalar tensor with grad).
     pub total: Tensor,
-    pub parts: LossParts,
+    /// [loss_flow, loss_ct, v_flow_rms, v_ct_rms] on the training device (0 for
+    /// an empty branch), read back together with the step's other scalars.
+    pub scalars: Tensor,
+}
+
+impl Loss {
+    /// The scalars on the host (one copy).
+    pub fn parts(&self) -> LossParts {
+        let v = Vec::<f64>::try_from(self.scalars.to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default();
+        LossParts::from_slice(&v)
+    }
+}
+
+impl LossParts {
+    /// From [loss_flow, loss_ct, v_flow_rms, v_ct_rms].
+    pub fn from_slice(v: &[f64]) -> LossParts {
+        let g = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
+        LossParts { loss_flow: g(0), loss_ct: g(1), v_flow_rms: g(2), v_ct_rms: g(3) }
+    }
 }
 
 /// `context` = encoder output of the whole batch (with grad when training),
@@ -63,13 +81,14 @@ pub fn consistency_flow_loss(
     let nc = b - nf;
     let absolute = tc.target_t == TargetTMode::Absolute;
     let mut terms: Vec<Tensor> = Vec::new();
-    let mut parts = LossParts::default();
+    let zero = || Tensor::zeros([], opts);
+    let (mut lf, mut lc, mut rf, mut rc) = (zero(), zero(), zero(), zero());
     let mut rec = rec;
     if nf > 0 {
         let x1f = x1.narrow(0, 0, nf);
         let cf = context.narrow(0, 0, nf);
         let t = sample_t(tc.time_sampler, nf, opts);
-        let x0 = x1f.randn_like();
+        let x0 = crate::rng::randn_like(&x1f);
         let tb = t.view([nf, 1, 1]);
         let xt = (1.0 - &tb) * &x0 + &tb * &x1f;
         let target = &x1f - &x0;
@@ -77,18 +96,18 @@ pub fn consistency_flow_loss(
         let pred = net.velocity(&xt, &t, &tt, &cf, train, rec.as_deref_mut());
         let diff: Tensor = &pred - &target;
         let l = diff.square().mean(Kind::Float);
-        parts.loss_flow = l.double_value(&[]);
-        parts.v_flow_rms = pred.detach().square().mean(Kind::Float).sqrt().double_value(&[]);
+        lf = l.detach();
+        rf = pred.detach().square().mean(Kind::Float).sqrt();
         terms.push(l);
     }
     if nc > 0 {
         let x1c = x1.narrow(0, nf, nc);
         let cc = context.narrow(0, nf, nc);
-        let k = Tensor::randint_low(0, tc.ct_discrete_steps as i64, [nc], (Kind::Int64, x1.device()));
+        let k = crate::rng::randint(0, tc.ct_discrete_steps as i64, &[nc], x1.device());
         let t = k.to_kind(Kind::Float) / tc.ct_discrete_steps as f64;
-        let dt = Tensor::rand([nc], opts);
+        let dt = crate::rng::rand(&[nc], opts);
         let t2 = (&t + &dt).clamp_max(1.0);
-        let x0 = x1c.randn_like();
+        let x0 = crate::rng::randn_like(&x1c);
         let tb = t.view([nc, 1, 1]);
         let t2b = t2.view([nc, 1, 1]);
         let xt = (1.0 - &tb) * &x0 + &tb * &x1c;
@@ -102,8 +121,8 @@ pub fn consistency_flow_loss(
         let pred = net.velocity(&xt, &t, &tt, &cc, train, None);
         let diff: Tensor = &pred - &target;
         let l = diff.square().mean(Kind::Float);
-        parts.loss_ct = l.double_value(&[]);
-        parts.v_ct_rms = pred.detach().square().mean(Kind::Float).sqrt().double_value(&[]);
+        lc = l.detach();
+        rc = pred.detach().square().mean(Kind::Float).sqrt();
         terms.push(l);
     }
     let total = match terms.len() {
@@ -111,5 +130,5 @@ pub fn consistency_flow_loss(
         1 => terms.remove(0),
         _ => &terms[0] + &terms[1],
     };
-    Loss { total, parts }
+    Loss { total, scalars: Tensor::stack(&[lf, lc, rf, rc], 0) }
 }

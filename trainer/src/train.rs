@@ -19,6 +19,10 @@ use std::time::Instant;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
+fn default_device_name() -> String {
+    "cpu".into()
+}
+
 pub fn parse_device(s: &str) -> Result<Device> {
     match s {
         "cpu" => Ok(Device::Cpu),
@@ -29,6 +33,7 @@ pub fn parse_device(s: &str) -> Result<Device> {
         }
         _ => bail!("unknown device `{s}` (expected cpu, cuda or cuda:N)"),
     }
+    .and_then(|d| crate::cuda::require(d).map(|()| d))
 }
 
 /// AdamW with decoupled weight decay, written out so its state can be saved
@@ -88,14 +93,24 @@ impl AdamW {
 
     /// Total L2 norm of the gradients (before clipping).
     pub fn grad_norm(&self) -> f64 {
-        let mut sq = 0f64;
+        self.grad_sq().double_value(&[]).sqrt()
+    }
+
+    /// Sum of squared gradients as a Double scalar on the parameters' device
+    /// (summed in parameter order, so the host value equals the old sequential sum).
+    pub fn grad_sq(&self) -> Tensor {
+        let mut acc: Option<Tensor> = None;
         for p in &self.params {
             let g = p.grad();
             if g.defined() {
-                sq += g.square().sum(Kind::Double).double_value(&[]);
+                let s = g.square().sum(Kind::Double);
+                acc = Some(match acc {
+                    None => s,
+                    Some(a) => a + s,
+                });
             }
         }
-        sq.sqrt()
+        acc.unwrap_or_else(|| Tensor::zeros([], (Kind::Double, Device::Cpu)))
     }
 
     pub fn step(&mut self, lr: f64, betas: [f64; 2], eps: f64, wd: f64, clip_scale: f64) {
@@ -346,9 +361,11 @@ pub struct Trainer<'a> {
 }
 
 pub fn config_sha(cfg: &Config) -> String {
-    // Hash everything except the step budget, so a run may be extended with --steps.
+    // Hash everything except the step budget, so a run may be extended with
+    // --steps, and the device, so a run may move between CPU and GPU.
     let mut c = cfg.clone();
     c.train.steps = 0;
+    c.train.device = default_device_name();
     hex::encode(Sha256::digest(c.to_toml().as_bytes()))
 }
 
@@ -460,7 +477,8 @@ impl<'a> Trainer<'a> {
             let batch = self.data.batch(&self.data.val, chunk);
             let ctx = self.net.encode(&batch.obs);
             let l = consistency_flow_loss(&self.net, &self.ema, &ctx, &batch.action, &self.cfg.train, false, None);
-            tot += l.parts.loss_flow + l.parts.loss_ct;
+            let p = l.parts();
+            tot += p.loss_flow + p.loss_ct;
             cnt += 1.0;
         }
         (cnt > 0.0).then(|| tot / cnt)
@@ -513,16 +531,18 @@ impl<'a> Trainer<'a> {
             let want_gates = log_now && self.cfg.model.use_gate_attn;
             let reg_on = self.cfg.attention_loss.enabled;
             let mut rec = Recorder { want_attn: reg_on, attn_grad: reg_on, ..Default::default() };
-            let ctx = self.net.encode(&obs);
-            let loss = consistency_flow_loss(
-                &self.net,
-                &self.ema,
-                &ctx,
-                &batch.action,
-                &tc,
-                true,
-                if want_gates || reg_on { Some(&mut rec) } else { None },
-            );
+            let loss = crate::cuda::run(tc.autocast, self.device, || {
+                let ctx = self.net.encode(&obs);
+                consistency_flow_loss(
+                    &self.net,
+                    &self.ema,
+                    &ctx,
+                    &batch.action,
+                    &tc,
+                    true,
+                    if want_gates || reg_on { Some(&mut rec) } else { None },
+                )
+            });
             let mut total = loss.total;
             // Seed 002's regulariser on the flow branch's cross-attention.
             let reg = reg_on.then(|| {
@@ -540,14 +560,14 @@ impl<'a> Trainer<'a> {
             if injected(step, "nan") {
                 total = total * f64::NAN;
             }
-            let lval = total.double_value(&[]);
+            // One copy back per step: the loss, its parts and the gradient norm
+            // (backward runs first; a non-finite loss leaves NaN gradients,
+            // which the guard below never applies).
             self.opt.zero_grad();
-            let mut grad_norm = f64::NAN;
+            total.backward();
+            let (lval, parts, grad_sq) = step_scalars(&total, &loss.scalars, &self.opt.grad_sq());
             let finite_loss = lval.is_finite();
-            if finite_loss {
-                total.backward();
-                grad_norm = self.opt.grad_norm();
-            }
+            let grad_norm = if finite_loss { grad_sq.sqrt() } else { f64::NAN };
             let guards = Guards { max_consecutive_nonfinite: tc.max_consecutive_nonfinite, spike_factor: tc.spike_factor, skip_on_spike: tc.spike_skip_update };
             let what = format!("windows {:?} episodes {:?}", batch.windows, batch.episodes);
             let skip = guard_step(&mut self.state, &mut spikes, &mut logger, &self.run, step, lval, grad_norm, &guards, &what)?;
@@ -560,16 +580,16 @@ impl<'a> Trainer<'a> {
             self.state.step = step;
             steps_done += 1;
             if finite_loss {
-                last = loss.parts;
+                last = parts;
             }
             if log_now {
                 let mut s: Vec<(String, f64)> = vec![
                     ("train_loss".into(), lval),
-                    ("loss_flow".into(), loss.parts.loss_flow),
-                    ("loss_ct".into(), loss.parts.loss_ct),
-                    ("bc_loss".into(), loss.parts.loss_flow + loss.parts.loss_ct),
-                    ("v_flow_pred_magnitude".into(), loss.parts.v_flow_rms),
-                    ("v_ct_pred_magnitude".into(), loss.parts.v_ct_rms),
+                    ("loss_flow".into(), parts.loss_flow),
+                    ("loss_ct".into(), parts.loss_ct),
+                    ("bc_loss".into(), parts.loss_flow + parts.loss_ct),
+                    ("v_flow_pred_magnitude".into(), parts.v_flow_rms),
+                    ("v_ct_pred_magnitude".into(), parts.v_ct_rms),
                     ("lr".into(), lr),
                     ("global_step".into(), step as f64),
                     ("epoch".into(), epoch as f64),
@@ -672,6 +692,23 @@ impl<'a> Trainer<'a> {
             self.net.encoder.modality_map.iter().map(|m| (m.modality.clone(), m.start, m.end)).collect();
         stats::attn_stats(&refs, &map)
     }
+}
+
+/// The step's scalars in one device-to-host copy: (loss, parts, sum of
+/// squared gradients).
+pub fn step_scalars(total: &Tensor, parts: &Tensor, grad_sq: &Tensor) -> (f64, LossParts, f64) {
+    let dev = total.device();
+    let all = Tensor::cat(
+        &[
+            total.detach().to_kind(Kind::Double).view([1]),
+            parts.to_kind(Kind::Double).view([-1]),
+            grad_sq.to_device(dev).to_kind(Kind::Double).view([1]),
+        ],
+        0,
+    );
+    let v = Vec::<f64>::try_from(all.to_device(Device::Cpu)).unwrap_or_default();
+    let g = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
+    (g(0), LossParts::from_slice(&v[1.min(v.len())..v.len().min(5)]), g(5))
 }
 
 /// Unnormalise (B, T, Da) normalised actions with the dataset's action normaliser.

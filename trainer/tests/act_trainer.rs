@@ -311,7 +311,7 @@ fn act_run_logs_checkpoints_and_exports() {
     let head = toml.find("observation.images.head").unwrap();
     let wrist = toml.find("observation.images.wrist").unwrap();
     assert!(head < wrist, "camera order kept");
-    let eng = maniflow_runtime::engine::Engine::load(&pkg, &Default::default()).unwrap();
+    let eng = maniflow_runtime::policy::engine::Engine::load(&pkg, &Default::default()).unwrap();
     assert_eq!(eng.chunk_len(), 8);
     let bad = fails(&[
         "export",

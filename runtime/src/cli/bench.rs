@@ -9,9 +9,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use maniflow_runtime::manifest::PolicyKind;
-use maniflow_runtime::stats::{peak_rss_bytes, Latency, Percentiles};
-use maniflow_runtime::synthetic::SyntheticObservation;
+use crate::cli::synthetic::SyntheticObservation;
+use crate::policy::manifest::PolicyKind;
+use crate::stats::{peak_rss_bytes, Latency, Percentiles};
 use serde::Serialize;
 
 use super::RunOpts;

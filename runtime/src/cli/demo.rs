@@ -12,11 +12,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use maniflow_runtime::control::{so101_safety, Controller};
-use maniflow_runtime::executor::{ExecutorConfig, ExecutorMode};
-use maniflow_runtime::safety::CommandVerdict;
-use maniflow_runtime::stats::{peak_rss_bytes, Latency};
-use maniflow_runtime::synthetic::SyntheticObservation;
+use crate::cli::synthetic::SyntheticObservation;
+use crate::control::executor::{ExecutorConfig, ExecutorMode};
+use crate::control::safety::CommandVerdict;
+use crate::control::{so101_safety, Controller};
+use crate::stats::{peak_rss_bytes, Latency};
 
 use super::RunOpts;
 
@@ -68,7 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Some(p) => p,
         None => default_policy()?,
     };
-    let ort = maniflow_runtime::ortlib::init()?;
+    let ort = crate::policy::ortlib::init()?;
     let engine = super::load_engine(&policy, &a.run)?;
     let m = engine.package().manifest.clone();
     println!(

@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::node::config::NodeConfig;
+use crate::node::record::expert_success;
+use crate::node::{run_node, NodeStats, RunOptions};
+use crate::stats::Percentiles;
 use anyhow::{bail, Context};
 use maniflow_bridge::transport::TransportKind;
-use maniflow_runtime::node::config::NodeConfig;
-use maniflow_runtime::node::{run_node, NodeStats, RunOptions};
-use maniflow_runtime::record::expert_success;
-use maniflow_runtime::stats::Percentiles;
 use serde::Serialize;
 
 use super::record::free_port;
@@ -64,6 +64,10 @@ pub struct Args {
     /// Print the node's status line every second.
     #[arg(long)]
     pub verbose: bool,
+    /// Drive the simulated arm through its servo bus (`maniflow sim --serial`
+    /// and the node's `[robot]` path) instead of joint_states/joint_command.
+    #[arg(long)]
+    pub bus: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,9 +87,9 @@ pub struct EvalReport {
     pub e2e_first_command_us: Percentiles,
     pub achieved_rate_hz: f64,
     pub deadline_misses: u64,
-    pub chunks: maniflow_runtime::node::ChunkCounts,
-    pub commands: maniflow_runtime::node::CommandCounts,
-    pub safety: maniflow_runtime::node::SafetyCounts,
+    pub chunks: crate::node::ChunkCounts,
+    pub commands: crate::node::CommandCounts,
+    pub safety: crate::node::SafetyCounts,
     pub wall_s: f64,
     pub per_episode: Vec<super::sim::EpisodeResult>,
 }
@@ -118,6 +122,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.transport.kind = a.transport;
     cfg.transport.connect = vec![endpoint.clone()];
     cfg.transport.listen = vec![];
+    let tmp = std::env::temp_dir().join(format!("maniflow-eval-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let link = tmp.join("ttySO101");
+    if a.bus {
+        cfg.streams.remove("joints");
+        let section = format!(
+            "kind = \"so101\"\nport = {:?}\ncalibration_id = \"so101-sim\"\ncalibration_dir = {:?}\n",
+            link.display().to_string(),
+            tmp.display().to_string()
+        );
+        cfg.robot =
+            Some(toml::from_str(&section).map_err(|e| anyhow::anyhow!("robot section: {e}"))?);
+    }
     cfg.check()
         .map_err(|e| anyhow::anyhow!("node config: {e}"))?;
 
@@ -125,8 +142,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let steps = engine.steps();
     let policy_name = engine.package().manifest.name.clone();
 
-    let tmp = std::env::temp_dir().join(format!("maniflow-eval-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let sim_json = tmp.join("sim.json");
     let sim_log = tmp.join("sim.log");
     let log = std::fs::File::create(&sim_log)
@@ -154,19 +169,51 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ])
         .arg("--stats-json")
         .arg(&sim_json)
+        .args(if a.bus {
+            vec![
+                "--serial".into(),
+                "--serial-link".into(),
+                link.display().to_string(),
+                "--serial-calibration".into(),
+                tmp.display().to_string(),
+                "--serial-id".into(),
+                "so101-sim".into(),
+            ]
+        } else {
+            vec![]
+        })
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
         .context("starting `maniflow sim`")?;
     eprintln!(
-        "eval: {} (N = {steps}) on the simulated SO-101, {} episodes, seed {}, {} on {endpoint}",
+        "eval: {} (N = {steps}) on the simulated SO-101, {} episodes, seed {}, {} on {endpoint}{}",
         a.policy.display(),
         a.episodes,
         a.seed,
-        a.transport
+        a.transport,
+        if a.bus {
+            ", joints and goals over its servo bus"
+        } else {
+            ""
+        }
     );
 
+    if a.bus {
+        let t = Instant::now();
+        while !link.exists() {
+            if t.elapsed() > Duration::from_secs(20) {
+                let _ = sim.kill();
+                bail!(
+                    "the simulator's servo bus did not appear at {} (see {})",
+                    link.display(),
+                    sim_log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     let stop = super::stop_on_signal(None)?;
     let sim_done = Arc::new(AtomicBool::new(false));
     let limit = Duration::from_secs_f64(a.episodes as f64 * (a.episode_s + 1.5) + 60.0);
@@ -246,7 +293,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         steps,
         seed: a.seed,
         episodes: a.episodes,
-        transport: a.transport.to_string(),
+        transport: if a.bus {
+            format!("{} + servo bus", a.transport)
+        } else {
+            a.transport.to_string()
+        },
         successes: ok.len() as u64,
         success_rate: ok.len() as f64 / a.episodes as f64,
         mean_time_to_success_s: (!ok.is_empty()).then(|| ok.iter().sum::<f64>() / ok.len() as f64),

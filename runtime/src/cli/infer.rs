@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use maniflow_runtime::npz::{write_arrays, ObservationFile};
+use crate::cli::npz::{write_arrays, ObservationFile};
 
 use super::RunOpts;
 

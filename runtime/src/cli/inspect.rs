@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use maniflow_runtime::engine::EngineOptions;
-use maniflow_runtime::manifest::{Manifest, TactileInput};
-use maniflow_runtime::package::PolicyPackage;
+use crate::policy::manifest::{Manifest, TactileInput};
+use crate::policy::options::EngineOptions;
+use crate::policy::package::PolicyPackage;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    maniflow_runtime::ortlib::init()?;
+    crate::policy::ortlib::init()?;
     let pkg = PolicyPackage::load(&a.policy, &EngineOptions::default())?;
     if a.json {
         let graphs: Vec<serde_json::Value> = pkg

@@ -1,19 +1,31 @@
-//! Subcommands of the `maniflow` binary.
+//! The CLI layer: the subcommands of the `maniflow` binary (`main.rs` only
+//! parses arguments and dispatches here), plus what only they use: `.npz`
+//! observation files (`infer`) and synthetic observations (`demo`, `bench`).
+//! It may import every other layer; nothing imports it except `main.rs` and
+//! the tests.
+
+pub mod npz;
+pub mod synthetic;
+pub mod teleop;
 
 pub mod bench;
+pub mod calibrate;
 pub mod demo;
 pub mod eval;
+pub mod gpu_check;
 pub mod infer;
 pub mod inspect;
 pub mod record;
 pub mod run;
 pub mod sim;
+pub mod sim_serial;
 pub mod transport_bench;
 
 use std::path::Path;
 
+use crate::policy::engine::Engine;
+use crate::policy::options::{EngineOptions, ExecutionProvider};
 use anyhow::Context;
-use maniflow_runtime::engine::{Engine, EngineOptions, ExecutionProvider};
 
 /// A flag set by the first SIGINT/SIGTERM (printing `note`, if any); a second
 /// signal exits at once with status 130.
@@ -77,7 +89,7 @@ impl RunOpts {
 
 /// Initialise ONNX Runtime (a clear error when it is missing) and load the package.
 pub fn load_engine(dir: &Path, opts: &RunOpts) -> anyhow::Result<Engine> {
-    maniflow_runtime::ortlib::init()?;
+    crate::policy::ortlib::init()?;
     let eo = opts.engine_options()?;
     Engine::load(dir, &eo).with_context(|| format!("loading policy package {}", dir.display()))
 }

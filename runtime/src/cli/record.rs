@@ -19,6 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::dataset::synth::{ACTION, STATE, TACTILE};
+use crate::dataset::{DatasetWriter, Frame, VideoCodec, WriterOptions};
+use crate::node::config::{NodeConfig, StreamType};
+use crate::node::record::{
+    camera_key, record_sim_expert_in_process, set_episode_quality, so101_features, EpisodeRecord,
+    EpisodeTiming, InProcessOptions, RecordSummary, TimingAcc, ROBOT_TYPE, SIM_TASK,
+};
+use crate::node::streams::{compressed_input, image_input, joints_from_msg, ImageSlot};
 use anyhow::{bail, Context};
 use crossbeam::channel::unbounded;
 use maniflow_bridge::msg::{
@@ -26,14 +34,6 @@ use maniflow_bridge::msg::{
 };
 use maniflow_bridge::sim::SimConfig;
 use maniflow_bridge::transport::{AnyTransport, Qos, Transport, TransportKind};
-use maniflow_runtime::dataset::synth::{ACTION, STATE, TACTILE};
-use maniflow_runtime::dataset::{DatasetWriter, Frame, VideoCodec, WriterOptions};
-use maniflow_runtime::node::config::{NodeConfig, StreamType};
-use maniflow_runtime::node::streams::{compressed_input, image_input, joints_from_msg, ImageSlot};
-use maniflow_runtime::record::{
-    camera_key, record_sim_expert_in_process, set_episode_quality, so101_features, EpisodeRecord,
-    EpisodeTiming, InProcessOptions, RecordSummary, TimingAcc, ROBOT_TYPE, SIM_TASK,
-};
 
 use super::run::write_json_atomic;
 use super::sim::{EPISODE_CONTROL_TOPIC, EVENT_END_SUCCESS, EVENT_END_TIMEOUT, EVENT_START};
@@ -97,6 +97,24 @@ pub struct Args {
     /// Only the final summary.
     #[arg(long)]
     pub quiet: bool,
+    /// Teleoperate while recording: the leader arm's serial port (its position,
+    /// through the safety filter, is the action) ...
+    #[arg(long, requires = "follower")]
+    pub leader: Option<String>,
+    /// ... and the follower's (its position is observation.state); no joint or
+    /// command topics then.
+    #[arg(long, requires = "leader")]
+    pub follower: Option<String>,
+    #[arg(long, default_value = "so101")]
+    pub leader_id: String,
+    #[arg(long, default_value = "so101")]
+    pub follower_id: String,
+    /// Directory of both arms' `<id>.json` (default: LeRobot's directories).
+    #[arg(long)]
+    pub calibration_dir: Option<PathBuf>,
+    /// Teleoperation rate (Hz).
+    #[arg(long, default_value_t = 100.0)]
+    pub teleop_rate: f64,
 }
 
 fn parse_video(s: &str) -> anyhow::Result<Option<VideoCodec>> {
@@ -310,6 +328,54 @@ enum EpisodeState {
     Resetting(Instant),
 }
 
+/// Teleoperation beside the recorder: the leader drives the follower, and every
+/// tick the command sent (the action) and the follower's position (the state)
+/// become the newest values the recorder samples.
+struct TeleopThread {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TeleopThread {
+    fn start(a: &Args, leader: &str, follower: &str, latest: Arc<Mutex<Latest>>) -> anyhow::Result<TeleopThread> {
+        let arms = super::teleop::Arms {
+            leader: leader.to_string(),
+            follower: follower.to_string(),
+            leader_id: a.leader_id.clone(),
+            follower_id: a.follower_id.clone(),
+            calibration_dir: a.calibration_dir.clone(),
+            baud: 1_000_000,
+        };
+        let rate = a.teleop_rate;
+        let mut tele = super::teleop::Teleop::open(&arms, rate)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::Builder::new().name("maniflow-teleop".into()).spawn(move || {
+            let r = super::teleop::drive(&mut tele, rate, &s2, None, |cmd, present| {
+                if let Ok(mut g) = latest.lock() {
+                    let now = Instant::now();
+                    g.joints = Some((*present, now));
+                    g.action = Some((*cmd, now));
+                }
+            });
+            tele.finish();
+            if let Err(e) = r {
+                eprintln!("record: teleoperation stopped: {e:#}");
+            }
+        })?;
+        Ok(TeleopThread { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for TeleopThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn record_topics(
     a: &Args,
     cfg: &NodeConfig,
@@ -321,7 +387,7 @@ fn record_topics(
         .with_context(|| format!("opening the {} transport", cfg.transport.kind))?;
     // Streams: cameras in config order (BTreeMap: by name), joints, tactile.
     let mut cam_names: Vec<(String, String, StreamType)> = Vec::new();
-    let mut joints: Option<(String, maniflow_runtime::node::config::JointUnits)> = None;
+    let mut joints: Option<(String, crate::node::config::JointUnits)> = None;
     let mut tactile_topic: Option<String> = None;
     for (name, s) in &cfg.streams {
         match s.kind {
@@ -331,18 +397,20 @@ fn record_topics(
             StreamType::JointState => {
                 joints = Some((
                     s.topic.clone(),
-                    s.units
-                        .unwrap_or(maniflow_runtime::node::config::JointUnits::Lerobot),
+                    s.units.unwrap_or(crate::node::config::JointUnits::Lerobot),
                 ))
             }
             StreamType::Taxels => tactile_topic = Some(s.topic.clone()),
         }
     }
-    let Some((joint_topic, units)) = joints else {
-        bail!(
+    let teleop = a.leader.is_some();
+    let (joint_topic, units) = match joints {
+        Some(j) => j,
+        None if teleop => ("(follower arm)".to_string(), crate::node::config::JointUnits::Lerobot),
+        None => bail!(
             "config {}: no joint_state stream (observation.state needs one)",
             a.config.display()
-        );
+        ),
     };
     if cam_names.is_empty() {
         bail!("config {}: no camera stream", a.config.display());
@@ -353,7 +421,11 @@ fn record_topics(
     }));
     let counters = Arc::new(Counters::default());
     let mut subs = Vec::new();
-    {
+    let _teleop = match (&a.leader, &a.follower) {
+        (Some(leader), Some(follower)) => Some(TeleopThread::start(a, leader, follower, latest.clone())?),
+        _ => None,
+    };
+    if !teleop {
         let (l, c) = (latest.clone(), counters.clone());
         subs.push(t.subscribe::<JointState>(
             &joint_topic,
@@ -426,14 +498,15 @@ fn record_topics(
             }),
         )?);
     }
-    let action_topic = a
-        .action_topic
-        .clone()
-        .unwrap_or_else(|| cfg.outputs.command_topic.clone());
+    let action_topic = if teleop {
+        "(leader arm)".to_string()
+    } else {
+        a.action_topic.clone().unwrap_or_else(|| cfg.outputs.command_topic.clone())
+    };
     if action_topic.is_empty() {
         bail!("no action topic: set --action-topic or outputs.command_topic");
     }
-    {
+    if !teleop {
         let (l, c) = (latest.clone(), counters.clone());
         subs.push(t.subscribe::<Float64MultiArray>(
             &action_topic,
@@ -649,7 +722,7 @@ fn record_topics(
                     for ((name, _, _), c) in cam_names.iter().zip(&g.cams) {
                         if let Some(s) = &c.slot {
                             let mut rgb = s.data.clone();
-                            if s.order == Some(maniflow_runtime::manifest::ColorOrder::Bgr) {
+                            if s.order == Some(crate::policy::manifest::ColorOrder::Bgr) {
                                 for px in rgb.chunks_exact_mut(3) {
                                     px.swap(0, 2);
                                 }

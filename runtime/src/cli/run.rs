@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::node::config::NodeConfig;
+use crate::node::{run_node, NodeStats, RunOptions};
+use crate::policy::options::{EngineOptions, ExecutionProvider};
 use anyhow::Context;
 use maniflow_bridge::transport::TransportKind;
-use maniflow_runtime::engine::{EngineOptions, ExecutionProvider};
-use maniflow_runtime::node::config::NodeConfig;
-use maniflow_runtime::node::{run_node, NodeStats, RunOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -188,10 +188,8 @@ pub fn run(a: Args, ros: RosArgs) -> anyhow::Result<()> {
 
 /// Initialises ONNX Runtime and loads the node config's policy (device,
 /// threads, steps, seed from `[policy]`); returns the engine and the library path.
-pub fn load_node_engine(
-    cfg: &NodeConfig,
-) -> anyhow::Result<(maniflow_runtime::Engine, std::path::PathBuf)> {
-    let ort = maniflow_runtime::ortlib::init()?;
+pub fn load_node_engine(cfg: &NodeConfig) -> anyhow::Result<(crate::Engine, std::path::PathBuf)> {
+    let ort = crate::policy::ortlib::init()?;
     let provider: ExecutionProvider = cfg
         .policy
         .device
@@ -203,11 +201,11 @@ pub fn load_node_engine(
     let eo = EngineOptions {
         intra_threads: cfg.policy.threads,
         provider,
-        error_on_failure: true,
+        error_on_failure: !cfg.policy.cpu_fallback,
         steps: cfg.policy.steps,
         seed: cfg.policy.seed,
     };
-    let engine = maniflow_runtime::Engine::load(&cfg.policy.path, &eo)
+    let engine = crate::Engine::load(&cfg.policy.path, &eo)
         .with_context(|| format!("loading policy package {}", cfg.policy.path.display()))?;
     Ok((engine, ort.0))
 }

@@ -97,6 +97,28 @@ pub struct Args {
     /// No per-second status line.
     #[arg(long)]
     pub quiet: bool,
+    /// Expose the arm as six STS3215 servos on a pseudo-terminal (printed;
+    /// see `--serial-link`): commands come from the bus instead of `joint_command`.
+    #[arg(long)]
+    pub serial: bool,
+    /// With --serial: a symlink to the pty (e.g. /tmp/ttySO101).
+    #[arg(long)]
+    pub serial_link: Option<PathBuf>,
+    /// With --serial: write the emulated arm's calibration as `<dir>/<serial-id>.json`.
+    #[arg(long)]
+    pub serial_calibration: Option<PathBuf>,
+    #[arg(long, default_value = "sim")]
+    pub serial_id: String,
+    /// With --serial: also a leader arm on a second pty (symlink here), its
+    /// joints moved by the scripted expert as a person would move them; the
+    /// simulated (follower) arm only moves by what its bus is told (teleop).
+    #[arg(long)]
+    pub leader_link: Option<PathBuf>,
+    /// Write the leader's calibration as `<dir>/<leader-id>.json`.
+    #[arg(long)]
+    pub leader_calibration: Option<PathBuf>,
+    #[arg(long, default_value = "sim-leader")]
+    pub leader_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +194,53 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         )?
     };
 
+    let serial_cal = a
+        .serial_calibration
+        .as_deref()
+        .map(|d| (d, a.serial_id.as_str()));
+    let mut serial = match a.serial {
+        true => Some(super::sim_serial::SerialArm::start(
+            &maniflow_bridge::sim::HOME_LEROBOT,
+            a.serial_link.as_deref(),
+            serial_cal,
+        )?),
+        false if a.serial_link.is_some() || a.serial_calibration.is_some() => {
+            anyhow::bail!("--serial-link and --serial-calibration need --serial")
+        }
+        false => None,
+    };
+    let leader = match (&a.leader_link, a.serial) {
+        (Some(l), true) => {
+            let cal = a
+                .leader_calibration
+                .as_deref()
+                .map(|d| (d, a.leader_id.as_str()));
+            let arm = super::sim_serial::SerialArm::start(
+                &maniflow_bridge::sim::HOME_LEROBOT,
+                Some(l),
+                cal,
+            )?;
+            eprintln!(
+                "maniflow sim: leader arm (moved by the scripted expert) on {} ({})",
+                arm.path(),
+                l.display()
+            );
+            Some(arm)
+        }
+        (Some(_), false) => {
+            anyhow::bail!("--leader-link needs --serial (the follower the leader drives)")
+        }
+        (None, _) => None,
+    };
+    if let Some(arm) = &serial {
+        eprintln!(
+            "maniflow sim: the arm is six STS3215 servos on {}{}",
+            arm.path(),
+            a.serial_link
+                .as_ref()
+                .map_or(String::new(), |l| format!(" ({})", l.display()))
+        );
+    }
     let latest_cmd: Arc<AtomicCell<([f32; N_JOINTS], u64)>> =
         Arc::new(AtomicCell::new(([0.0; N_JOINTS], 0)));
     let received = Arc::new(AtomicU64::new(0));
@@ -279,6 +348,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if target > now {
             std::thread::sleep(target - now);
         }
+        if let Some(arm) = serial.as_mut() {
+            // The bus's goals (also while waiting: the first one starts episode 0).
+            if let Some(cmd) = arm.command() {
+                world.set_command(&cmd);
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if waiting {
             let go = (a.wait_for_command && received.load(Ordering::Relaxed) > 0)
                 || (a.wait_for_start && start_requested.load(Ordering::SeqCst));
@@ -311,6 +387,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         if waiting {
             // Frozen at the episode's start: sensors only, the clock does not run.
+        } else if let Some(l) = &leader {
+            // The person at the leader: the expert's command is where they move it.
+            if frame_due {
+                let q = world.joint_positions();
+                let cmd = expert.act(&head, &q, &taxels, t_sim);
+                l.set_joints(&cmd);
+            }
         } else if a.expert {
             if frame_due {
                 let q = world.joint_positions();
@@ -323,6 +406,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     ));
                 }
             }
+        } else if serial.is_some() {
+            // Polled below, before `waiting` is evaluated next step.
         } else {
             let (cmd, seq) = latest_cmd.load();
             if seq != last_cmd_seq {
@@ -335,6 +420,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         let stamp = Time::from_nanos(wall_ns());
         let q = world.joint_positions();
+        if let Some(arm) = &serial {
+            arm.set_joints(&q);
+        }
         js.header.stamp = stamp;
         for (d, s) in js.position.iter_mut().zip(q.iter()) {
             *d = f64::from(*s);

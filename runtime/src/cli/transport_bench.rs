@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::stats::{Latency, Percentiles};
 use maniflow_bridge::msg::{encode_vec, Header, Image, JointState, Time};
 use maniflow_bridge::transport::{
     wall_ns, AnyTransport, Qos, Transport, TransportConfig, TransportKind,
 };
-use maniflow_runtime::stats::{Latency, Percentiles};
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use maniflow_bridge::transport::TransportConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::executor::{Aggregate, ExecutorMode};
+use crate::control::executor::{Aggregate, ExecutorMode};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +24,9 @@ pub struct NodeConfig {
     pub streams: BTreeMap<String, StreamConfig>,
     #[serde(default)]
     pub outputs: OutputSection,
+    /// A real arm on this machine's serial port: joints are read and goals
+    /// written on the node's own bus thread (no `streams.joints`, no command topic).
+    pub robot: Option<super::robot::RobotSection>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +40,10 @@ pub struct PolicySection {
     /// cpu, cuda[:N], tensorrt[:N].
     #[serde(default = "cpu")]
     pub device: String,
+    /// When the GPU (driver, device, ONNX Runtime's CUDA provider) cannot be
+    /// used: run on the CPU with a warning (true) or refuse to start (false).
+    #[serde(default)]
+    pub cpu_fallback: bool,
     /// Sampling steps N (ManiFlow); default: the manifest's.
     pub steps: Option<usize>,
     pub seed: Option<u64>,
@@ -220,6 +227,13 @@ impl NodeConfig {
         if cfg.policy.path.is_relative() {
             cfg.policy.path = base.join(&cfg.policy.path);
         }
+        if let Some(r) = cfg.robot.as_mut() {
+            if let Some(d) = r.calibration_dir.as_mut() {
+                if d.is_relative() {
+                    *d = base.join(&*d);
+                }
+            }
+        }
         if let Some(z) = cfg.transport.zenoh_config.as_mut() {
             if z.is_relative() {
                 *z = base.join(&*z);
@@ -296,8 +310,11 @@ impl NodeConfig {
                 ));
             }
         }
-        if joints == 0 {
-            return Err("streams.joints (type = \"joint_state\") is required: the control loop needs the arm's position".into());
+        match (joints, &self.robot) {
+            (0, None) => return Err("streams.joints (type = \"joint_state\") is required: the control loop needs the arm's position (or a [robot] section)".into()),
+            (_, Some(_)) if joints > 0 => return Err("streams.joints and [robot] both give the arm's position: keep one".into()),
+            (_, Some(r)) => r.check()?,
+            _ => {}
         }
         for (field, t) in [
             ("outputs.chunk_topic", &self.outputs.chunk_topic),

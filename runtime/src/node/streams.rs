@@ -16,7 +16,7 @@ use maniflow_bridge::so101::{JOINT_NAMES, N_JOINTS};
 use serde::Serialize;
 
 use super::config::JointUnits;
-use crate::manifest::ColorOrder;
+use crate::policy::manifest::ColorOrder;
 
 /// Monotonic nanoseconds since the node started (fits an atomic).
 #[derive(Debug, Clone, Copy)]

@@ -6,17 +6,18 @@
 
 use super::config::ActTrainConfig;
 use super::model::{backbone_blocks, sinusoid_2d, Act, ActInput};
-use super::train::{latest_checkpoint, ActDataInfo};
+use super::data_info::ActDataInfo;
+use super::train::latest_checkpoint;
 use crate::export::{max_abs, ort_run, session, units, PARITY_TOL};
 use crate::onnx::builder::{batch, fixed, GraphBuilder};
 use crate::onnx::maniflow::Weights;
 use crate::train::{copy_vars, sorted_vars};
 use anyhow::{bail, Context, Result};
-use maniflow_runtime::manifest::{
+use maniflow_runtime::policy::manifest::{
     ActionOutput, ColorOrder, GraphFile, Graphs, ImageInput, Inputs, Manifest, Normalization,
     Outputs, PolicyKind, Producer, ResizeRule, StateInput,
 };
-use maniflow_runtime::package::sha256_hex;
+use maniflow_runtime::policy::package::sha256_hex;
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -390,7 +391,7 @@ pub fn export_model(
         .collect();
     let bytes = build_act(cfg, info, weights, &feat)?;
     // Parity on random normalised inputs (B = 2).
-    let env = maniflow_runtime::ortlib::environment().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let env = maniflow_runtime::policy::ortlib::environment().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut sess = session(&env, &bytes)?;
     let _g = tch::no_grad_guard();
     tch::manual_seed(4321);
@@ -497,9 +498,10 @@ pub fn export_model(
 /// The runtime's whole path (u8 frames + raw state -> normalise -> act.onnx ->
 /// unnormalise) against tch on the same raw observation; error in normalised units.
 fn pipeline_parity(dir: &Path, net: &Act, info: &ActDataInfo) -> Result<f64> {
-    use maniflow_runtime::engine::{Engine, EngineOptions, ObservationStep};
-    use maniflow_runtime::normalize::Normalizer;
-    use maniflow_runtime::preprocess::Frame;
+    use maniflow_runtime::policy::engine::{Engine, ObservationStep};
+use maniflow_runtime::policy::options::EngineOptions;
+    use maniflow_runtime::policy::normalize::Normalizer;
+    use maniflow_runtime::policy::preprocess::Frame;
     use rand::{Rng, SeedableRng};
     let mut eng = Engine::load(dir, &EngineOptions::default()).map_err(|e| {
         anyhow::anyhow!(

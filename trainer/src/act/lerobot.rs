@@ -3,7 +3,7 @@
 
 use super::config::{ActModelConfig, ActTrainConfig};
 use super::model::Act;
-use super::train::ActDataInfo;
+use super::data_info::ActDataInfo;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::path::Path;

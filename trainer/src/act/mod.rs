@@ -4,6 +4,7 @@
 //! interop, and export to an `act` policy package through our ONNX writer.
 
 pub mod config;
+pub mod data_info;
 pub mod export;
 pub mod lerobot;
 pub mod model;

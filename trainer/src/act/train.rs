@@ -5,6 +5,7 @@
 //! LeRobot state dict (with a LeRobot `config.json` beside it).
 
 use super::config::ActTrainConfig;
+use super::data_info::ActDataInfo;
 use super::lerobot;
 use super::model::{l1_kld, Act, ActInput};
 use crate::attn_reg::attention_regularizer;
@@ -17,10 +18,9 @@ use crate::train::{
 use anyhow::{bail, Context, Result};
 use maniflow_runtime::dataset::window::{split_episodes, WindowSpec, Windows};
 use maniflow_runtime::dataset::{LeRobotDataset, OpenOptions};
-use maniflow_runtime::manifest::Normalization;
-use maniflow_runtime::normalize::Normalizer;
+use maniflow_runtime::policy::manifest::Normalization;
+use maniflow_runtime::policy::normalize::Normalizer;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,39 +30,6 @@ use tch::{Device, Kind, Tensor};
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
-
-/// What an ACT run records about its data (`RUN_DIR/data.json`), for export.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ActDataInfo {
-    pub dataset: String,
-    /// (key, H, W) per camera, in token order.
-    pub cameras: Vec<(String, usize, usize)>,
-    pub state_key: String,
-    pub state_names: Vec<String>,
-    pub action_key: String,
-    pub action_names: Vec<String>,
-    pub normalization: BTreeMap<String, Normalization>,
-}
-
-impl ActDataInfo {
-    pub fn load(run: &Path) -> Result<ActDataInfo> {
-        let p = run.join("data.json");
-        let text = std::fs::read(&p).with_context(|| {
-            format!(
-                "read {} (is {} an ACT run directory?)",
-                p.display(),
-                run.display()
-            )
-        })?;
-        serde_json::from_slice(&text).with_context(|| format!("parse {}", p.display()))
-    }
-    pub fn state_dim(&self) -> usize {
-        self.state_names.len()
-    }
-    pub fn action_dim(&self) -> usize {
-        self.action_names.len()
-    }
-}
 
 /// The dataset in memory: u8 frames, normalised state and action.
 pub struct ActData {
@@ -268,11 +235,15 @@ pub fn train(
     steps: Option<u64>,
     init: Option<&Path>,
     quiet: bool,
+    device: Option<&str>,
 ) -> Result<ActSummary> {
     let (origin, text) = cfg_path_or_text;
     let mut cfg = ActTrainConfig::from_toml_str(&text, origin)?;
     if let Some(s) = steps {
         cfg.train.steps = s;
+    }
+    if let Some(d) = device {
+        cfg.train.device = d.to_string();
     }
     if checkpoint::latest(out)?.is_some() {
         bail!(

@@ -202,7 +202,7 @@ impl DiTX {
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, train: bool) -> (Tensor, Tensor) {
         let hd = (self.d / self.h) as f64;
         let p = (q.matmul(&k.transpose(-2, -1)) / hd.sqrt()).softmax(-1, Kind::Float);
-        let pd = if train && self.p_drop > 0.0 { p.dropout(self.p_drop, true) } else { p.shallow_clone() };
+        let pd = if train && self.p_drop > 0.0 { crate::rng::dropout(&p, self.p_drop) } else { p.shallow_clone() };
         (pd.matmul(v), p)
     }
 

@@ -7,7 +7,8 @@ Written from trainer/docs/MODEL.md (the exact contract) and shared/design/MANIFL
 
     maniflow_ref.py forward   --config X.toml --weights W.safetensors --inputs IN.safetensors --out OUT.safetensors
     maniflow_ref.py make-case --config X.toml --seed S --batch B --out-weights W --out-inputs IN
-    maniflow_ref.py bench     --config X.toml --batch B --steps N [--threads 2]
+    maniflow_ref.py bench     --config X.toml --batch B --steps N [--threads 2] [--device cuda] [--autocast bf16]
+    maniflow_ref.py infer-bench --config X.toml --steps N [--iters K] [--device cuda]
 """
 import argparse
 import copy
@@ -469,11 +470,16 @@ def cmd_forward(a):
 
 
 def cmd_bench(a):
+    """Training steps/s of this reference in PyTorch eager on `--device`, the same
+    step as `maniflow-train bench` (random data, flow + consistency loss with the
+    EMA target, backward, clip, AdamW, EMA update); `--autocast bf16` wraps the
+    forward and loss in torch.autocast(dtype=bfloat16) on CUDA."""
     cfg = load_config(a.config)
     tr = cfg["train"]
     da = cfg["model"].get("action_dim", 0) or 6
+    dev = torch.device(a.device)
     torch.manual_seed(tr["seed"])
-    net = random_weights(build(cfg, da, 6, 32), tr["seed"], 0.5)
+    net = random_weights(build(cfg, da, 6, 32), tr["seed"], 0.5).to(dev)
     net.train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     decay, no_decay = [], []
@@ -483,13 +489,16 @@ def cmd_bench(a):
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tr["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=tr["lr"], betas=tuple(tr["betas"]), eps=tr["eps"])
-    g = torch.Generator().manual_seed(tr["seed"] + 1)
     inp = random_inputs(cfg, a.batch, da, 6, 32, tr["seed"] + 2)
-    obs = {k: v for k, v in inp.items() if k not in ("x_t", "t", "target_t")}
+    obs = {k: v.to(dev) for k, v in inp.items() if k not in ("x_t", "t", "target_t")}
+    g = torch.Generator(device=dev).manual_seed(tr["seed"] + 1)
+    torch.set_default_device(dev)
     actions = torch.rand(a.batch, cfg["model"]["horizon"], da, generator=g) * 2 - 1
+    use_amp = a.autocast == "bf16" and dev.type == "cuda"
 
     def step(k):
-        loss = training_loss(net, ema, obs, actions, cfg, g)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            loss = training_loss(net, ema, obs, actions, cfg, g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tr.get("grad_clip", 0) > 0:
@@ -500,13 +509,52 @@ def cmd_bench(a):
 
     for k in (1, 2):
         step(k)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     for k in range(3, 3 + a.steps):
         loss = step(k)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     assert math.isfinite(loss), f"non-finite loss {loss}"
     print(json.dumps({"steps_per_s": a.steps / dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "batch": a.batch, "config": cfg.get("name") or a.config, "threads": torch.get_num_threads()}))
+                      "batch": a.batch, "config": cfg.get("name") or a.config, "threads": torch.get_num_threads(),
+                      "device": str(dev), "autocast": a.autocast if use_amp else "off"}))
+
+
+def cmd_infer_bench(a):
+    """Inference latency of this reference in PyTorch eager on `--device`:
+    batch 1, the encoder once and `--steps` Euler steps of the velocity net
+    (what the runtime's engine does per chunk, minus image preprocessing),
+    p50/p99 over `--iters` chunks after a warm-up."""
+    cfg = load_config(a.config)
+    da = cfg["model"].get("action_dim", 0) or 6
+    dev = torch.device(a.device)
+    net = random_weights(build(cfg, da, 6, 32), 0, 0.5).to(dev).eval()
+    inp = random_inputs(cfg, 1, da, 6, 32, 1)
+    obs = {k: v.to(dev) for k, v in inp.items() if k not in ("x_t", "t", "target_t")}
+    absolute = cfg["train"]["target_t"] == "absolute"
+    times = []
+    with torch.no_grad():
+        for it in range(a.warmup + a.iters):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            ctx = net.encode(obs)
+            x = torch.randn(1, cfg["model"]["horizon"], da, device=dev)
+            dt = 1.0 / a.steps
+            for i in range(a.steps):
+                t = torch.full((1,), i * dt, device=dev)
+                tt = t + dt if absolute else torch.full((1,), dt, device=dev)
+                x = x + dt * net.velocity(x, t, tt, ctx)
+            x.cpu()
+            if it >= a.warmup:
+                times.append(time.perf_counter() - t0)
+    times.sort()
+    q = lambda f: times[min(len(times) - 1, int(f * len(times)))] * 1e3
+    print(json.dumps({"impl": "PyTorch eager", "device": str(dev), "steps": a.steps, "p50_ms": q(0.5), "p99_ms": q(0.99),
+                      "iters": a.iters, "config": cfg.get("name") or a.config}))
 
 
 def main(argv=None):
@@ -528,13 +576,21 @@ def main(argv=None):
     b.add_argument("--config", required=True)
     b.add_argument("--batch", type=int, default=None)
     b.add_argument("--steps", type=int, default=10)
-    for q in (f, c, b):
+    b.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    b.add_argument("--autocast", default="off", choices=("off", "bf16"))
+    ib = sub.add_parser("infer-bench")
+    ib.add_argument("--config", required=True)
+    ib.add_argument("--steps", type=int, default=1)
+    ib.add_argument("--iters", type=int, default=100)
+    ib.add_argument("--warmup", type=int, default=10)
+    ib.add_argument("--device", default="cpu")
+    for q in (f, c, b, ib):
         q.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.cmd == "bench" and a.batch is None:
         a.batch = load_config(a.config)["train"]["batch_size"]
-    {"forward": cmd_forward, "make-case": cmd_make_case, "bench": cmd_bench}[a.cmd](a)
+    {"forward": cmd_forward, "make-case": cmd_make_case, "bench": cmd_bench, "infer-bench": cmd_infer_bench}[a.cmd](a)
 
 
 if __name__ == "__main__":

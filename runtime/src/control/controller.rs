@@ -5,10 +5,10 @@
 //! runs the same pieces with inference on its own thread. After `new`, `step`
 //! performs no heap allocation.
 
-use crate::engine::Engine;
+use crate::control::executor::{Executor, ExecutorConfig, ExecutorMode, Tick};
+use crate::control::safety::{ChunkVerdict, CommandVerdict, Safety, SafetyConfig};
 use crate::error::EngineError;
-use crate::executor::{Executor, ExecutorConfig, ExecutorMode, Tick};
-use crate::safety::{ChunkVerdict, CommandVerdict, Safety, SafetyConfig};
+use crate::policy::engine::Engine;
 
 /// SO-101 safety limits in LeRobot units (degrees; gripper 0..100) for a control rate `fps`.
 pub fn so101_safety(fps: f32) -> SafetyConfig {

@@ -322,7 +322,7 @@ impl Executor {
     ///   rows are appended; the queue becomes exactly these rows (queued
     ///   timesteps absent from the chunk are discarded, as in LeRobot).
     ///
-    /// Values are not checked for NaN (that is [`crate::safety`]'s job).
+    /// Values are not checked for NaN (that is [`crate::control::safety`]'s job).
     pub fn push_chunk(&mut self, chunk: &[f32], start_timestep: u64) -> Result<(), ExecutorError> {
         let expected = self.chunk_len * self.da;
         if chunk.len() != expected {

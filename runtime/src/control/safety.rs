@@ -542,7 +542,7 @@ impl Safety {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::tests::alloc_count;
+    use crate::control::executor::tests::alloc_count;
 
     /// 2 joints: joint 0 in [-10, 10], joint 1 (gripper-like) in [0, 100].
     fn cfg2() -> SafetyConfig {

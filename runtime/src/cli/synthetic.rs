@@ -3,10 +3,10 @@
 //! input, a state vector that follows the last command, slowly varying taxels.
 //! All buffers live here; `update` and `apply` do not allocate.
 
-use crate::engine::{Engine, ObservationStep, TactileReading};
 use crate::error::EngineError;
-use crate::manifest::{ColorOrder, Manifest, TactileInput};
-use crate::preprocess::Frame;
+use crate::policy::engine::{Engine, ObservationStep, TactileReading};
+use crate::policy::manifest::{ColorOrder, Manifest, TactileInput};
+use crate::policy::preprocess::Frame;
 
 pub struct SyntheticObservation {
     /// (h, w, frame bytes) per image input (cameras, then a tactile image).

@@ -15,8 +15,8 @@
 //! reference our resize is tested against (within one grey level).
 
 use crate::error::EngineError;
-use crate::manifest::{ColorOrder, ImageInput, ResizeRule};
-use crate::normalize::Normalizer;
+use crate::policy::manifest::{ColorOrder, ImageInput, ResizeRule};
+use crate::policy::normalize::Normalizer;
 
 /// One camera frame, borrowed: `data` is (height, width, 3) uint8, row-major.
 #[derive(Debug, Clone, Copy)]
@@ -39,14 +39,14 @@ pub struct ImagePreprocessor {
 
 /// Source taps for one output coordinate: `out = a * (1 - w) + b * w`.
 #[derive(Debug, Clone, Copy)]
-struct Tap {
-    a: usize,
-    b: usize,
-    w: f32,
+pub(crate) struct Tap {
+    pub(crate) a: usize,
+    pub(crate) b: usize,
+    pub(crate) w: f32,
 }
 
 /// A resize from one source size to the manifest's size.
-struct ResizePlan {
+pub(crate) struct ResizePlan {
     src_w: usize,
     src_h: usize,
     /// Per output column: source byte offsets of the two pixels within a row.
@@ -56,7 +56,9 @@ struct ResizePlan {
 }
 
 impl ResizePlan {
-    fn taps(src: usize, dst: usize, rule: ResizeRule) -> Vec<Tap> {
+    /// The taps of every output coordinate along one axis (the GPU path
+    /// uploads the same plan).
+    pub(crate) fn taps(src: usize, dst: usize, rule: ResizeRule) -> Vec<Tap> {
         let scale = src as f64 / dst as f64;
         (0..dst)
             .map(|i| match rule {
@@ -119,15 +121,9 @@ impl ResizePlan {
 
 impl ImagePreprocessor {
     pub fn new(spec: &ImageInput, norm: &Normalizer) -> ImagePreprocessor {
-        let mut lut = Box::new([[0.0f32; 256]; 3]);
-        for (c, table) in lut.iter_mut().enumerate() {
-            for (p, v) in table.iter_mut().enumerate() {
-                *v = norm.normalize_one(c, p as f32 / 255.0);
-            }
-        }
         ImagePreprocessor {
             spec: spec.clone(),
-            lut,
+            lut: channel_lut(norm),
             plan: None,
             resized: vec![0u8; spec.height * spec.width * 3],
         }
@@ -209,6 +205,18 @@ impl ImagePreprocessor {
     }
 }
 
+/// `lut[c][p]`: the normalised value of byte `p` in graph channel `c` (/255,
+/// then the channel's normalisation), shared by the CPU and GPU paths.
+pub(crate) fn channel_lut(norm: &Normalizer) -> Box<[[f32; 256]; 3]> {
+    let mut lut = Box::new([[0.0f32; 256]; 3]);
+    for (c, table) in lut.iter_mut().enumerate() {
+        for (p, v) in table.iter_mut().enumerate() {
+            *v = norm.normalize_one(c, p as f32 / 255.0);
+        }
+    }
+    lut
+}
+
 /// Normalise a sensor vector (state, taxels) into `out`, refusing NaN/Inf.
 pub fn normalize_vector(
     key: &str,
@@ -232,7 +240,7 @@ pub fn normalize_vector(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Normalization;
+    use crate::policy::manifest::Normalization;
 
     fn spec(h: usize, w: usize, order: ColorOrder, resize: ResizeRule) -> ImageInput {
         ImageInput {

@@ -10,10 +10,10 @@ use std::path::Path;
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{NpzReader, NpzWriter};
 
-use crate::engine::{Engine, ObservationStep, TactileReading};
 use crate::error::EngineError;
-use crate::manifest::{ColorOrder, Manifest, TactileInput};
-use crate::preprocess::Frame;
+use crate::policy::engine::{Engine, ObservationStep, TactileReading};
+use crate::policy::manifest::{ColorOrder, Manifest, TactileInput};
+use crate::policy::preprocess::Frame;
 
 /// One image stream: `(steps, h, w, 3)` uint8.
 pub struct ImageArray {

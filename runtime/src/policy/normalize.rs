@@ -13,7 +13,7 @@
 //! | quantiles / quantile10 | q01 / q10 | as min_max with q99 / q90 | -1 | d / 2 |
 //! | limits (ManiFlow) | min | 2 / r, r = max - min; 1 where r < 1e-4 | -1; 0 where r < 1e-4 | r / 2; 1 |
 
-use crate::manifest::Normalization;
+use crate::policy::manifest::Normalization;
 
 /// Range below which a `limits` dimension counts as constant (diffusion-policy's `range_eps`).
 pub const LIMITS_RANGE_EPS: f32 = 1e-4;

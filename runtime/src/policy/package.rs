@@ -7,10 +7,10 @@ use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
 use sha2::{Digest, Sha256};
 
-use crate::engine::{EngineOptions, ExecutionProvider};
 use crate::error::{EngineError, PackageError};
-use crate::manifest::{Manifest, PolicyKind, TactileInput};
-use crate::onnx_info;
+use crate::policy::manifest::{Manifest, PolicyKind, TactileInput};
+use crate::policy::onnx_info;
+use crate::policy::options::{EngineOptions, ExecutionProvider};
 
 /// A graph of the package, opened.
 pub struct Graph {
@@ -70,8 +70,18 @@ impl PolicyPackage {
 
     /// Load a package: manifest, checksums, sessions, interface checks.
     pub fn load(dir: &Path, opts: &EngineOptions) -> Result<PolicyPackage, EngineError> {
+        Self::load_on(dir, opts, None)
+    }
+
+    /// As `load`, with ONNX Runtime's CUDA provider running on `cuda_stream`
+    /// (a `CUstream` of the engine's GPU path) instead of its own.
+    pub(crate) fn load_on(
+        dir: &Path,
+        opts: &EngineOptions,
+        cuda_stream: Option<CudaStreamPtr>,
+    ) -> Result<PolicyPackage, EngineError> {
         let manifest = Self::read_manifest(dir)?;
-        let env = crate::ortlib::environment().map_err(|e| EngineError::Config {
+        let env = crate::policy::ortlib::environment().map_err(|e| EngineError::Config {
             what: "ONNX Runtime".into(),
             message: e.to_string(),
         })?;
@@ -92,7 +102,7 @@ impl PolicyPackage {
                 }
                 .into());
             }
-            let session = build_session(&env, opts, &bytes).map_err(|e| match e {
+            let session = build_session(&env, opts, cuda_stream, &bytes).map_err(|e| match e {
                 SessionBuildError::Ort(m) => EngineError::from(PackageError::Graph {
                     file: path.clone(),
                     message: m,
@@ -340,9 +350,14 @@ pub(crate) enum SessionBuildError {
     Config(String),
 }
 
+/// A CUDA stream handle for ONNX Runtime's `user_compute_stream`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CudaStreamPtr(pub *mut ());
+
 fn build_session(
     env: &ort::environment::Environment,
     opts: &EngineOptions,
+    #[allow(unused_variables)] cuda_stream: Option<CudaStreamPtr>,
     bytes: &[u8],
 ) -> Result<Session, SessionBuildError> {
     fn o(e: impl std::fmt::Display) -> SessionBuildError {
@@ -357,11 +372,15 @@ fn build_session(
     let ep: Option<ort::ep::ExecutionProviderDispatch> = match opts.provider {
         ExecutionProvider::Cpu => None,
         #[cfg(feature = "cuda")]
-        ExecutionProvider::Cuda { device_id } => Some(
-            ort::ep::CUDA::default()
-                .with_device_id(device_id as i32)
-                .build(),
-        ),
+        ExecutionProvider::Cuda { device_id } => {
+            let mut ep = ort::ep::CUDA::default().with_device_id(device_id as i32);
+            if let Some(s) = cuda_stream {
+                // SAFETY: the stream belongs to the engine's GPU context and
+                // outlives the sessions (the engine drops them first).
+                ep = unsafe { ep.with_compute_stream(s.0) };
+            }
+            Some(ep.build())
+        }
         #[cfg(feature = "tensorrt")]
         ExecutionProvider::TensorRt { device_id } => Some(
             ort::ep::TensorRT::default()

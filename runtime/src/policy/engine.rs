@@ -18,79 +18,13 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::EngineError;
-use crate::manifest::{PolicyKind, TactileInput, TargetT};
-use crate::normalize::Normalizer;
-use crate::package::PolicyPackage;
-use crate::preprocess::{normalize_vector, Frame, ImagePreprocessor};
-
-/// Where the graphs run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ExecutionProvider {
-    #[default]
-    Cpu,
-    #[cfg(feature = "cuda")]
-    Cuda { device_id: u32 },
-    #[cfg(feature = "tensorrt")]
-    TensorRt { device_id: u32 },
-}
-
-impl std::str::FromStr for ExecutionProvider {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (kind, id) = match s.split_once(':') {
-            Some((k, i)) => (
-                k,
-                i.parse::<u32>()
-                    .map_err(|_| format!("bad device index in `{s}`"))?,
-            ),
-            None => (s, 0),
-        };
-        #[allow(unused_variables)] // used only in builds without a GPU feature
-        let needs = |feature: &str| {
-            format!("device `{s}` needs a build with `--features {feature}` (this binary has no {feature} support)")
-        };
-        match kind {
-            "cpu" if id == 0 => Ok(ExecutionProvider::Cpu),
-            "cpu" => Err(format!("device `{s}`: the CPU takes no device index")),
-            #[cfg(feature = "cuda")]
-            "cuda" => Ok(ExecutionProvider::Cuda { device_id: id }),
-            #[cfg(not(feature = "cuda"))]
-            "cuda" => Err(needs("cuda")),
-            #[cfg(feature = "tensorrt")]
-            "tensorrt" => Ok(ExecutionProvider::TensorRt { device_id: id }),
-            #[cfg(not(feature = "tensorrt"))]
-            "tensorrt" => Err(needs("tensorrt")),
-            _ => Err(format!(
-                "unknown device `{s}` (expected cpu, cuda[:N] or tensorrt[:N])"
-            )),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct EngineOptions {
-    /// ONNX Runtime intra-op threads per session.
-    pub intra_threads: usize,
-    pub provider: ExecutionProvider,
-    /// Fail instead of falling back to CPU when the execution provider cannot start.
-    pub error_on_failure: bool,
-    /// Override of the manifest's `sampler.steps`.
-    pub steps: Option<usize>,
-    /// Override of the manifest's `sampler.seed`.
-    pub seed: Option<u64>,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        EngineOptions {
-            intra_threads: 1,
-            provider: ExecutionProvider::Cpu,
-            error_on_failure: true,
-            steps: None,
-            seed: None,
-        }
-    }
-}
+use crate::policy::gpu::sampler::{DeviceInput, DeviceSampler, GraphSpec};
+use crate::policy::gpu::GpuImages;
+use crate::policy::manifest::{PolicyKind, TactileInput, TargetT};
+use crate::policy::normalize::Normalizer;
+use crate::policy::options::EngineOptions;
+use crate::policy::package::{CudaStreamPtr, PolicyPackage};
+use crate::policy::preprocess::{normalize_vector, Frame, ImagePreprocessor};
 
 /// A tactile reading of one observation step.
 #[derive(Debug, Clone, Copy)]
@@ -167,6 +101,9 @@ pub struct Engine {
     horizon: usize,
     start_index: usize,
     times: StageTimes,
+    /// The GPU path (`--device cuda`): preprocessing, bindings and the sampler
+    /// on the device; None on the CPU.
+    device: Option<Box<DeviceSampler>>,
 }
 
 fn ort_err(stage: &'static str) -> impl Fn(ort::Error) -> EngineError {
@@ -191,10 +128,28 @@ fn zeros(shape: Vec<usize>) -> Result<Tensor<f32>, EngineError> {
 }
 
 impl Engine {
-    /// Load `dir` and preallocate everything.
+    /// Load `dir` and preallocate everything. With a CUDA provider, the GPU is
+    /// opened first (a one-line error without a driver or GPU, or, when
+    /// `error_on_failure` is off, a warning and the CPU path instead).
     pub fn load(dir: &std::path::Path, opts: &EngineOptions) -> Result<Engine, EngineError> {
-        let pkg = PolicyPackage::load(dir, opts)?;
-        Engine::new(pkg, opts)
+        let (run_opts, gpu) = crate::policy::gpu::open_for(opts)?;
+        let stream = gpu
+            .as_ref()
+            .map(|(g, _)| CudaStreamPtr(g.stream.cu_stream().cast()));
+        let pkg = match PolicyPackage::load_on(dir, &run_opts, stream) {
+            Ok(p) => p,
+            // The GPU opened but ONNX Runtime's CUDA provider did not start.
+            Err(e @ EngineError::Config { .. }) if gpu.is_some() && !opts.error_on_failure => {
+                let cpu = crate::policy::gpu::fallback(opts, &e.to_string());
+                return Engine::new(PolicyPackage::load(dir, &cpu)?, &cpu);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut engine = Engine::new(pkg, &run_opts)?;
+        if let Some((gpu, module)) = gpu {
+            engine.attach_device(gpu, module)?;
+        }
+        Ok(engine)
     }
 
     pub fn new(pkg: PolicyPackage, opts: &EngineOptions) -> Result<Engine, EngineError> {
@@ -341,6 +296,7 @@ impl Engine {
             horizon,
             start_index,
             times: StageTimes::default(),
+            device: None,
             pkg,
         };
         // Warm-up run: takes the handles of the preallocated outputs, so later
@@ -436,21 +392,10 @@ impl Engine {
             let slot = &mut data[step * per_step..(step + 1) * per_step];
             match *role {
                 Role::Image(i) => {
-                    let pre = &mut self.images[i];
-                    let frame = if i < n_cams {
-                        obs.cameras[i]
-                    } else {
-                        match obs.tactile {
-                            Some(TactileReading::Image(f)) => f,
-                            _ => {
-                                return Err(EngineError::input(
-                                    pre.spec().key.as_str(),
-                                    "the policy takes a tactile image; none (or taxels) given",
-                                ))
-                            }
-                        }
-                    };
-                    pre.process(&frame, slot)?;
+                    if self.device.is_none() {
+                        let frame = frame_of(&self.images, i, n_cams, obs)?;
+                        self.images[i].process(&frame, slot)?;
+                    }
                 }
                 Role::State => {
                     let key = self
@@ -489,7 +434,83 @@ impl Engine {
                 _ => {}
             }
         }
+        if let Some(dev) = self.device.as_deref_mut() {
+            let mut frames: ArrayVec<Frame<'_>, 32> = ArrayVec::new();
+            for i in 0..self.images.len().min(32) {
+                frames.push(frame_of(&self.images, i, n_cams, obs)?);
+            }
+            dev.images.process(&dev.gpu, step, &frames)?;
+        }
         Ok(())
+    }
+
+    /// Put preprocessing, the graphs' inputs and outputs and the sampler on
+    /// the GPU (the sessions were built on its stream by `load`).
+    fn attach_device(
+        &mut self,
+        gpu: crate::policy::gpu::Gpu,
+        module: std::sync::Arc<cudarc::driver::CudaModule>,
+    ) -> Result<(), EngineError> {
+        let m = &self.pkg.manifest;
+        let mut specs = Vec::new();
+        for spec in m.image_inputs() {
+            let n = m
+                .normalization
+                .get(&spec.key)
+                .ok_or_else(|| EngineError::Config {
+                    what: format!("policy.toml normalization.\"{}\"", spec.key),
+                    message: "is missing".into(),
+                })?;
+            specs.push((spec.clone(), Normalizer::new(n, 3)));
+        }
+        let images = GpuImages::new(&gpu, module.clone(), &specs, self.to)?;
+        let obs_session = &self.pkg.graphs[self.obs_graph_index].session;
+        let mut inputs = Vec::new();
+        let mut vector_lens = Vec::new();
+        for ((input, role), value) in obs_session
+            .inputs()
+            .iter()
+            .zip(&self.obs_inputs.roles)
+            .zip(&self.obs_inputs.values)
+        {
+            let shape = batch_of_one(input.dtype());
+            let src = match *role {
+                Role::Image(i) => DeviceInput::Image(i),
+                _ => {
+                    vector_lens.push(value.shape().iter().product::<i64>() as usize);
+                    DeviceInput::Vector(vector_lens.len() - 1)
+                }
+            };
+            inputs.push((input.name().to_string(), shape, src));
+        }
+        let out_shape = match self.kind {
+            PolicyKind::Maniflow => vec![1, self.pkg.context.tokens, self.pkg.context.width],
+            PolicyKind::Act => vec![1, self.horizon, self.da],
+        };
+        let vel_session = (self.kind == PolicyKind::Maniflow)
+            .then(|| &self.pkg.graphs[self.vel_graph_index].session);
+        let sampler = DeviceSampler::new(
+            gpu,
+            module,
+            images,
+            &vector_lens,
+            GraphSpec {
+                session: obs_session,
+                inputs,
+                output: (self.obs_output_name, out_shape),
+            },
+            vel_session,
+            self.horizon * self.da,
+        )?;
+        self.device = Some(Box::new(sampler));
+        Ok(())
+    }
+
+    /// The GPU this engine runs on (name, index), if any.
+    pub fn gpu(&self) -> Option<(&str, usize)> {
+        self.device
+            .as_deref()
+            .map(|d| (d.gpu.name.as_str(), d.gpu.index))
     }
 
     /// Run the policy on the current observation tensors, drawing fresh noise.
@@ -516,6 +537,10 @@ impl Engine {
     }
 
     fn run_current(&mut self) -> Result<&[f32], EngineError> {
+        if self.device.is_some() {
+            self.run_on_device()?;
+            return Ok(self.unnormalize_chunk());
+        }
         let t0 = Instant::now();
         self.run_obs_graph()?;
         let t1 = Instant::now();
@@ -561,12 +586,52 @@ impl Engine {
                 self.times.velocity = vel_time;
             }
         }
+        Ok(self.unnormalize_chunk())
+    }
+
+    /// The sample's executed rows, unnormalised, into `chunk`.
+    fn unnormalize_chunk(&mut self) -> &[f32] {
         let da = self.da;
         for (r, row) in self.chunk.chunks_exact_mut(da).enumerate() {
             let src = &self.x[(self.start_index + r) * da..(self.start_index + r + 1) * da];
             self.action_norm.unnormalize(src, row);
         }
-        Ok(&self.chunk)
+        &self.chunk
+    }
+
+    /// The whole chunk on the GPU: vectors and noise up, graphs and Euler
+    /// steps on the device, the sample back in one copy.
+    fn run_on_device(&mut self) -> Result<(), EngineError> {
+        let Some(dev) = self.device.as_deref_mut() else {
+            return Ok(());
+        };
+        let mut vectors: ArrayVec<&[f32], 8> = ArrayVec::new();
+        for (role, value) in self.obs_inputs.roles.iter().zip(&self.obs_inputs.values) {
+            if !matches!(role, Role::Image(_)) {
+                let (_, data) = value.extract_tensor();
+                vectors.push(data);
+            }
+        }
+        let (obs_i, vel_i) = (self.obs_graph_index, self.vel_graph_index);
+        let graphs = &mut self.pkg.graphs;
+        let (obs_s, vel_s) = if self.kind == PolicyKind::Maniflow {
+            let (lo, hi) = graphs.split_at_mut(obs_i.max(vel_i));
+            let (a, b) = (&mut lo[obs_i.min(vel_i)].session, &mut hi[0].session);
+            if obs_i < vel_i {
+                (a, Some(b))
+            } else {
+                (b, Some(a))
+            }
+        } else {
+            (&mut graphs[obs_i].session, None)
+        };
+        let absolute = self.target_t == TargetT::Absolute;
+        let (enc, vel) = dev.infer(obs_s, vel_s, &vectors, self.steps, absolute, &mut self.x)?;
+        self.times = StageTimes {
+            encoder: enc,
+            velocity: vel,
+        };
+        Ok(())
     }
 
     fn write_velocity_inputs(&mut self, t: f32, target: f32) {
@@ -652,6 +717,26 @@ impl Engine {
     }
 }
 
+/// The frame feeding image input `i`: camera `i`, or the tactile image after
+/// the cameras.
+fn frame_of<'a>(
+    images: &[ImagePreprocessor],
+    i: usize,
+    n_cams: usize,
+    obs: &ObservationStep<'a>,
+) -> Result<Frame<'a>, EngineError> {
+    if i < n_cams {
+        return Ok(obs.cameras[i]);
+    }
+    match obs.tactile {
+        Some(TactileReading::Image(f)) => Ok(f),
+        _ => Err(EngineError::input(
+            images[i].spec().key.as_str(),
+            "the policy takes a tactile image; none (or taxels) given",
+        )),
+    }
+}
+
 fn graph_index(pkg: &PolicyPackage, name: &str) -> Result<usize, EngineError> {
     pkg.graphs
         .iter()
@@ -660,39 +745,4 @@ fn graph_index(pkg: &PolicyPackage, name: &str) -> Result<usize, EngineError> {
             what: "policy package".into(),
             message: format!("graph `{name}` is missing"),
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ExecutionProvider;
-
-    #[test]
-    fn device_strings_parse_or_say_what_is_missing() {
-        assert_eq!(
-            "cpu".parse::<ExecutionProvider>(),
-            Ok(ExecutionProvider::Cpu)
-        );
-        assert!("cpu:1"
-            .parse::<ExecutionProvider>()
-            .unwrap_err()
-            .contains("no device index"));
-        assert!("tpu"
-            .parse::<ExecutionProvider>()
-            .unwrap_err()
-            .contains("unknown device `tpu`"));
-        assert!("cuda:x"
-            .parse::<ExecutionProvider>()
-            .unwrap_err()
-            .contains("bad device index"));
-        #[cfg(not(feature = "cuda"))]
-        assert!("cuda:0"
-            .parse::<ExecutionProvider>()
-            .unwrap_err()
-            .contains("--features cuda"));
-        #[cfg(feature = "cuda")]
-        assert_eq!(
-            "cuda:1".parse::<ExecutionProvider>(),
-            Ok(ExecutionProvider::Cuda { device_id: 1 })
-        );
-    }
 }
