@@ -10,7 +10,7 @@ STAMP := $(VENV)/.bootstrap-$(shell cat $(BOOTSTRAP_INPUTS) | sha256sum | cut -c
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy eval-bundled gpu-bundle gpu-check eval-bus
+.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy eval-bundled gpu-bundle gpu-check eval-bus bench-bus bench-lateness
 
 ## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy,
 ## and LeRobot 0.6.1 (for the round-trip tests and ACT).
@@ -118,3 +118,17 @@ eval-bus:
 	@mkdir -p runs
 	target/debug/maniflow eval --policy $(POLICY) --episodes 50 --seed 0 --steps 1 --no-expert --json runs/eval-zenoh-n1.json
 	target/debug/maniflow eval --policy $(POLICY) --episodes 50 --seed 0 --steps 1 --no-expert --bus --json runs/eval-bus-n1.json
+
+## Bus time per control tick (SYNC_READ 6 positions + SYNC_WRITE 6 goals) on the STS3215
+## emulator at 1 Mbps: our driver next to LeRobot 0.6.1's get_observation + send_action.
+bench-bus: bootstrap
+	cargo build --bin maniflow
+	@mkdir -p runs
+	target/debug/maniflow bus-bench --ticks 2000 --json runs/bench-bus.json
+
+## Control-loop wake-up lateness at 100 Hz with the bus path: quiet, both cores busy,
+## a memory-heavy neighbour (with and without SCHED_FIFO + mlockall); cyclictest beside
+## each run when rt-tests is installed (apt install rt-tests). About 3 minutes.
+bench-lateness: bootstrap
+	cargo build --bin maniflow
+	PYTHON=$(VENV)/bin/python scripts/bench/lateness.sh

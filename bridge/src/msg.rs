@@ -296,6 +296,14 @@ ros_message!(
     None
 );
 ros_message!(JointTrajectory, "trajectory_msgs", "JointTrajectory", None);
+ros_message!(KeyValue, "diagnostic_msgs", "KeyValue", None);
+ros_message!(
+    DiagnosticStatus,
+    "diagnostic_msgs",
+    "DiagnosticStatus",
+    None
+);
+ros_message!(DiagnosticArray, "diagnostic_msgs", "DiagnosticArray", None);
 
 // ---------------------------------------------------------------------------
 // Messages
@@ -619,6 +627,46 @@ pub struct JointTrajectory {
     pub points: Vec<JointTrajectoryPoint>,
 }
 
+/// diagnostic_msgs/KeyValue.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+impl KeyValue {
+    pub fn new(key: impl Into<String>, value: impl ToString) -> Self {
+        KeyValue {
+            key: key.into(),
+            value: value.to_string(),
+        }
+    }
+}
+
+/// diagnostic_msgs/DiagnosticStatus (`level`: OK 0, WARN 1, ERROR 2, STALE 3).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct DiagnosticStatus {
+    pub level: u8,
+    pub name: String,
+    pub message: String,
+    pub hardware_id: String,
+    pub values: Vec<KeyValue>,
+}
+
+impl DiagnosticStatus {
+    pub const OK: u8 = 0;
+    pub const WARN: u8 = 1;
+    pub const ERROR: u8 = 2;
+    pub const STALE: u8 = 3;
+}
+
+/// diagnostic_msgs/DiagnosticArray.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct DiagnosticArray {
+    pub header: Header,
+    pub status: Vec<DiagnosticStatus>,
+}
+
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
@@ -727,6 +775,28 @@ mod tests {
         }
     }
 
+    fn g_diagnostic_array() -> DiagnosticArray {
+        DiagnosticArray {
+            header: Header::new(stamp(), ""),
+            status: vec![
+                DiagnosticStatus {
+                    level: DiagnosticStatus::OK,
+                    name: "so101/bus".into(),
+                    message: "ok".into(),
+                    hardware_id: "/dev/ttyACM0".into(),
+                    values: vec![KeyValue::new("cycles", 1234), KeyValue::new("x", "")],
+                },
+                DiagnosticStatus {
+                    level: DiagnosticStatus::ERROR,
+                    name: "so101/gripper".into(),
+                    message: "overload".into(),
+                    hardware_id: "id 6".into(),
+                    values: vec![],
+                },
+            ],
+        }
+    }
+
     const G_TIME: &str = include_str!("../tests/golden/time.hex");
     const G_DURATION: &str = include_str!("../tests/golden/duration.hex");
     const G_HEADER: &str = include_str!("../tests/golden/header.hex");
@@ -736,6 +806,7 @@ mod tests {
     const G_F32: &str = include_str!("../tests/golden/float32_multi_array.hex");
     const G_F64: &str = include_str!("../tests/golden/float64_multi_array.hex");
     const G_TRAJ: &str = include_str!("../tests/golden/joint_trajectory.hex");
+    const G_DIAG: &str = include_str!("../tests/golden/diagnostic_array.hex");
 
     /// Every golden frame, with a function that decodes it as its own type
     /// (Ok(()) when it decoded), for the type-erased robustness tests.
@@ -758,6 +829,7 @@ mod tests {
             ("float32_multi_array", hex(G_F32), d::<Float32MultiArray>),
             ("float64_multi_array", hex(G_F64), d::<Float64MultiArray>),
             ("joint_trajectory", hex(G_TRAJ), d::<JointTrajectory>),
+            ("diagnostic_array", hex(G_DIAG), d::<DiagnosticArray>),
         ]
     }
 
@@ -774,6 +846,7 @@ mod tests {
         let _ = decode::<Float64MultiArray>(b);
         let _ = decode::<JointTrajectoryPoint>(b);
         let _ = decode::<JointTrajectory>(b);
+        let _ = decode::<DiagnosticArray>(b);
     }
 
     fn check_golden<M: RosMessage + PartialEq + Debug>(golden_hex: &str, value: M) {
@@ -826,6 +899,10 @@ mod tests {
     #[test]
     fn golden_joint_trajectory() {
         check_golden(G_TRAJ, g_joint_trajectory());
+    }
+    #[test]
+    fn golden_diagnostic_array() {
+        check_golden(G_DIAG, g_diagnostic_array());
     }
 
     /// Frames as a Cyclone DDS DataReader received them over loopback: the C

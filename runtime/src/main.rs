@@ -41,6 +41,10 @@ enum Command {
     TransportBench(cli::transport_bench::Args),
     /// A leader SO-101 drives a follower SO-101 through the safety filter.
     Teleop(cli::teleop::Args),
+    /// A real SO-101 on its bus, bridged to zenoh or ROS 2 (joint_states, joint_command, diagnostics).
+    Robot(cli::robot::Args),
+    /// Bus time per control tick, ours vs LeRobot's, on the servo emulator at 1 Mbps.
+    BusBench(cli::bus_bench::Args),
     /// Calibrate a real SO-101 (follower or leader) as LeRobot does; writes LeRobot's file.
     Calibrate(cli::calibrate::Args),
     /// On a GPU machine: GPU preprocessing against the CPU path, and a package
@@ -70,6 +74,8 @@ fn main() -> ExitCode {
         Command::GpuCheck(a) => cli::gpu_check::run(a),
         Command::Calibrate(a) => cli::calibrate::run(a),
         Command::Teleop(a) => cli::teleop::run(a),
+        Command::Robot(a) => cli::robot::run(a),
+        Command::BusBench(a) => cli::bus_bench::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

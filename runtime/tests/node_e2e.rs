@@ -357,27 +357,16 @@ fn sigint_ramps_to_hold_and_writes_the_stats() {
     assert!(r["ticks"].as_u64().unwrap() > 60);
 }
 
-/// `maniflow run` with `[robot]`: joints from, and goals to, an SO-101 on a
-/// serial port (the STS3215 emulator on a pty behind a symlink), cameras and
-/// taxels from `maniflow sim` over zenoh. Midway the pty disappears (a pulled
-/// cable): the node holds on stale joints, reconnects when the port returns,
-/// and drives the arm again.
-#[test]
-fn node_drives_an_arm_on_its_bus_and_survives_a_pulled_cable() {
-    use maniflow_bridge::feetech::emulator::{Emulator, PtyEmulator};
+/// A calibrated SO-101 (EEPROM and `<dir>/cal/arm.json` agree) at the
+/// simulator's start pose, as the STS3215 emulator on a pty behind `link`.
+/// Returns the emulator and the home pose in raw steps.
+fn calibrated_arm_on_a_pty(
+    dir: &Path,
+    link: &Path,
+) -> (maniflow_bridge::feetech::emulator::PtyEmulator, Vec<f64>) {
+    use maniflow_bridge::feetech::emulator::Emulator;
     use maniflow_bridge::feetech::so101::{Calibration, MotorCalibration, So101};
-    use maniflow_bridge::feetech::{table, Bus, BusConfig, SerialPortIo};
-
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let d = tempfile::tempdir().unwrap();
-    let link = d.path().join("ttyARM");
-    let start_emu = |emu: Emulator| {
-        let e = PtyEmulator::start(emu, Some(Duration::from_millis(5))).unwrap();
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&e.path, &link).unwrap();
-        e
-    };
-    // A calibrated arm at the simulator's start pose: EEPROM and file agree.
+    use maniflow_bridge::feetech::{Bus, BusConfig, SerialPortIo};
     let mut cal = [MotorCalibration {
         id: 0,
         drive_mode: 0,
@@ -401,14 +390,44 @@ fn node_drives_an_arm_on_its_bus_and_survives_a_pulled_cable() {
             ))
         })
         .collect();
-    let e = start_emu(Emulator::new(&home));
+    let e = start_pty(Emulator::new(&home), link);
     let mut bus = Bus::new(
         SerialPortIo::open(&e.path, 1_000_000).unwrap(),
         BusConfig::default(),
     );
     So101::write_calibration(&mut bus, &cal).unwrap();
     drop(bus);
-    cal.save(&d.path().join("cal/arm.json")).unwrap();
+    cal.save(&dir.join("cal/arm.json")).unwrap();
+    (e, home)
+}
+
+/// Serve `emu` on a new pty (physics every 5 ms) behind the symlink `link`.
+fn start_pty(
+    emu: maniflow_bridge::feetech::emulator::Emulator,
+    link: &Path,
+) -> maniflow_bridge::feetech::emulator::PtyEmulator {
+    let e =
+        maniflow_bridge::feetech::emulator::PtyEmulator::start(emu, Some(Duration::from_millis(5)))
+            .unwrap();
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(&e.path, link).unwrap();
+    e
+}
+
+/// `maniflow run` with `[robot]`: joints from, and goals to, an SO-101 on a
+/// serial port (the STS3215 emulator on a pty behind a symlink), cameras and
+/// taxels from `maniflow sim` over zenoh. Midway the pty disappears (a pulled
+/// cable): the node holds on stale joints, reconnects when the port returns,
+/// and drives the arm again.
+#[test]
+fn node_drives_an_arm_on_its_bus_and_survives_a_pulled_cable() {
+    use maniflow_bridge::feetech::table;
+
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let link = d.path().join("ttyARM");
+    let start_emu = |emu| start_pty(emu, &link);
+    let (e, home) = calibrated_arm_on_a_pty(d.path(), &link);
 
     let base = std::fs::read_to_string(root().join("launch/so101.toml")).unwrap();
     let joints = base.find("[streams.joints]").unwrap();
@@ -541,4 +560,158 @@ fn node_drives_an_arm_on_its_bus_and_survives_a_pulled_cable() {
             .get(table::TORQUE_ENABLE),
         0
     );
+}
+
+/// Wait for `cond` (polled every 20 ms) up to `limit`; whether it held.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// `maniflow robot`: the bus driver as a process bridged to zenoh. A zenoh
+/// session (ours) sees `joint_states` with the arm's pose, sends a target on
+/// `joint_command` that the arm reaches through the safety filter's step
+/// limit (clamped goals counted), a malformed command is counted and ignored,
+/// an overload shows up on `diagnostics` as an ERROR naming the gripper, and
+/// SIGINT turns torque off and writes the stats.
+#[test]
+fn robot_process_bridges_the_bus_to_zenoh() {
+    use maniflow_bridge::feetech::table;
+    use maniflow_bridge::msg::{DiagnosticArray, DiagnosticStatus, Float64MultiArray, JointState};
+    use maniflow_bridge::transport::{AnyTransport, Qos, Transport, TransportConfig};
+
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let link = d.path().join("ttyARM");
+    let (e, _home) = calibrated_arm_on_a_pty(d.path(), &link);
+    let port = free_port();
+    let stats = d.path().join("robot.json");
+    let robot = Proc::spawn(maniflow().args([
+        "robot",
+        "--port",
+        link.to_str().unwrap(),
+        "--id",
+        "arm",
+        "--calibration-dir",
+        d.path().join("cal").to_str().unwrap(),
+        "--listen",
+        &format!("tcp/127.0.0.1:{port}"),
+        "--stats-json",
+        stats.to_str().unwrap(),
+    ]));
+    let tc = TransportConfig {
+        connect: vec![format!("tcp/127.0.0.1:{port}")],
+        ..TransportConfig::default()
+    };
+    let t = AnyTransport::open(&tc, "robot_test").unwrap();
+    let js: Arc<Mutex<(u64, Option<JointState>)>> = Arc::new(Mutex::new((0, None)));
+    let diag: Arc<Mutex<Option<DiagnosticArray>>> = Arc::new(Mutex::new(None));
+    let j2 = js.clone();
+    let _js_sub = t
+        .subscribe::<JointState>(
+            "joint_states",
+            Qos::Sensor,
+            Box::new(move |r| {
+                if let Ok(m) = r {
+                    let mut g = j2.lock().unwrap();
+                    g.0 += 1;
+                    g.1 = Some(m.msg);
+                }
+            }),
+        )
+        .unwrap();
+    let d2 = diag.clone();
+    let _diag_sub = t
+        .subscribe::<DiagnosticArray>(
+            "diagnostics",
+            Qos::Command,
+            Box::new(move |r| {
+                if let Ok(m) = r {
+                    *d2.lock().unwrap() = Some(m.msg);
+                }
+            }),
+        )
+        .unwrap();
+    let cmd_pub = t
+        .publisher::<Float64MultiArray>("joint_command", Qos::Command)
+        .unwrap();
+    let got = wait_until(Duration::from_secs(30), || js.lock().unwrap().0 >= 20);
+    assert!(got, "no joint_states: {:?}", robot.err.lock().unwrap());
+    let first = js.lock().unwrap().1.clone().unwrap();
+    assert_eq!(first.name, maniflow_bridge::so101::JOINT_NAMES);
+    for (p, h) in first
+        .position
+        .iter()
+        .zip(maniflow_bridge::sim::HOME_LEROBOT)
+    {
+        assert!((p - f64::from(h)).abs() < 0.2, "{:?}", first.position);
+    }
+    // A malformed command (five values), then a target 20 degrees of
+    // shoulder_pan away: more than one cycle's step, so the filter clamps.
+    cmd_pub
+        .publish(&Float64MultiArray::vector("joint_command", vec![0.0; 5]))
+        .unwrap();
+    let mut target: Vec<f64> = first.position.clone();
+    target[0] += 20.0;
+    let pan = || js.lock().unwrap().1.as_ref().unwrap().position[0];
+    let reached = wait_until(Duration::from_secs(15), || {
+        let _ = cmd_pub.publish(&Float64MultiArray::vector("joint_command", target.clone()));
+        (pan() - target[0]).abs() < 0.5
+    });
+    assert!(
+        reached,
+        "shoulder_pan at {} never reached {}",
+        pan(),
+        target[0]
+    );
+    // The gripper stalls: diagnostics name it.
+    e.emu.lock().unwrap().servo_mut(6).unwrap().overload();
+    let gripper_error = || {
+        diag.lock().unwrap().as_ref().is_some_and(|a| {
+            a.status
+                .iter()
+                .any(|s| s.name == "so101/gripper" && s.level == DiagnosticStatus::ERROR)
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), gripper_error),
+        "diagnostics: {:?}",
+        diag.lock().unwrap()
+    );
+    let a = diag.lock().unwrap().clone().unwrap();
+    assert_eq!(a.status.len(), 7, "{a:?}");
+    assert!(
+        a.status[0].message.contains("gripper (id 6): overload"),
+        "{a:?}"
+    );
+    let pid = robot.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (ok, err) = robot.wait(Duration::from_secs(20));
+    assert!(ok, "robot did not exit cleanly: {err:?}");
+    let r = read_json(&stats);
+    eprintln!("robot stats: {r}");
+    assert!(r["commands_malformed"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["commands_received"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["joint_states_published"].as_u64().unwrap() >= 20, "{r}");
+    assert!(r["bus"]["goals_clamped"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["bus"]["goals_written"].as_u64().unwrap() >= 5, "{r}");
+    assert_eq!(r["bus"]["holds"].as_array().unwrap().len(), 1, "{r}");
+    let torque = e
+        .emu
+        .lock()
+        .unwrap()
+        .servo(1)
+        .unwrap()
+        .get(table::TORQUE_ENABLE);
+    assert_eq!(torque, 0, "torque left on at exit");
 }

@@ -690,10 +690,30 @@ fn record_from_an_emulated_leader_is_read_by_lerobot() {
     let _g = serial();
     let d = tempfile::tempdir().unwrap();
     let p = |n: &str| d.path().join(n).to_str().unwrap().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut sim = maniflow()
-        .args(["sim", "--serial", "--serial-link", &p("follower-tty"), "--serial-calibration", &p(""), "--serial-id", "follower"])
-        .args(["--leader-link", &p("leader-tty"), "--leader-calibration", &p(""), "--leader-id", "leader"])
+        .args([
+            "sim",
+            "--serial",
+            "--serial-link",
+            &p("follower-tty"),
+            "--serial-calibration",
+            &p(""),
+            "--serial-id",
+            "follower",
+        ])
+        .args([
+            "--leader-link",
+            &p("leader-tty"),
+            "--leader-calibration",
+            &p(""),
+            "--leader-id",
+            "leader",
+        ])
         .args(["--duration", "60s", "--episode-s", "15", "--quiet"])
         .args(["--listen", &format!("tcp/127.0.0.1:{port}")])
         .stdout(std::process::Stdio::null())
@@ -702,14 +722,42 @@ fn record_from_an_emulated_leader_is_read_by_lerobot() {
         .unwrap();
     let t0 = Instant::now();
     while !d.path().join("leader-tty").exists() {
-        assert!(t0.elapsed().as_secs() < 20, "the simulator's serial arms did not appear");
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the simulator's serial arms did not appear"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = d.path().join("ds");
     let o = maniflow()
-        .args(["record", "--config", "launch/so101.toml", "--connect", &format!("tcp/127.0.0.1:{port}")])
-        .args(["--leader", &p("leader-tty"), "--follower", &p("follower-tty"), "--leader-id", "leader", "--follower-id", "follower"])
-        .args(["--calibration-dir", &p(""), "--episodes", "2", "--video", "png", "--duration", "55s", "--quiet"])
+        .args([
+            "record",
+            "--config",
+            "launch/so101.toml",
+            "--connect",
+            &format!("tcp/127.0.0.1:{port}"),
+        ])
+        .args([
+            "--leader",
+            &p("leader-tty"),
+            "--follower",
+            &p("follower-tty"),
+            "--leader-id",
+            "leader",
+            "--follower-id",
+            "follower",
+        ])
+        .args([
+            "--calibration-dir",
+            &p(""),
+            "--episodes",
+            "2",
+            "--video",
+            "png",
+            "--duration",
+            "55s",
+            "--quiet",
+        ])
         .arg("--out")
         .arg(&out)
         .output()
@@ -737,8 +785,13 @@ fn record_from_an_emulated_leader_is_read_by_lerobot() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "LeRobot did not read it:\n{text}\n{}", String::from_utf8_lossy(&o.stderr));
-    let last: serde_json::Value = serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
+    assert!(
+        o.status.success(),
+        "LeRobot did not read it:\n{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let last: serde_json::Value =
+        serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
     assert_eq!(last["frames"].as_u64().unwrap() as usize, ds.num_frames());
     for k in ["observation.state", "action"] {
         assert_eq!(last[format!("{k}_mismatches")], 0, "{k}");

@@ -119,6 +119,27 @@ class JointTrajectory(IdlStruct, typename="trajectory_msgs::msg::dds_::JointTraj
     points: t.sequence[JointTrajectoryPoint] = field(default_factory=list)
 
 
+@dataclass
+class KeyValue(IdlStruct, typename="diagnostic_msgs::msg::dds_::KeyValue_"):
+    key: str = ""
+    value: str = ""
+
+
+@dataclass
+class DiagnosticStatus(IdlStruct, typename="diagnostic_msgs::msg::dds_::DiagnosticStatus_"):
+    level: t.uint8 = 0
+    name: str = ""
+    message: str = ""
+    hardware_id: str = ""
+    values: t.sequence[KeyValue] = field(default_factory=list)
+
+
+@dataclass
+class DiagnosticArray(IdlStruct, typename="diagnostic_msgs::msg::dds_::DiagnosticArray_"):
+    header: Header = field(default_factory=Header)
+    status: t.sequence[DiagnosticStatus] = field(default_factory=list)
+
+
 SO101 = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 
 
@@ -183,6 +204,20 @@ def samples():
                 effort=[],
                 time_from_start=Duration(sec=1, nanosec=5),
             ),
+        ],
+    )
+    # level is one byte: the strings after it start at offset 4 (3 bytes of padding).
+    yield "diagnostic_array", DiagnosticArray(
+        header=Header(stamp=stamp, frame_id=""),
+        status=[
+            DiagnosticStatus(
+                level=0,
+                name="so101/bus",
+                message="ok",
+                hardware_id="/dev/ttyACM0",
+                values=[KeyValue(key="cycles", value="1234"), KeyValue(key="x", value="")],
+            ),
+            DiagnosticStatus(level=2, name="so101/gripper", message="overload", hardware_id="id 6", values=[]),
         ],
     )
 

@@ -87,6 +87,11 @@ pub struct EvalReport {
     pub e2e_first_command_us: Percentiles,
     pub achieved_rate_hz: f64,
     pub deadline_misses: u64,
+    /// Control-loop wake-up lateness against its absolute deadlines.
+    pub lateness_us: Percentiles,
+    pub realtime: crate::node::rt::RtReport,
+    /// The bus thread's report (`--bus`).
+    pub robot: Option<crate::node::robot::RobotReport>,
     pub chunks: crate::node::ChunkCounts,
     pub commands: crate::node::CommandCounts,
     pub safety: crate::node::SafetyCounts,
@@ -308,6 +313,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         e2e_first_command_us: node.e2e_first_command_us.clone(),
         achieved_rate_hz: node.achieved_rate_hz,
         deadline_misses: node.deadline_misses,
+        lateness_us: node.lateness_us,
+        realtime: node.realtime.clone(),
+        robot: node.robot.clone(),
         chunks: node.chunks.clone(),
         commands: node.commands.clone(),
         safety: node.safety.clone(),
@@ -367,6 +375,14 @@ fn print_report(r: &EvalReport) {
         r.safety.chunk_jerk,
         r.commands.held_stale_joints,
         r.commands.held_empty
+    );
+    println!(
+        "  control wake-up lateness p50 {:.0} us, p99 {:.0} us, max {:.0} us (SCHED_FIFO {}, mlockall {})",
+        r.lateness_us.p50_us,
+        r.lateness_us.p99_us,
+        r.lateness_us.max_us,
+        r.realtime.sched_fifo,
+        r.realtime.mlockall
     );
     println!("  wall time {:.1} s", r.wall_s);
 }

@@ -9,6 +9,7 @@ pub mod synthetic;
 pub mod teleop;
 
 pub mod bench;
+pub mod bus_bench;
 pub mod calibrate;
 pub mod demo;
 pub mod eval;
@@ -16,6 +17,7 @@ pub mod gpu_check;
 pub mod infer;
 pub mod inspect;
 pub mod record;
+pub mod robot;
 pub mod run;
 pub mod sim;
 pub mod sim_serial;

@@ -337,7 +337,12 @@ struct TeleopThread {
 }
 
 impl TeleopThread {
-    fn start(a: &Args, leader: &str, follower: &str, latest: Arc<Mutex<Latest>>) -> anyhow::Result<TeleopThread> {
+    fn start(
+        a: &Args,
+        leader: &str,
+        follower: &str,
+        latest: Arc<Mutex<Latest>>,
+    ) -> anyhow::Result<TeleopThread> {
         let arms = super::teleop::Arms {
             leader: leader.to_string(),
             follower: follower.to_string(),
@@ -350,20 +355,25 @@ impl TeleopThread {
         let mut tele = super::teleop::Teleop::open(&arms, rate)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s2 = stop.clone();
-        let thread = std::thread::Builder::new().name("maniflow-teleop".into()).spawn(move || {
-            let r = super::teleop::drive(&mut tele, rate, &s2, None, |cmd, present| {
-                if let Ok(mut g) = latest.lock() {
-                    let now = Instant::now();
-                    g.joints = Some((*present, now));
-                    g.action = Some((*cmd, now));
+        let thread = std::thread::Builder::new()
+            .name("maniflow-teleop".into())
+            .spawn(move || {
+                let r = super::teleop::drive(&mut tele, rate, &s2, None, |cmd, present| {
+                    if let Ok(mut g) = latest.lock() {
+                        let now = Instant::now();
+                        g.joints = Some((*present, now));
+                        g.action = Some((*cmd, now));
+                    }
+                });
+                tele.finish();
+                if let Err(e) = r {
+                    eprintln!("record: teleoperation stopped: {e:#}");
                 }
-            });
-            tele.finish();
-            if let Err(e) = r {
-                eprintln!("record: teleoperation stopped: {e:#}");
-            }
-        })?;
-        Ok(TeleopThread { stop, thread: Some(thread) })
+            })?;
+        Ok(TeleopThread {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -406,7 +416,10 @@ fn record_topics(
     let teleop = a.leader.is_some();
     let (joint_topic, units) = match joints {
         Some(j) => j,
-        None if teleop => ("(follower arm)".to_string(), crate::node::config::JointUnits::Lerobot),
+        None if teleop => (
+            "(follower arm)".to_string(),
+            crate::node::config::JointUnits::Lerobot,
+        ),
         None => bail!(
             "config {}: no joint_state stream (observation.state needs one)",
             a.config.display()
@@ -422,7 +435,9 @@ fn record_topics(
     let counters = Arc::new(Counters::default());
     let mut subs = Vec::new();
     let _teleop = match (&a.leader, &a.follower) {
-        (Some(leader), Some(follower)) => Some(TeleopThread::start(a, leader, follower, latest.clone())?),
+        (Some(leader), Some(follower)) => {
+            Some(TeleopThread::start(a, leader, follower, latest.clone())?)
+        }
         _ => None,
     };
     if !teleop {
@@ -501,7 +516,9 @@ fn record_topics(
     let action_topic = if teleop {
         "(leader arm)".to_string()
     } else {
-        a.action_topic.clone().unwrap_or_else(|| cfg.outputs.command_topic.clone())
+        a.action_topic
+            .clone()
+            .unwrap_or_else(|| cfg.outputs.command_topic.clone())
     };
     if action_topic.is_empty() {
         bail!("no action topic: set --action-topic or outputs.command_topic");

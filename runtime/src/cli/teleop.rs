@@ -68,9 +68,15 @@ fn calibration(dir: Option<&std::path::Path>, role: Role, id: &str) -> anyhow::R
     })
 }
 
-fn open(port: &str, baud: u32, cal: Calibration, role: Role) -> anyhow::Result<So101<SerialPortIo>> {
+fn open(
+    port: &str,
+    baud: u32,
+    cal: Calibration,
+    role: Role,
+) -> anyhow::Result<So101<SerialPortIo>> {
     let bus = Bus::new(SerialPortIo::open(port, baud)?, BusConfig::default());
-    So101::connect(bus, cal, ArmConfig::lerobot(role), false).with_context(|| format!("{role:?} arm on {port}"))
+    So101::connect(bus, cal, ArmConfig::lerobot(role), false)
+        .with_context(|| format!("{role:?} arm on {port}"))
 }
 
 /// Where the two arms are.
@@ -100,11 +106,31 @@ impl Teleop {
     /// Connect both arms (the follower's torque on, goal = present).
     pub fn open(arms: &Arms, rate: f64) -> anyhow::Result<Teleop> {
         let dir = arms.calibration_dir.as_deref();
-        let leader = open(&arms.leader, arms.baud, calibration(dir, Role::Leader, &arms.leader_id)?, Role::Leader)?;
-        let follower = open(&arms.follower, arms.baud, calibration(dir, Role::Follower, &arms.follower_id)?, Role::Follower)?;
-        let safety = Safety::new(so101_safety(rate as f32)).map_err(|e| anyhow::anyhow!("safety limits: {e}"))?;
+        let leader = open(
+            &arms.leader,
+            arms.baud,
+            calibration(dir, Role::Leader, &arms.leader_id)?,
+            Role::Leader,
+        )?;
+        let follower = open(
+            &arms.follower,
+            arms.baud,
+            calibration(dir, Role::Follower, &arms.follower_id)?,
+            Role::Follower,
+        )?;
+        let safety = Safety::new(so101_safety(rate as f32))
+            .map_err(|e| anyhow::anyhow!("safety limits: {e}"))?;
         let none = [Err(Failure::Timeout); 6];
-        Ok(Teleop { leader, follower, safety, lj: none, fj: none, incomplete: 0, clamped: 0, blocked: 0 })
+        Ok(Teleop {
+            leader,
+            follower,
+            safety,
+            lj: none,
+            fj: none,
+            incomplete: 0,
+            clamped: 0,
+            blocked: 0,
+        })
     }
 
     /// Read both arms, filter the leader's position, send it to the follower:
@@ -188,7 +214,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let mut tele = Teleop::open(&arms, a.rate)?;
     let stop = super::stop_on_signal(Some("maniflow teleop: stopping (torque off)"))?;
-    eprintln!("maniflow teleop: leader {} -> follower {} at {} Hz; Ctrl-C to stop", a.leader, a.follower, a.rate);
+    eprintln!(
+        "maniflow teleop: leader {} -> follower {} at {} Hz; Ctrl-C to stop",
+        a.leader, a.follower, a.rate
+    );
     let start = Instant::now();
     let r = drive(&mut tele, a.rate, &stop, a.duration, |_, _| {});
     tele.finish();

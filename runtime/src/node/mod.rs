@@ -97,8 +97,14 @@ pub fn run_node(
     }
     let robot = match &cfg.robot {
         Some(r) => Some(
-            robot::RobotLink::start(r, tick_hz, inputs.clone())
-                .with_context(|| format!("robot on {}", r.port))?,
+            robot::RobotLink::start(
+                r,
+                tick_hz,
+                Box::new(robot::NodeInputs(inputs.clone())),
+                robot::Goals::AsCommanded,
+                "maniflow run",
+            )
+            .with_context(|| format!("robot on {}", r.port))?,
         ),
         None => None,
     };
