@@ -3,8 +3,9 @@
 # the simulated arm's STS3215 emulator on a pty, the node's [robot] bus thread,
 # the bundled policy), in four settings: a quiet machine, both cores busy (two
 # spinning processes), a memory-heavy neighbour (tests/bench/memory_hog.py:
-# allocates, touches and frees HOG_GB GiB in a loop), and that neighbour again
-# with the node's realtime setting off (no SCHED_FIFO, no mlockall). Beside each
+# allocates, touches and frees HOG_GB GiB in a loop), and the busy and memory
+# settings again with the node's realtime setting off (no SCHED_FIFO, no
+# mlockall). SETTINGS="quiet memory" picks some. Beside each
 # run, cyclictest (rt-tests, if installed) measures the platform's own wake-up
 # latency at the same priority: what the kernel and the VM give any thread.
 # Prints one line per setting; JSON reports in runs/lateness-*.json.
@@ -29,7 +30,7 @@ grep -q '^interpolation = 3' "$tmp/fifo.toml" || { echo "lateness.sh: could not 
 start_load() {
   case "$1" in
     quiet) ;;
-    busy) for _ in 1 2; do "$PY" -c 'while True: pass' & loads+=($!); done ;;
+    busy|busy-no-rt) for _ in 1 2; do "$PY" -c 'while True: pass' & loads+=($!); done ;;
     memory|memory-no-rt) "$PY" tests/bench/memory_hog.py --gb "$HOG_GB" & loads+=($!) ;;
   esac
   sleep 1
@@ -37,8 +38,8 @@ start_load() {
 stop_load() { for p in "${loads[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done; loads=(); }
 
 printf '%-14s %10s %10s %10s %8s %6s | %s\n' setting p50_us p99_us max_us misses fifo "cyclictest (same time, FIFO 80, 10 ms): p50/p99/max us"
-for s in quiet busy memory memory-no-rt; do
-  cfg="$tmp/fifo.toml"; [ "$s" = memory-no-rt ] && cfg="$tmp/plain.toml"
+for s in ${SETTINGS:-quiet busy busy-no-rt memory memory-no-rt}; do
+  cfg="$tmp/fifo.toml"; case "$s" in *-no-rt) cfg="$tmp/plain.toml" ;; esac
   start_load "$s"
   ct=""
   if command -v cyclictest >/dev/null; then

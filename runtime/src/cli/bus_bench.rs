@@ -40,9 +40,10 @@ pub struct BusBench {
     pub ours_incomplete_reads: u64,
 }
 
-/// Bytes of one tick on the wire: SYNC_READ request (14) + six 2-byte
-/// replies (8 each) + SYNC_WRITE of six 2-byte goals (8 + 3 * 6).
-const TICK_BYTES: usize = 14 + 6 * 8 + 8 + 3 * 6;
+/// Bytes a tick waits for on the wire: the SYNC_READ request (14) and six
+/// 2-byte replies (8 each). The SYNC_WRITE of six goals (26 bytes) has no
+/// reply: writing returns once the bytes are queued, on a real adapter too.
+const TICK_BYTES: usize = 14 + 6 * 8;
 
 fn ours(path: &str, cal: Calibration, ticks: usize) -> anyhow::Result<(Latency, u64)> {
     let bus = Bus::new(SerialPortIo::open(path, 1_000_000)?, BusConfig::default());
@@ -125,7 +126,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let cal = Calibration::load(&dir.join("bench.json"))?;
     let floor = TICK_BYTES as f64 * 10.0;
     println!(
-        "bus-bench: one control tick (SYNC_READ 6 positions + SYNC_WRITE 6 goals) on the STS3215 emulator at 1 Mbps; wire time alone {floor:.0} us"
+        "bus-bench: one control tick (SYNC_READ 6 positions + SYNC_WRITE 6 goals) on the STS3215 emulator at 1 Mbps; wire time of the read (request + 6 replies) {floor:.0} us"
     );
     let (ours, incomplete) = ours(arm.path(), cal, a.ticks)?;
     let ours = ours.percentiles();

@@ -154,7 +154,10 @@ pub fn run_node(
                 .lock()
                 .map(|mut r| r.mlockall = true)
                 .unwrap_or(()),
-            Err(e) => rt_report.lock().map(|mut r| r.notes.push(e)).unwrap_or(()),
+            Err(e) => {
+                eprintln!("maniflow run: warning: realtime = true but memory is not locked ({e}); page faults can delay the control loop under memory pressure (README, Real-time properties)");
+                rt_report.lock().map(|mut r| r.notes.push(e)).unwrap_or(())
+            }
         }
     } else {
         rt_report
@@ -226,7 +229,10 @@ pub fn run_node(
                             .lock()
                             .map(|mut r| r.sched_fifo = true)
                             .unwrap_or(()),
-                        Err(e) => rt_report.lock().map(|mut r| r.notes.push(e)).unwrap_or(()),
+                        Err(e) => {
+                            eprintln!("maniflow run: warning: realtime = true but the control thread is not SCHED_FIFO ({e}); it competes with every other process for the CPU (README, Real-time properties)");
+                            rt_report.lock().map(|mut r| r.notes.push(e)).unwrap_or(())
+                        }
                     }
                 }
                 control_loop(
