@@ -274,6 +274,99 @@ mod lerobot {
         assert_eq!(hex(&b[..n]), v["sync_write_42_2"]);
     }
 
+    /// LeRobot 0.6.1's SO101Leader, unmodified, against our emulator: with a
+    /// calibration file that matches the EEPROM it connects without a prompt,
+    /// leaves torque off (a leader is moved by hand), and its `get_action()`
+    /// equals our driver's leader reading of the same joints bit for bit.
+    #[test]
+    fn lerobots_so101_leader_reads_what_our_driver_reads() {
+        use maniflow_bridge::feetech::so101::MotorCalibration;
+        let e = PtyEmulator::start(
+            Emulator::new(&[2100.0, 1900.0, 2300.0, 2000.0, 2048.0, 2200.0]),
+            None,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cal = [MotorCalibration {
+            id: 0,
+            drive_mode: 0,
+            homing_offset: 0,
+            range_min: 0,
+            range_max: 0,
+        }; 6];
+        for (i, c) in cal.iter_mut().enumerate() {
+            *c = MotorCalibration {
+                id: i as u8 + 1,
+                drive_mode: 0,
+                homing_offset: 40 * i as i32 - 90,
+                range_min: 700 + 13 * i as i32,
+                range_max: 3400 - 7 * i as i32,
+            };
+        }
+        cal[4].range_min = 0;
+        cal[4].range_max = 4095;
+        let cal = Calibration(cal);
+        So101::write_calibration(&mut bus(&e, BusConfig::default()), &cal).unwrap();
+        cal.save(&dir.path().join("leader.json")).unwrap();
+        // A person holds the leader somewhere off-centre (fractional shaft angles).
+        {
+            let mut em = e.emu.lock().unwrap();
+            for (i, s) in em.servos.iter_mut().enumerate() {
+                s.actual = 1200.4 + 331.7 * i as f64;
+            }
+            em.step(0.0);
+        }
+        let out = Command::new(python())
+            .arg(root().join("tests/lerobot/so101_leader.py"))
+            .args(["--port", &e.path, "--calibration-dir"])
+            .arg(dir.path())
+            .args(["--id", "leader"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "LeRobot's SO101Leader failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap())
+                .unwrap();
+        assert_eq!(v["is_calibrated"], true, "{v}");
+        for s in &e.emu.lock().unwrap().servos {
+            assert_eq!(
+                s.get(table::TORQUE_ENABLE),
+                0,
+                "LeRobot's leader left torque on"
+            );
+        }
+        let theirs = v["actions"].as_array().unwrap().last().unwrap().clone();
+        let mut arm = So101::connect(
+            bus(&e, BusConfig::default()),
+            cal,
+            ArmConfig::lerobot(Role::Leader),
+            false,
+        )
+        .unwrap();
+        let mut joints = [Err(Failure::Timeout); 6];
+        arm.read_joints(&mut joints).unwrap();
+        for (i, m) in so101::MOTORS.iter().enumerate() {
+            let t: f64 = theirs[format!("{m}.pos")]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(joints[i].unwrap().0, t, "{m}: ours vs LeRobot's get_action");
+        }
+        for s in &e.emu.lock().unwrap().servos {
+            assert_eq!(
+                s.get(table::TORQUE_ENABLE),
+                0,
+                "our leader turned torque on"
+            );
+        }
+    }
+
     /// LeRobot 0.6.1's SO101Follower, unmodified, against our emulator over a
     /// pty: its interactive calibration (answered on stdin while the test moves
     /// the joints as a person would), configure, observations, an action and

@@ -36,8 +36,7 @@ mod wiring;
 
 pub use report::{ChunkCounts, CommandCounts, NodeStats, SafetyCounts};
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,7 +49,6 @@ use crate::control::executor::{Executor, ExecutorConfig, ExecutorMode};
 use crate::control::safety::Safety;
 use crate::control::so101_safety;
 use crate::policy::engine::Engine;
-use crate::stats::peak_rss_bytes;
 
 use config::NodeConfig;
 use control_loop::control_loop;
@@ -148,23 +146,7 @@ pub fn run_node(
         priority: cfg.control.priority,
         ..Default::default()
     }));
-    if cfg.control.realtime {
-        match rt::lock_memory() {
-            Ok(()) => rt_report
-                .lock()
-                .map(|mut r| r.mlockall = true)
-                .unwrap_or(()),
-            Err(e) => {
-                eprintln!("maniflow run: warning: realtime = true but memory is not locked ({e}); page faults can delay the control loop under memory pressure (README, Real-time properties)");
-                rt_report.lock().map(|mut r| r.notes.push(e)).unwrap_or(())
-            }
-        }
-    } else {
-        rt_report
-            .lock()
-            .map(|mut r| r.notes.push("realtime = false in the config".into()))
-            .unwrap_or(());
-    }
+    lock_memory(cfg, &rt_report);
 
     let start = Instant::now();
     let deadline_at = opts.duration.map(|d| start + d);
@@ -279,33 +261,7 @@ pub fn run_node(
             let rate_now = (ticks - last_ticks) as f64 / dt;
             last_ticks = ticks;
             last_t = Instant::now();
-            let ms = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
-            let rejected: u64 = inputs.joint_counters.rejected()
-                + inputs
-                    .cameras
-                    .iter()
-                    .map(|c| c.counters.rejected())
-                    .sum::<u64>()
-                + inputs
-                    .tactile
-                    .as_ref()
-                    .map_or(0, |t| t.counters().rejected());
-            eprintln!(
-                "t {:>6.1}s | rate {:>7.2} Hz | late p99 {:.3} ms | e2e p50 {:.1} p99 {:.1} ms | infer p50 {:.2} ms | chunks ok {} rej {} skip {} | inputs rejected {} | clamped {} held(stale) {} | misses {}",
-                start.elapsed().as_secs_f64(),
-                rate_now,
-                ms(&live.late_p99_ns),
-                ms(&live.e2e_p50_ns),
-                ms(&live.e2e_p99_ns),
-                ms(&live.infer_p50_ns),
-                live.chunks_accepted.load(Ordering::Relaxed),
-                live.chunks_rejected.load(Ordering::Relaxed),
-                live.chunks_skipped.load(Ordering::Relaxed),
-                rejected,
-                live.clamped.load(Ordering::Relaxed),
-                live.held_stale.load(Ordering::Relaxed),
-                live.misses.load(Ordering::Relaxed),
-            );
+            report::print_status_line(start, rate_now, &live, &inputs);
         }
     }
     let ctl_out = ctl
@@ -320,53 +276,35 @@ pub fn run_node(
     drop(subs);
     let robot_report = robot.map(robot::RobotLink::finish);
 
-    let mut inputs_counts = BTreeMap::new();
-    inputs_counts.insert("joints".to_string(), inputs.joint_counters.counts());
-    for c in &inputs.cameras {
-        inputs_counts.insert(c.name.clone(), c.counters.counts());
+    let rt = rt_report.lock().map(|r| r.clone()).unwrap_or_default();
+    Ok(report::node_stats(
+        cfg,
+        &inputs,
+        ctl_out,
+        inf_out,
+        pub_out,
+        rt,
+        robot_report,
+    ))
+}
+
+/// `mlockall` when `[control] realtime` asks for it; says so when it cannot.
+fn lock_memory(cfg: &NodeConfig, rt_report: &Mutex<rt::RtReport>) {
+    if cfg.control.realtime {
+        match rt::lock_memory() {
+            Ok(()) => rt_report
+                .lock()
+                .map(|mut r| r.mlockall = true)
+                .unwrap_or(()),
+            Err(e) => {
+                eprintln!("maniflow run: warning: realtime = true but memory is not locked ({e}); page faults can delay the control loop under memory pressure (README, Real-time properties)");
+                rt_report.lock().map(|mut r| r.notes.push(e)).unwrap_or(())
+            }
+        }
+    } else {
+        rt_report
+            .lock()
+            .map(|mut r| r.notes.push("realtime = false in the config".into()))
+            .unwrap_or(());
     }
-    if let Some(t) = &inputs.tactile {
-        inputs_counts.insert("tactile".to_string(), t.counters().counts());
-    }
-    let elapsed = ctl_out.elapsed_s;
-    let mut chunks = inf_out.counts;
-    chunks.accepted = ctl_out.accepted;
-    chunks.rejected_by_safety = ctl_out.rejected;
-    chunks.dropped_stale = ctl_out.dropped_stale;
-    chunks.requested = ctl_out.requested;
-    let report = rt_report.lock().map(|r| r.clone()).unwrap_or_default();
-    Ok(NodeStats {
-        policy: inf_out.policy,
-        transport: cfg.transport.kind.to_string(),
-        duration_s: elapsed,
-        target_rate_hz: tick_hz,
-        achieved_rate_hz: if elapsed > 0.0 && ctl_out.ticks > 1 {
-            (ctl_out.ticks - 1) as f64 / elapsed
-        } else {
-            0.0
-        },
-        ticks: ctl_out.ticks,
-        deadline_misses: ctl_out.misses,
-        lateness_us: ctl_out.lateness.percentiles(),
-        compute_us: ctl_out.compute.percentiles(),
-        e2e_latency_us: pub_out.e2e.percentiles(),
-        e2e_first_command_us: pub_out.e2e_first.percentiles(),
-        inference_us: inf_out.latency.percentiles(),
-        chunks,
-        commands: CommandCounts {
-            published: pub_out.published,
-            publish_errors: pub_out.errors,
-            queue_full: ctl_out.queue_full,
-            held_stale_joints: ctl_out.held_stale,
-            held_empty: ctl_out.held_empty,
-            episode_resets: ctl_out.episode_resets,
-            chunk_messages: pub_out.chunks,
-        },
-        inputs: inputs_counts,
-        safety: SafetyCounts::from(&ctl_out.safety),
-        realtime: report,
-        peak_rss_mb: peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / 1048576.0),
-        control_allocations_after_warmup: ctl_out.allocations,
-        robot: robot_report,
-    })
 }

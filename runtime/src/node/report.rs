@@ -1,6 +1,8 @@
 //! The node's final statistics (`maniflow run --stats-json`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -94,5 +96,102 @@ impl From<&SafetyCounters> for SafetyCounts {
             chunk_nonfinite: c.chunk_nonfinite,
             held: c.held,
         }
+    }
+}
+
+/// The once-a-second status line on stderr.
+pub(super) fn print_status_line(
+    start: Instant,
+    rate_now: f64,
+    live: &super::messages::Live,
+    inputs: &super::streams::Inputs,
+) {
+    let ms = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
+    let rejected: u64 = inputs.joint_counters.rejected()
+        + inputs
+            .cameras
+            .iter()
+            .map(|c| c.counters.rejected())
+            .sum::<u64>()
+        + inputs
+            .tactile
+            .as_ref()
+            .map_or(0, |t| t.counters().rejected());
+    eprintln!(
+        "t {:>6.1}s | rate {:>7.2} Hz | late p99 {:.3} ms | e2e p50 {:.1} p99 {:.1} ms | infer p50 {:.2} ms | chunks ok {} rej {} skip {} | inputs rejected {} | clamped {} held(stale) {} | misses {}",
+        start.elapsed().as_secs_f64(),
+        rate_now,
+        ms(&live.late_p99_ns),
+        ms(&live.e2e_p50_ns),
+        ms(&live.e2e_p99_ns),
+        ms(&live.infer_p50_ns),
+        live.chunks_accepted.load(Ordering::Relaxed),
+        live.chunks_rejected.load(Ordering::Relaxed),
+        live.chunks_skipped.load(Ordering::Relaxed),
+        rejected,
+        live.clamped.load(Ordering::Relaxed),
+        live.held_stale.load(Ordering::Relaxed),
+        live.misses.load(Ordering::Relaxed),
+    );
+}
+
+/// The final statistics from what each thread returned.
+pub(super) fn node_stats(
+    cfg: &super::config::NodeConfig,
+    inputs: &super::streams::Inputs,
+    ctl_out: super::control_loop::ControlOut,
+    inf_out: super::inference::InferOut,
+    pub_out: super::publisher::PublishOut,
+    rt: rt::RtReport,
+    robot_report: Option<super::robot::RobotReport>,
+) -> NodeStats {
+    let tick_hz = cfg.control.tick_hz();
+    let mut inputs_counts = BTreeMap::new();
+    inputs_counts.insert("joints".to_string(), inputs.joint_counters.counts());
+    for c in &inputs.cameras {
+        inputs_counts.insert(c.name.clone(), c.counters.counts());
+    }
+    if let Some(t) = &inputs.tactile {
+        inputs_counts.insert("tactile".to_string(), t.counters().counts());
+    }
+    let elapsed = ctl_out.elapsed_s;
+    let mut chunks = inf_out.counts;
+    chunks.accepted = ctl_out.accepted;
+    chunks.rejected_by_safety = ctl_out.rejected;
+    chunks.dropped_stale = ctl_out.dropped_stale;
+    chunks.requested = ctl_out.requested;
+    NodeStats {
+        policy: inf_out.policy,
+        transport: cfg.transport.kind.to_string(),
+        duration_s: elapsed,
+        target_rate_hz: tick_hz,
+        achieved_rate_hz: if elapsed > 0.0 && ctl_out.ticks > 1 {
+            (ctl_out.ticks - 1) as f64 / elapsed
+        } else {
+            0.0
+        },
+        ticks: ctl_out.ticks,
+        deadline_misses: ctl_out.misses,
+        lateness_us: ctl_out.lateness.percentiles(),
+        compute_us: ctl_out.compute.percentiles(),
+        e2e_latency_us: pub_out.e2e.percentiles(),
+        e2e_first_command_us: pub_out.e2e_first.percentiles(),
+        inference_us: inf_out.latency.percentiles(),
+        chunks,
+        commands: CommandCounts {
+            published: pub_out.published,
+            publish_errors: pub_out.errors,
+            queue_full: ctl_out.queue_full,
+            held_stale_joints: ctl_out.held_stale,
+            held_empty: ctl_out.held_empty,
+            episode_resets: ctl_out.episode_resets,
+            chunk_messages: pub_out.chunks,
+        },
+        inputs: inputs_counts,
+        safety: SafetyCounts::from(&ctl_out.safety),
+        realtime: rt,
+        peak_rss_mb: crate::stats::peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / 1048576.0),
+        control_allocations_after_warmup: ctl_out.allocations,
+        robot: robot_report,
     }
 }
