@@ -133,7 +133,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.bus {
         cfg.streams.remove("joints");
         let section = format!(
-            "kind = \"so101\"\nport = {:?}\ncalibration_id = \"so101-sim\"\ncalibration_dir = {:?}\n",
+            "kind = \"so101\"\nport = {:?}\ncalibration_id = \"so101-sim\"\ncalibration_dir = {:?}\nrate_hz = 100.0\n",
             link.display().to_string(),
             tmp.display().to_string()
         );
