@@ -7,6 +7,8 @@ VENV := .venv
 # Everything the bootstrap installs from; any change re-runs it.
 BOOTSTRAP_INPUTS := tests/requirements.txt tests/requirements-lerobot.txt tests/lerobot/patch_py311.py
 STAMP := $(VENV)/.bootstrap-$(shell cat $(BOOTSTRAP_INPUTS) | sha256sum | cut -c1-12)
+# The official ROS 2 message descriptions (Jazzy, Kilted) the type-hash test checks against.
+ROS_MSGS_STAMP := .cache/ros-msgs/.done-$(shell cat scripts/ros_msg_json.py | sha256sum | cut -c1-12)
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -14,7 +16,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 ## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy,
 ## and LeRobot 0.6.1 (for the round-trip tests and ACT).
-bootstrap: $(STAMP)
+bootstrap: $(STAMP) $(ROS_MSGS_STAMP)
+
+$(ROS_MSGS_STAMP): scripts/ros_msg_json.py $(STAMP)
+	@rm -rf .cache/ros-msgs
+	$(VENV)/bin/python scripts/ros_msg_json.py .cache/ros-msgs
+	@touch $@
 
 $(STAMP): $(BOOTSTRAP_INPUTS)
 	@echo "bootstrap: creating $(VENV) and installing tests/requirements.txt (first run downloads ~3 GB; cached after)"

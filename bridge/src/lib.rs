@@ -5,6 +5,7 @@
 //! - [`msg`]: ROS 2 message types and their CDR encoding.
 //! - [`transport`]: one transport trait over native zenoh, ROS 2 over DDS and
 //!   ROS 2 over rmw_zenoh.
+//! - [`type_hash`]: REP-2016 type hashes of those messages, from their field lists.
 //! - [`camera`]: JPEG decode/encode for compressed image streams.
 //! - [`sim`]: the simulated SO-101 pick task and its scripted expert.
 //! - [`feetech`]: the Feetech STS3215 servo bus of a real SO-101.
@@ -16,3 +17,4 @@ pub mod msg;
 pub mod sim;
 pub mod so101;
 pub mod transport;
+pub mod type_hash;

@@ -101,7 +101,21 @@ impl From<cdr_encoding::Error> for MsgError {
 /// `00 01 00 00`, then the little-endian CDR body.
 pub fn encode<M: Serialize>(msg: &M, out: &mut Vec<u8>) -> Result<(), MsgError> {
     out.clear();
-    out.extend_from_slice(&ENCAPSULATION_HEADER);
+    let res = encode_to_writer(msg, &mut *out);
+    if res.is_err() {
+        out.clear();
+    }
+    res
+}
+
+/// [`encode`] into any writer, e.g. a byte counter and then a shared-memory
+/// buffer of exactly that size (zenoh publishes images that way, no copy).
+pub fn encode_to_writer<M: Serialize, W: std::io::Write>(
+    msg: &M,
+    mut w: W,
+) -> Result<(), MsgError> {
+    w.write_all(&ENCAPSULATION_HEADER)
+        .map_err(|e| MsgError::Cdr(e.to_string()))?;
     // The serializer counts alignment from its own start, i.e. from the byte
     // after the header, as CDR requires.
     let mode = if cdr_bytes::native_bytes_have_length_prefix() {
@@ -110,11 +124,7 @@ pub fn encode<M: Serialize>(msg: &M, out: &mut Vec<u8>) -> Result<(), MsgError> 
         cdr_bytes::Mode::LengthThenRaw
     };
     let _guard = cdr_bytes::ModeGuard::set(mode);
-    let res = cdr_encoding::to_writer::<M, LittleEndian, _>(&mut *out, msg);
-    if let Err(e) = res {
-        out.clear();
-        return Err(e.into());
-    }
+    cdr_encoding::to_writer::<M, LittleEndian, _>(w, msg)?;
     Ok(())
 }
 
@@ -244,9 +254,6 @@ pub trait RosMessage: Serialize + DeserializeOwned {
     const PACKAGE: &'static str;
     /// Message name, e.g. `"Image"`.
     const NAME: &'static str;
-    /// REP-2016 type hash (`RIHS01_<64 hex>`) where known, else `None`
-    /// (rmw_zenoh on Humble uses `TypeHashNotSupported`).
-    const TYPE_HASH: Option<&'static str>;
 
     /// DDS type name, e.g. `"sensor_msgs::msg::dds_::Image_"`.
     fn dds_type_name() -> String {
@@ -257,53 +264,42 @@ pub trait RosMessage: Serialize + DeserializeOwned {
     fn ros_type_name() -> String {
         format!("{}/msg/{}", Self::PACKAGE, Self::NAME)
     }
+
+    /// REP-2016 type hash (`RIHS01_<64 hex>`) computed from the field list
+    /// ([`crate::type_hash`]); every type here has a description.
+    fn type_hash() -> Result<&'static str, crate::type_hash::TypeHashError> {
+        crate::type_hash::rihs01(&Self::ros_type_name())
+    }
 }
 
 macro_rules! ros_message {
-    ($ty:ty, $pkg:literal, $name:literal, $hash:expr) => {
+    ($ty:ty, $pkg:literal, $name:literal) => {
         impl RosMessage for $ty {
             const PACKAGE: &'static str = $pkg;
             const NAME: &'static str = $name;
-            const TYPE_HASH: Option<&'static str> = $hash;
         }
     };
 }
 
-ros_message!(Time, "builtin_interfaces", "Time", None);
-ros_message!(Duration, "builtin_interfaces", "Duration", None);
-ros_message!(Header, "std_msgs", "Header", None);
-ros_message!(
-    Image,
-    "sensor_msgs",
-    "Image",
-    Some("RIHS01_d31d41a9a4c4bc8eae9be757b0beed306564f7526c88ea6a4588fb9582527d47")
-);
-ros_message!(CompressedImage, "sensor_msgs", "CompressedImage", None);
-ros_message!(
-    JointState,
-    "sensor_msgs",
-    "JointState",
-    Some("RIHS01_a13ee3a330e346c9d87b5aa18d24e11690752bd33a0350f11c5882bc9179260e")
-);
-ros_message!(MultiArrayDimension, "std_msgs", "MultiArrayDimension", None);
-ros_message!(MultiArrayLayout, "std_msgs", "MultiArrayLayout", None);
-ros_message!(Float32MultiArray, "std_msgs", "Float32MultiArray", None);
-ros_message!(Float64MultiArray, "std_msgs", "Float64MultiArray", None);
+ros_message!(Time, "builtin_interfaces", "Time");
+ros_message!(Duration, "builtin_interfaces", "Duration");
+ros_message!(Header, "std_msgs", "Header");
+ros_message!(Image, "sensor_msgs", "Image");
+ros_message!(CompressedImage, "sensor_msgs", "CompressedImage");
+ros_message!(JointState, "sensor_msgs", "JointState");
+ros_message!(MultiArrayDimension, "std_msgs", "MultiArrayDimension");
+ros_message!(MultiArrayLayout, "std_msgs", "MultiArrayLayout");
+ros_message!(Float32MultiArray, "std_msgs", "Float32MultiArray");
+ros_message!(Float64MultiArray, "std_msgs", "Float64MultiArray");
 ros_message!(
     JointTrajectoryPoint,
     "trajectory_msgs",
-    "JointTrajectoryPoint",
-    None
+    "JointTrajectoryPoint"
 );
-ros_message!(JointTrajectory, "trajectory_msgs", "JointTrajectory", None);
-ros_message!(KeyValue, "diagnostic_msgs", "KeyValue", None);
-ros_message!(
-    DiagnosticStatus,
-    "diagnostic_msgs",
-    "DiagnosticStatus",
-    None
-);
-ros_message!(DiagnosticArray, "diagnostic_msgs", "DiagnosticArray", None);
+ros_message!(JointTrajectory, "trajectory_msgs", "JointTrajectory");
+ros_message!(KeyValue, "diagnostic_msgs", "KeyValue");
+ros_message!(DiagnosticStatus, "diagnostic_msgs", "DiagnosticStatus");
+ros_message!(DiagnosticArray, "diagnostic_msgs", "DiagnosticArray");
 
 // ---------------------------------------------------------------------------
 // Messages
@@ -1153,16 +1149,13 @@ mod tests {
             Float32MultiArray::ros_type_name(),
             "std_msgs/msg/Float32MultiArray"
         );
-        assert!(JointState::TYPE_HASH
+        assert!(JointState::type_hash()
             .unwrap()
             .starts_with("RIHS01_a13ee3a3"));
-        assert!(Image::TYPE_HASH.unwrap().starts_with("RIHS01_d31d41a9"));
-        for h in [JointState::TYPE_HASH, Image::TYPE_HASH] {
-            let h = h.unwrap();
-            assert_eq!(h.len(), 7 + 64);
-            assert!(h[7..].bytes().all(|c| c.is_ascii_hexdigit()));
-        }
-        assert_eq!(CompressedImage::TYPE_HASH, None);
+        assert!(Image::type_hash().unwrap().starts_with("RIHS01_d31d41a9"));
+        assert!(CompressedImage::type_hash()
+            .unwrap()
+            .starts_with("RIHS01_15640771"));
     }
 
     #[test]

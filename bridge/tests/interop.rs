@@ -311,3 +311,65 @@ fn ros2_dds_with_a_cyclone_dds_peer() {
     check_received(&js, &img, &err);
     check_commands(&summary);
 }
+
+/// Our REP-2016 hashes and field lists against the official
+/// `share/<pkg>/msg/<T>.json` of the PyPI message wheels, Jazzy and Kilted
+/// (`scripts/ros_msg_json.py`, run by `make bootstrap`).
+#[test]
+fn type_hashes_equal_the_official_jazzy_and_kilted_json() {
+    use maniflow_bridge::type_hash::{rihs01, DESCRIPTIONS};
+    let cache = root().join(".cache/ros-msgs");
+    if !cache.join("jazzy").is_dir() || !cache.join("kilted").is_dir() {
+        eprintln!(
+            "SKIP: {} lacks the official message descriptions (run `make bootstrap`)",
+            cache.display()
+        );
+        return;
+    }
+    let mut checked = 0;
+    for distro in ["jazzy", "kilted"] {
+        for d in DESCRIPTIONS {
+            let path = cache.join(distro).join(format!("{}.json", d.type_name));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let official = &v["type_hashes"][0];
+            assert_eq!(official["type_name"], d.type_name, "{}", path.display());
+            assert_eq!(
+                rihs01(d.type_name).unwrap(),
+                official["hash_string"].as_str().unwrap(),
+                "{distro} {}",
+                d.type_name
+            );
+            // The field list itself, field by field (a hash mismatch alone
+            // would not say which field is wrong).
+            let fields = v["type_description_msg"]["type_description"]["fields"]
+                .as_array()
+                .unwrap();
+            assert_eq!(fields.len(), d.fields.len(), "{distro} {}", d.type_name);
+            for (f, ours) in fields.iter().zip(d.fields) {
+                let t = &f["type"];
+                assert_eq!(
+                    (
+                        f["name"].as_str().unwrap(),
+                        t["type_id"].as_u64().unwrap(),
+                        t["capacity"].as_u64().unwrap(),
+                        t["string_capacity"].as_u64().unwrap(),
+                        t["nested_type_name"].as_str().unwrap(),
+                    ),
+                    (
+                        ours.name,
+                        ours.type_id as u64,
+                        ours.capacity,
+                        ours.string_capacity,
+                        ours.nested_type_name
+                    ),
+                    "{distro} {}",
+                    d.type_name
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2 * DESCRIPTIONS.len());
+}

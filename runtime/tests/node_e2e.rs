@@ -715,3 +715,156 @@ fn robot_process_bridges_the_bus_to_zenoh() {
         .get(table::TORQUE_ENABLE);
     assert_eq!(torque, 0, "torque left on at exit");
 }
+
+/// The official REP-2016 hash of `pkg/msg/T` from the Jazzy wheel's JSON
+/// (`make bootstrap` puts them in .cache/ros-msgs), not from our code.
+fn official_hash(ros_type: &str) -> Option<String> {
+    let p = root().join(format!(".cache/ros-msgs/jazzy/{ros_type}.json"));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
+    Some(v["type_hashes"][0]["hash_string"].as_str()?.to_string())
+}
+
+/// One entity as an rmw_zenoh node declares it (TRANSPORT.md):
+/// data key `<domain>/<topic>/<pkg>::msg::dds_::<Type>_/<hash>` and token
+/// `@ros2_lv/<domain>/<zid>/<nid>/<id>/<KIND>/<enclave>/<ns>/<node>/<topic>/<type>/<hash>/<qos>`.
+struct Entity {
+    node: &'static str,
+    kind: &'static str,
+    topic: &'static str,
+    ros_type: &'static str,
+    qos: &'static str,
+}
+
+impl Entity {
+    fn dds_type(&self) -> String {
+        let (pkg, name) = self.ros_type.split_once("/msg/").unwrap();
+        format!("{pkg}::msg::dds_::{name}_")
+    }
+    fn data_key(&self, domain: u16, hash: &str) -> String {
+        format!("{domain}/so101/{}/{}/{hash}", self.topic, self.dds_type())
+    }
+    /// The token with zid/nid/id left out (they are per-session random ids).
+    fn token_tail(&self, hash: &str) -> String {
+        let mangled = format!("/so101/{}", self.topic).replace('/', "%");
+        format!(
+            "{}/%/%so101/{}/{mangled}/{}/{hash}/{}",
+            self.kind,
+            self.node,
+            self.dds_type(),
+            self.qos
+        )
+    }
+}
+
+#[test]
+fn rmw_zenoh_keys_and_liveliness_tokens_of_sim_and_node() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(py) = venv_python_with("zenoh") else {
+        return;
+    };
+    if official_hash("sensor_msgs/msg/JointState").is_none() {
+        eprintln!("SKIP: no official message JSON in .cache/ros-msgs (run `make bootstrap`)");
+        return;
+    }
+    // rmw_zenoh's compact QoS: reliability:durability:history,depth:deadline:lifespan:liveliness,
+    // defaults (reliable, volatile, keep-last, infinite) left empty, depth always written.
+    const SENSOR: &str = "2::,1:,:,:,,";
+    const COMMAND: &str = "::,10:,:,:,,";
+    let (sim_n, node_n) = ("so101_sim", "maniflow_policy");
+    #[rustfmt::skip]
+    let entities = [
+        Entity { node: sim_n, kind: "MP", topic: "joint_states", ros_type: "sensor_msgs/msg/JointState", qos: SENSOR },
+        Entity { node: sim_n, kind: "MP", topic: "head/image_raw", ros_type: "sensor_msgs/msg/Image", qos: SENSOR },
+        Entity { node: sim_n, kind: "MP", topic: "wrist/image_raw", ros_type: "sensor_msgs/msg/Image", qos: SENSOR },
+        Entity { node: sim_n, kind: "MP", topic: "tactile", ros_type: "std_msgs/msg/Float32MultiArray", qos: SENSOR },
+        Entity { node: sim_n, kind: "MP", topic: "episode", ros_type: "std_msgs/msg/Float64MultiArray", qos: COMMAND },
+        Entity { node: sim_n, kind: "MS", topic: "episode_control", ros_type: "std_msgs/msg/Float64MultiArray", qos: COMMAND },
+        Entity { node: sim_n, kind: "MS", topic: "joint_command", ros_type: "std_msgs/msg/Float64MultiArray", qos: COMMAND },
+        Entity { node: node_n, kind: "MS", topic: "joint_states", ros_type: "sensor_msgs/msg/JointState", qos: SENSOR },
+        Entity { node: node_n, kind: "MS", topic: "head/image_raw", ros_type: "sensor_msgs/msg/Image", qos: SENSOR },
+        Entity { node: node_n, kind: "MS", topic: "wrist/image_raw", ros_type: "sensor_msgs/msg/Image", qos: SENSOR },
+        Entity { node: node_n, kind: "MS", topic: "tactile", ros_type: "std_msgs/msg/Float32MultiArray", qos: SENSOR },
+        Entity { node: node_n, kind: "MS", topic: "episode", ros_type: "std_msgs/msg/Float64MultiArray", qos: COMMAND },
+        Entity { node: node_n, kind: "MP", topic: "action_chunk", ros_type: "trajectory_msgs/msg/JointTrajectory", qos: COMMAND },
+        Entity { node: node_n, kind: "MP", topic: "joint_command", ros_type: "std_msgs/msg/Float64MultiArray", qos: COMMAND },
+    ];
+    let domain = 43u16;
+    let port = free_port();
+    let ep = format!("tcp/127.0.0.1:{port}");
+    let d = tempfile::tempdir().unwrap();
+    let sim_json = d.path().join("sim.json");
+    let s = Proc::spawn(
+        maniflow()
+            .args(["sim", "--transport", "ros2-zenoh", "--listen", &ep])
+            .args(["--domain-id", &domain.to_string(), "--duration", "16s"])
+            .args(["--stats-json", sim_json.to_str().unwrap()]),
+    );
+    let node = Proc::spawn(
+        maniflow()
+            .args(["run", "--config", "launch/so101.toml"])
+            .args(["--transport", "ros2-zenoh", "--connect", &ep, "--duration", "11s"])
+            .env("ROS_DOMAIN_ID", domain.to_string()),
+    );
+    // The peer subscribes on the exact keys of every publication, hash included.
+    let mut peer = Command::new(py);
+    peer.arg(root().join("tests/peers/peer.py")).args([
+        "graph",
+        "--connect",
+        &ep,
+        "--domain",
+        &domain.to_string(),
+        "--seconds",
+        "9",
+    ]);
+    for e in entities.iter().filter(|e| e.kind == "MP") {
+        let h = official_hash(e.ros_type).unwrap();
+        peer.args(["--key", &e.data_key(domain, &h)]);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let out = peer.stderr(Stdio::inherit()).output().unwrap();
+    let (ok, err) = node.wait(Duration::from_secs(40));
+    assert!(ok, "node failed: {err:?}");
+    let (sok, serr) = s.wait(Duration::from_secs(30));
+    assert!(sok, "sim failed: {serr:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get("summary").cloned())
+        .unwrap_or_else(|| panic!("no summary from the graph peer: {stdout}"));
+    eprintln!("graph peer: {}", serde_json::to_string_pretty(&summary).unwrap());
+    // Samples arrived on every exact key, each with rmw_zenoh's attachment.
+    for e in entities.iter().filter(|e| e.kind == "MP") {
+        let key = e.data_key(domain, &official_hash(e.ros_type).unwrap());
+        let n = summary["counts"][&key].as_u64().unwrap_or(0);
+        assert!(n > 0, "no sample on the exact key {key}");
+        assert_eq!(summary["bad_attachment"][&key], 0, "{key}");
+    }
+    // Every token, field by field (zid/nid/id are random; checked for shape).
+    let tokens: Vec<String> = summary["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    let tails: Vec<String> = tokens
+        .iter()
+        .map(|t| {
+            let f: Vec<&str> = t.split('/').collect();
+            assert_eq!((f[0], f[1]), ("@ros2_lv", domain.to_string().as_str()), "{t}");
+            assert!(f[2].bytes().all(|c| c.is_ascii_hexdigit()), "zid in {t}");
+            assert!(f[3].parse::<u64>().is_ok() && f[4].parse::<u64>().is_ok(), "{t}");
+            f[5..].join("/")
+        })
+        .collect();
+    for n in [sim_n, node_n] {
+        let want = format!("NN/%/%so101/{n}");
+        assert!(tails.contains(&want), "no node token {want} in {tokens:#?}");
+    }
+    for e in &entities {
+        let want = e.token_tail(&official_hash(e.ros_type).unwrap());
+        assert!(tails.contains(&want), "no token {want} in {tokens:#?}");
+    }
+    // Nothing else was declared (no placeholder-hash leftovers, no stray topics).
+    assert_eq!(tails.len(), entities.len() + 2, "{tokens:#?}");
+}

@@ -36,6 +36,8 @@ from cyclonedds.idl._support import Endianness  # noqa: E402
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 JS_HASH = "RIHS01_a13ee3a330e346c9d87b5aa18d24e11690752bd33a0350f11c5882bc9179260e"
 IMG_HASH = "RIHS01_d31d41a9a4c4bc8eae9be757b0beed306564f7526c88ea6a4588fb9582527d47"
+# Official Jazzy/Kilted hash of std_msgs/msg/Float64MultiArray (share/std_msgs/msg/Float64MultiArray.json).
+F64MA_HASH = "RIHS01_1025ddc6b9552d191f89ef1a8d2f60f3d373e28b283d8891ddcc974e8c55397f"
 
 
 def out(obj):
@@ -81,7 +83,8 @@ def run_zenoh(args, rmw):
         d = args.domain
         js_key = f"{d}/{ns}/joint_states/sensor_msgs::msg::dds_::JointState_/{JS_HASH}"
         img_key = f"{d}/{ns}/head/image_raw/sensor_msgs::msg::dds_::Image_/{IMG_HASH}"
-        cmd_key = f"{d}/{ns}/joint_command/**"
+        # the exact key an rmw_zenoh (Jazzy+) subscriber declares: type and hash, no wildcard
+        cmd_key = f"{d}/{ns}/joint_command/std_msgs::msg::dds_::Float64MultiArray_/{F64MA_HASH}"
     else:
         js_key = f"maniflow/{ns}/joint_states"
         img_key = f"maniflow/{ns}/head/image_raw"
@@ -123,6 +126,42 @@ def run_zenoh(args, rmw):
     session.close()
     out({"summary": {"sent": seq, "commands": len(received), "attachment_33": attach_ok[0],
                      "attachment_other": attach_ok[1], "last_cmd": received[-1] if received else None}})
+
+
+def run_graph(args):
+    """rmw_zenoh graph watcher: every liveliness token under @ros2_lv/<domain>,
+    and samples on the exact data keys given with --key (no wildcard: the way an
+    rmw_zenoh Jazzy subscriber declares them)."""
+    import zenoh
+    session = zenoh.open(zenoh_config(args))
+    counts = {k: 0 for k in args.key}
+    bad_attachment = {k: 0 for k in args.key}
+
+    def counter(key):
+        def on_sample(sample):
+            counts[key] += 1
+            att = sample.attachment
+            if att is None or len(bytes(att.to_bytes())) != 33:
+                bad_attachment[key] += 1
+        return on_sample
+
+    subs = [session.declare_subscriber(k, counter(k)) for k in args.key]
+    tokens = set()
+
+    def on_token(sample):
+        if sample.kind == zenoh.SampleKind.PUT:
+            tokens.add(str(sample.key_expr))
+
+    live = session.liveliness().declare_subscriber(f"@ros2_lv/{args.domain}/**", on_token, history=True)
+    out({"ready": True})
+    t_end = time.time() + args.seconds
+    while time.time() < t_end:
+        time.sleep(0.05)
+    live.undeclare()
+    for s in subs:
+        s.undeclare()
+    session.close()
+    out({"summary": {"tokens": sorted(tokens), "counts": counts, "bad_attachment": bad_attachment}})
 
 
 def run_garbage(args):
@@ -198,7 +237,7 @@ def run_dds(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["zenoh", "rmw-zenoh", "dds", "garbage"])
+    ap.add_argument("mode", choices=["zenoh", "rmw-zenoh", "dds", "garbage", "graph"])
     ap.add_argument("--listen", default="")
     ap.add_argument("--connect", default="")
     ap.add_argument("--robot", default="so101")
@@ -206,9 +245,12 @@ def main():
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rate", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--key", action="append", default=[], help="graph: an exact data key to count samples on")
     args = ap.parse_args()
     if args.mode == "dds":
         run_dds(args)
+    elif args.mode == "graph":
+        run_graph(args)
     elif args.mode == "garbage":
         run_garbage(args)
     else:

@@ -8,11 +8,13 @@
 //! Subscriptions run one small thread each that awaits samples and hands them to
 //! the sink; dropping the [`Subscription`] stops the thread.
 //!
-//! Known limit of ros2-client's zenoh backend (0.12.1): it publishes with the
-//! real REP-2016 type hash only for the types it knows (std_msgs/String and
-//! scalar std_msgs among ours); other types go out under an all-zero
-//! `RIHS01_0…` placeholder, which rmw_zenoh C++ subscribers do not match.
-//! Receiving works for every type (it subscribes with a wildcard hash).
+//! Type hashes: every topic declares the REP-2016 hash of its message type
+//! ([`crate::type_hash`], computed from the field list) for the distribution
+//! the bridge is built for: on rmw_zenoh in the data key and the MP/MS
+//! liveliness tokens (Humble: `TypeHashNotSupported`), over DDS as
+//! `typehash=RIHS01_<hex>;` in each endpoint's USER_DATA (not on Humble).
+//! ros2-client 0.12.1 and RustDDS 0.15.1 are vendored with the small patch
+//! that makes this possible (`vendor/README.md`).
 
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -27,6 +29,7 @@ use super::{
     TransportError, TransportKind,
 };
 use crate::msg::RosMessage;
+use crate::type_hash::Distro;
 
 fn qos_profile(qos: Qos) -> QosProfile {
     use ros2_client::qos::{History, WhenFull};
@@ -58,6 +61,49 @@ fn node_name(namespace: &str, node: &str) -> Result<NodeName, TransportError> {
 
 fn type_name<M: RosMessage>() -> MessageTypeName {
     MessageTypeName::new(M::PACKAGE, M::NAME)
+}
+
+/// The hash `M`'s topics declare on the wire for this build's distribution.
+pub fn wire_type_hash<M: RosMessage>() -> Result<&'static str, TransportError> {
+    Distro::built()
+        .wire_hash(&M::ros_type_name())
+        .map_err(|e| TransportError::Config(e.to_string()))
+}
+
+/// The rmw_zenoh data key of `topic` (relative to `namespace`) for type `M`:
+/// `<domain>/<ns>/<topic>/<pkg>::msg::dds_::<Type>_/<hash>`.
+pub fn rmw_zenoh_key<M: RosMessage>(
+    domain_id: u16,
+    namespace: &str,
+    topic: &str,
+) -> Result<String, TransportError> {
+    let name = format!(
+        "{}/{}",
+        namespace.trim_matches('/'),
+        topic.trim_matches('/')
+    );
+    Ok(format!(
+        "{domain_id}/{}/{}/{}",
+        name.trim_matches('/'),
+        M::dds_type_name(),
+        wire_type_hash::<M>()?
+    ))
+}
+
+/// DDS topic of `M` on `name`: with `typehash=...;` USER_DATA from Jazzy on.
+fn dds_topic<M: RosMessage>(
+    node: &ros2_client::dds::Node,
+    name: &Name,
+    q: &QosProfile,
+) -> Result<ros2_client::dds::rustdds::Topic, String> {
+    match Distro::built() {
+        Distro::Humble => node.create_topic(name, type_name::<M>(), q),
+        _ => {
+            let hash = wire_type_hash::<M>().map_err(|e| e.to_string())?;
+            node.create_topic_with_type_hash(name, type_name::<M>(), q, hash)
+        }
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Runs `take` (one awaited sample) in a loop on its own thread until the guard drops.
@@ -226,9 +272,7 @@ impl Transport for Ros2Dds {
             what,
             message: m,
         };
-        let t = node
-            .create_topic(&name, type_name::<M>(), &q)
-            .map_err(|e| create("topic", e.to_string()))?;
+        let t = dds_topic::<M>(&node, &name, &q).map_err(|e| create("topic", e))?;
         let p = node
             .create_publisher::<M>(&t, Some(q))
             .map_err(|e| create("publisher", e.to_string()))?;
@@ -254,9 +298,7 @@ impl Transport for Ros2Dds {
                 what,
                 message: m,
             };
-            let t = node
-                .create_topic(&name, type_name::<M>(), &q)
-                .map_err(|e| create("topic", e.to_string()))?;
+            let t = dds_topic::<M>(&node, &name, &q).map_err(|e| create("topic", e))?;
             node.create_subscription::<M>(&t, Some(q))
                 .map_err(|e| create("subscription", e.to_string()))?
         };
@@ -360,10 +402,13 @@ impl Transport for Ros2Zenoh {
         topic: &str,
         qos: Qos,
     ) -> Result<Box<dyn Publish<M>>, TransportError> {
-        let wire = self.wire_name(topic);
+        let wire = rmw_zenoh_key::<M>(self.domain_id, &self.namespace, topic)?;
         let name = ros_name(&self.namespace, topic)?;
         let q = qos_profile(qos);
-        let t = self.node.create_topic(&name, type_name::<M>(), &q);
+        let t = self
+            .node
+            .create_topic(&name, type_name::<M>(), &q)
+            .with_type_hash(wire_type_hash::<M>()?);
         let p =
             self.node
                 .create_publisher::<M>(&t, Some(q))
@@ -381,10 +426,13 @@ impl Transport for Ros2Zenoh {
         qos: Qos,
         sink: Sink<M>,
     ) -> Result<Subscription, TransportError> {
-        let wire = self.wire_name(topic);
+        let wire = rmw_zenoh_key::<M>(self.domain_id, &self.namespace, topic)?;
         let name = ros_name(&self.namespace, topic)?;
         let q = qos_profile(qos);
-        let t = self.node.create_topic(&name, type_name::<M>(), &q);
+        let t = self
+            .node
+            .create_topic(&name, type_name::<M>(), &q)
+            .with_type_hash(wire_type_hash::<M>()?);
         let sub = self
             .node
             .create_subscription::<M>(&t, Some(q))

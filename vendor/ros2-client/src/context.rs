@@ -225,8 +225,23 @@ impl Context {
     type_name: MessageTypeName,
     qos: &QosProfile,
   ) -> CreateResult<Topic> {
+    self.create_topic_with_user_data(topic_dds_name, type_name, qos, None)
+  }
+
+  /// [maniflow patch] [`Self::create_topic`] whose QoS carries USER_DATA, which
+  /// every DataWriter and DataReader made from the topic announces in SEDP.
+  pub fn create_topic_with_user_data(
+    &self,
+    topic_dds_name: String,
+    type_name: MessageTypeName,
+    qos: &QosProfile,
+    user_data: Option<Vec<u8>>,
+  ) -> CreateResult<Topic> {
     info!("Creating topic, DDS name: {topic_dds_name}");
-    let dds_qos: QosPolicies = qos.into();
+    let mut dds_qos: QosPolicies = qos.into();
+    if let Some(u) = user_data {
+      dds_qos = dds_qos.with_user_data(u);
+    }
     let topic = self.domain_participant().create_topic(
       topic_dds_name,
       type_name.dds_msg_type(),

@@ -1108,6 +1108,24 @@ impl Node {
     self.ros_context.create_topic(dds_name, type_name, qos)
   }
 
+  /// [maniflow patch] [`Self::create_topic`] whose publishers and subscriptions
+  /// announce `typehash=<type_hash>;` in USER_DATA, as ROS 2 Jazzy+ RMWs do
+  /// (rmw_dds_common `encode_type_hash_for_user_data_qos`); rclpy reports it
+  /// as the endpoint's `topic_type_hash`.
+  pub fn create_topic_with_type_hash(
+    &self,
+    topic_name: &Name,
+    type_name: MessageTypeName,
+    qos: &QosProfile,
+    type_hash: &str,
+  ) -> CreateResult<Topic> {
+    let dds_name = topic_name.to_dds_name("rt", &self.node_name, "");
+    let user_data = format!("typehash={type_hash};").into_bytes();
+    self
+      .ros_context
+      .create_topic_with_user_data(dds_name, type_name, qos, Some(user_data))
+  }
+
   /// Creates ROS2 Subscriber
   ///
   /// # Arguments

@@ -53,6 +53,9 @@ pub struct Topic {
   fully_qualified_name: String,
   dds_type_name: String,
   qos: QosProfile,
+  // [maniflow patch] The REP-2016 hash senders put in their data key and every
+  // entity in its liveliness token; `None` = the built-in table/placeholder.
+  type_hash: Option<String>,
 }
 
 impl Topic {
@@ -69,6 +72,22 @@ impl Topic {
   /// The topic's QoS profile.
   pub fn qos(&self) -> &QosProfile {
     &self.qos
+  }
+
+  /// [maniflow patch] Set the type hash (`RIHS01_<64 hex>`, or
+  /// `TypeHashNotSupported` for Humble) this topic's publishers and
+  /// subscriptions declare, for types the built-in table does not know.
+  pub fn with_type_hash(mut self, hash: impl Into<String>) -> Topic {
+    self.type_hash = Some(hash.into());
+    self
+  }
+
+  /// The hash entities of this topic declare (set, else the built-in one).
+  pub fn type_hash(&self) -> &str {
+    match &self.type_hash {
+      Some(h) => h,
+      None => type_hash::sender_hash(&self.dds_type_name),
+    }
   }
 }
 
@@ -185,6 +204,7 @@ impl Node {
       fully_qualified_name: resolve_fqn(name, &self.node_name),
       dds_type_name: type_name.dds_msg_type(),
       qos: qos.clone(),
+      type_hash: None,
     }
   }
 
@@ -196,7 +216,7 @@ impl Node {
   ) -> CreateResult<Publisher<M>> {
     let qos = qos.unwrap_or_else(|| topic.qos.clone());
     let domain = self.context.domain_id();
-    let sender_hash = type_hash::sender_hash(&topic.dds_type_name);
+    let sender_hash = topic.type_hash();
     // A publisher `put`s on a concrete key (real hash if known, else
     // placeholder).
     let key = keyexpr::topic_keyexpr(
@@ -247,7 +267,7 @@ impl Node {
     // The liveliness token, unlike the data key, is concrete
     // (real-or-placeholder hash) — it describes this entity for discovery.
     let entity_id = self.next_entity_id.fetch_add(1, Ordering::Relaxed);
-    let sub_hash = type_hash::sender_hash(&topic.dds_type_name);
+    let sub_hash = topic.type_hash();
     let liveliness_key = self.entity_liveliness_key(
       entity_id,
       keyexpr::EntityKind::Subscription,

@@ -103,6 +103,10 @@ pub fn known_type_hash(dds_type_name: &str) -> Option<&'static str> {
 /// hash if we have it, otherwise [`PLACEHOLDER_HASH`] (documented limitation —
 /// send-direction interop with C++ peers needs the real hash).
 pub fn sender_hash(dds_type_name: &str) -> &str {
+  // [maniflow patch] Humble's rmw_zenoh has no type hashes and writes this literal.
+  if cfg!(feature = "humble") && !cfg!(feature = "iron") {
+    return "TypeHashNotSupported";
+  }
   known_type_hash(dds_type_name).unwrap_or(PLACEHOLDER_HASH)
 }
 

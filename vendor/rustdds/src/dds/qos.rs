@@ -210,6 +210,7 @@ impl QosPolicyBuilder {
       // (drop glue) which is incompatible with `const fn`, and the built-in QoS
       // policies never need it. Set it via `QosPolicies::with_data_representation`.
       data_representation: None,
+      user_data: None,
       #[cfg(feature = "security")]
       property: None,
     }
@@ -235,6 +236,9 @@ pub struct QosPolicies {
   pub(crate) resource_limits: Option<policy::ResourceLimits>,
   pub(crate) lifespan: Option<policy::Lifespan>,
   pub(crate) data_representation: Option<policy::DataRepresentation>,
+  // [maniflow patch] USER_DATA of the endpoints made with these policies, sent
+  // in SEDP (ROS 2 Jazzy+ puts `typehash=RIHS01_<hex>;` there).
+  pub(crate) user_data: Option<Vec<u8>>,
   #[cfg(feature = "security")]
   pub(crate) property: Option<policy::Property>,
 }
@@ -324,6 +328,19 @@ impl QosPolicies {
   /// a DataReader the list is the set of representations it accepts. This is
   /// not part of [`QosPolicyBuilder`] because it holds a `Vec` (incompatible
   /// with the `const` builder used for built-in QoS).
+  /// [maniflow patch] USER_DATA (the octets of the UserDataQosPolicy) that
+  /// DataWriters and DataReaders made with these policies announce in SEDP.
+  #[must_use]
+  pub fn with_user_data(mut self, user_data: Vec<u8>) -> Self {
+    self.user_data = Some(user_data);
+    self
+  }
+
+  /// [maniflow patch] The USER_DATA set with [`Self::with_user_data`].
+  pub fn user_data(&self) -> Option<&[u8]> {
+    self.user_data.as_deref()
+  }
+
   #[must_use]
   pub fn with_data_representation(
     mut self,
@@ -362,6 +379,7 @@ impl QosPolicies {
         .data_representation
         .clone()
         .or(self.data_representation.clone()),
+      user_data: other.user_data.clone().or(self.user_data.clone()),
       #[cfg(feature = "security")]
       property: other.property.clone().or(self.property.clone()),
     }
@@ -566,6 +584,7 @@ impl QosPolicies {
       resource_limits,
       lifespan,
       data_representation,
+      user_data: _, // [maniflow patch] sent by DiscoveredReaderData/DiscoveredWriterData
       #[cfg(feature = "security")]
         property: _, // TODO: properties to parameter list?
     } = self;
@@ -738,6 +757,7 @@ impl QosPolicies {
       resource_limits,
       lifespan,
       data_representation,
+      user_data: None, // [maniflow patch] kept in DiscoveredReaderData/DiscoveredWriterData
       #[cfg(feature = "security")]
       property,
     })

@@ -287,6 +287,7 @@ impl SubscriptionBuiltinTopicData {
       resource_limits: None, // nor Resource Limits, see Figure 8.30 in RTPS spec 2.5
       lifespan: self.lifespan,
       data_representation: self.data_representation.clone(),
+      user_data: None,
 
       #[cfg(feature = "security")]
       property: None, // TODO: no property QoS?
@@ -498,7 +499,7 @@ impl ParameterListable for DiscoveredReaderData {
           security_info,
         },
       content_filter,
-      user_data: _,
+      user_data,
     } = self;
 
     let mut pl = ParameterList::new();
@@ -552,6 +553,10 @@ impl ParameterListable for DiscoveredReaderData {
     emit!(PID_TOPIC_NAME, &topic_name.clone().into(), StringWithNul);
     emit!(PID_TYPE_NAME, &type_name.clone().into(), StringWithNul);
     pl.parameters.append(&mut qos.to_parameter_list(ctx)?);
+    // [maniflow patch] USER_DATA: sequence<octet> (u32 length + octets)
+    if !user_data.is_empty() {
+      emit!(PID_USER_DATA, user_data, Vec<u8>);
+    }
     emit_option!(
       PID_SERVICE_INSTANCE_NAME,
       &service_instance_name.clone().map(|e| e.into()),
@@ -736,6 +741,7 @@ impl PublicationBuiltinTopicData {
       resource_limits: None, // nor Resource Limits, see Figure 8.30 in RTPS spec 2.5
       lifespan: self.lifespan,
       data_representation: self.data_representation.clone(),
+      user_data: None,
       #[cfg(feature = "security")]
       property: None, // TODO: no property Qos?
     }
@@ -810,7 +816,8 @@ impl DiscoveredWriterData {
       last_updated: Instant::now(),
       writer_proxy,
       publication_topic_data,
-      user_data: Vec::new(),
+      // [maniflow patch] announce the writer's USER_DATA
+      user_data: writer.qos().user_data().map(<[u8]>::to_vec).unwrap_or_default(),
     }
   }
 }
@@ -956,7 +963,7 @@ impl ParameterListable for DiscoveredWriterData {
           #[cfg(feature = "security")]
           security_info,
         },
-      user_data: _,
+      user_data,
     } = self;
 
     let mut pl = ParameterList::new();
@@ -1010,6 +1017,10 @@ impl ParameterListable for DiscoveredWriterData {
     emit!(PID_TOPIC_NAME, &topic_name.clone().into(), StringWithNul);
     emit!(PID_TYPE_NAME, &type_name.clone().into(), StringWithNul);
     pl.parameters.append(&mut qos.to_parameter_list(ctx)?);
+    // [maniflow patch] USER_DATA: sequence<octet> (u32 length + octets)
+    if !user_data.is_empty() {
+      emit!(PID_USER_DATA, user_data, Vec<u8>);
+    }
     emit_option!(
       PID_SERVICE_INSTANCE_NAME,
       &service_instance_name.clone().map(|e| e.into()),
@@ -1096,6 +1107,7 @@ impl HasQoSPolicy for TopicBuiltinTopicData {
       history: self.history,
       resource_limits: self.resource_limits,
       lifespan: self.lifespan,
+      user_data: None,
       data_representation: None, // Topic-level DATA_REPRESENTATION not tracked
       #[cfg(feature = "security")]
       property: None, // TODO: no property Qos?
