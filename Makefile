@@ -9,6 +9,11 @@ BOOTSTRAP_INPUTS := tests/requirements.txt tests/requirements-lerobot.txt tests/
 STAMP := $(VENV)/.bootstrap-$(shell cat $(BOOTSTRAP_INPUTS) | sha256sum | cut -c1-12)
 # The official ROS 2 message descriptions (Jazzy, Kilted) the type-hash test checks against.
 ROS_MSGS_STAMP := .cache/ros-msgs/.done-$(shell cat scripts/ros_msg_json.py | sha256sum | cut -c1-12)
+# A real ROS 2 node for the tests (Jazzy rclpy + Fast DDS from PyPI), in its own venv:
+# its ros-wheels-bootstrapper .pth re-executes every Python of that venv.
+VENV_ROS2 := .venv-ros2
+ROS2_REQUIREMENTS := tests/ros2/requirements.txt
+ROS2_STAMP := $(VENV_ROS2)/.bootstrap-$(shell cat $(ROS2_REQUIREMENTS) | sha256sum | cut -c1-12)
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -16,7 +21,16 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 ## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy,
 ## and LeRobot 0.6.1 (for the round-trip tests and ACT).
-bootstrap: $(STAMP) $(ROS_MSGS_STAMP)
+bootstrap: $(STAMP) $(ROS_MSGS_STAMP) $(ROS2_STAMP)
+
+## Jazzy rclpy with rmw_fastrtps_cpp and the message packages (~250 MB) for runtime/tests/ros2_rclpy.rs.
+$(ROS2_STAMP): $(ROS2_REQUIREMENTS)
+	@echo "bootstrap: creating $(VENV_ROS2) (Jazzy rclpy + Fast DDS, tests/ros2/requirements.txt)"
+	@test -x $(VENV_ROS2)/bin/python || $(PYTHON) -m venv $(VENV_ROS2)
+	$(VENV_ROS2)/bin/pip install -r $(ROS2_REQUIREMENTS)
+	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST RMW_IMPLEMENTATION=rmw_fastrtps_cpp $(VENV_ROS2)/bin/python -c "import rclpy, sensor_msgs.msg, std_msgs.msg, trajectory_msgs.msg"
+	@rm -f $(VENV_ROS2)/.bootstrap-*
+	@touch $@
 
 $(ROS_MSGS_STAMP): scripts/ros_msg_json.py $(STAMP)
 	@rm -rf .cache/ros-msgs
@@ -81,7 +95,7 @@ fixtures: bootstrap
 	$(VENV)/bin/python models/fixtures/make_fixtures.py
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV_ROS2)
 
 ## The bundled policy from scratch (models/so101-sim-pick): record scripted-expert
 ## demonstrations, train so101-sim-pick on-device, check its health, export (with
