@@ -17,7 +17,7 @@ ROS2_STAMP := $(VENV_ROS2)/.bootstrap-$(shell cat $(ROS2_REQUIREMENTS) | sha256s
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy eval-bundled gpu-bundle gpu-check eval-bus bench-bus bench-lateness
+.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy eval-bundled gpu-bundle gpu-check eval-bus bench-bus bench-lateness bench-transport
 
 ## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy,
 ## and LeRobot 0.6.1 (for the round-trip tests and ACT).
@@ -153,3 +153,12 @@ bench-bus: bootstrap
 bench-lateness: bootstrap
 	cargo build --bin maniflow
 	PYTHON=$(VENV)/bin/python scripts/bench/lateness.sh
+
+## Transport latency between two processes on loopback (about 2 minutes): ours over native
+## zenoh (shared memory off and on), rmw_zenoh and DDS, next to two eclipse-zenoh Python
+## processes and a real Jazzy rclpy node (.venv-ros2) to us and back and to another rclpy
+## node, all in the same run. Dev profile (dependencies, bridge and runtime optimised).
+bench-transport: bootstrap
+	cargo build --bin maniflow
+	@mkdir -p runs
+	target/debug/maniflow transport-bench --json runs/bench-transport.json

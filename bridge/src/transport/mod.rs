@@ -93,6 +93,13 @@ pub struct TransportConfig {
     /// DDS: IP addresses of the interfaces to use (default `["127.0.0.1"]`;
     /// empty = every interface).
     pub dds_networks: Vec<String>,
+    /// Zenoh shared memory (native zenoh and rmw_zenoh): announced to peers,
+    /// used only with peers on the same host that announce it too (others get
+    /// the same bytes over the network, transparently). Native zenoh then
+    /// serialises payloads of [`zenoh_native::SHM_THRESHOLD`] bytes or more
+    /// (images) straight into a shared-memory buffer. `false` turns it off
+    /// (`transport/shared_memory/enabled` in the zenoh config). Default `true`.
+    pub shared_memory: bool,
 }
 
 impl Default for TransportConfig {
@@ -107,6 +114,7 @@ impl Default for TransportConfig {
             multicast_scouting: false,
             zenoh_config: None,
             dds_networks: vec!["127.0.0.1".into()],
+            shared_memory: true,
         }
     }
 }
@@ -180,6 +188,11 @@ impl TransportConfig {
         let retry = "{period_init_ms: 200, period_max_ms: 1000, period_increase_factor: 2}";
         set(&mut c, "connect/retry", retry.into())?;
         set(&mut c, "listen/retry", retry.into())?;
+        set(
+            &mut c,
+            "transport/shared_memory/enabled",
+            self.shared_memory.to_string(),
+        )?;
         Ok(c)
     }
 }

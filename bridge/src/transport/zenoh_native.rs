@@ -2,25 +2,84 @@
 //! with the encapsulation header (the same bytes a ROS 2 peer would send), so
 //! one decoder serves every transport. Sensor publishers drop under congestion
 //! and are `express` (no batching); command publishers block (reliable).
+//!
+//! Shared memory (`TransportConfig::shared_memory`, on by default): a payload
+//! of [`SHM_THRESHOLD`] bytes or more (an image) is serialised straight into a
+//! buffer of the session's zenoh shared-memory provider, so a subscriber on the
+//! same host maps the very bytes the encoder wrote (one copy in all: the
+//! decoder's into the message). zenoh sends the buffer's contents over the
+//! network instead to a peer that did not negotiate shared memory (another
+//! host, or shared memory off), transparently. Without a provider, or when the
+//! pool is exhausted, the payload goes as ordinary bytes.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use zenoh::bytes::ZBytes;
 use zenoh::qos::{CongestionControl, Priority};
+use zenoh::shm::{GarbageCollect, PosixShmProviderBackend, ShmProvider};
 use zenoh::{Session, Wait};
 
 use super::{
     check_topic, wall_ns, Publish, Qos, Received, Sink, Subscription, Transport, TransportConfig,
     TransportError, TransportKind,
 };
-use crate::msg::{decode, encode, RosMessage};
+use crate::msg::{decode, encode, encode_to_writer, RosMessage};
 
 /// Key prefix of our own key space.
 pub const KEY_PREFIX: &str = "maniflow";
+
+/// Payloads of this many bytes or more are written into shared memory (zenoh's
+/// own `transport_optimization` threshold: below it a copy costs nothing).
+pub const SHM_THRESHOLD: usize = 3072;
+
+type Provider = Arc<ShmProvider<PosixShmProviderBackend>>;
+
+/// Shared-memory counters of one session (for benchmarks and diagnostics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ShmCounts {
+    /// Samples published from a shared-memory buffer.
+    pub published_shm: u64,
+    /// Samples published as ordinary bytes.
+    pub published_bytes: u64,
+    /// Samples received as a shared-memory buffer.
+    pub received_shm: u64,
+    /// Samples received as ordinary bytes.
+    pub received_bytes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    published_shm: AtomicU64,
+    published_bytes: AtomicU64,
+    received_shm: AtomicU64,
+    received_bytes: AtomicU64,
+}
+
+/// The session's shared-memory provider, looked up once, on first use.
+struct Shm {
+    enabled: bool,
+    session: Arc<Session>,
+    provider: OnceLock<Option<Provider>>,
+}
+
+impl Shm {
+    fn provider(&self) -> Option<&Provider> {
+        if !self.enabled {
+            return None;
+        }
+        self.provider
+            .get_or_init(|| self.session.get_shm_provider().wait())
+            .as_ref()
+    }
+}
 
 /// A zenoh session in our key space.
 pub struct ZenohNative {
     session: Arc<Session>,
     robot: String,
+    shm: Arc<Shm>,
+    counters: Arc<Counters>,
 }
 
 impl ZenohNative {
@@ -30,10 +89,28 @@ impl ZenohNative {
         let session = zenoh::open(zc)
             .wait()
             .map_err(|e| TransportError::Session(format!("opening zenoh session: {e}")))?;
+        let session = Arc::new(session);
         Ok(ZenohNative {
-            session: Arc::new(session),
+            shm: Arc::new(Shm {
+                enabled: cfg.shared_memory,
+                session: session.clone(),
+                provider: OnceLock::new(),
+            }),
+            session,
             robot: cfg.robot.clone(),
+            counters: Arc::default(),
         })
+    }
+
+    /// How many samples went through shared memory so far, both ways.
+    pub fn shm_counts(&self) -> ShmCounts {
+        let c = &self.counters;
+        ShmCounts {
+            published_shm: c.published_shm.load(Ordering::Relaxed),
+            published_bytes: c.published_bytes.load(Ordering::Relaxed),
+            received_shm: c.received_shm.load(Ordering::Relaxed),
+            received_bytes: c.received_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// The underlying session (tests and tools).
@@ -50,22 +127,83 @@ impl ZenohNative {
 struct ZPublisher {
     publisher: zenoh::pubsub::Publisher<'static>,
     key: String,
+    shm: Arc<Shm>,
+    counters: Arc<Counters>,
+}
+
+/// Counts the bytes an encoder writes.
+struct CountingWriter(usize);
+
+impl std::io::Write for CountingWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len();
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ZPublisher {
+    fn error(&self, e: impl ToString) -> TransportError {
+        TransportError::Publish {
+            topic: self.key.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// `msg` encoded straight into a shared-memory buffer of its exact size,
+    /// or `None` (no provider, small message, pool exhausted).
+    fn encode_shm<M: RosMessage>(&self, msg: &M) -> Result<Option<ZBytes>, TransportError> {
+        if !self.shm.enabled {
+            return Ok(None);
+        }
+        let mut count = CountingWriter(0);
+        encode_to_writer(msg, &mut count).map_err(|e| self.error(e))?;
+        if count.0 < SHM_THRESHOLD {
+            return Ok(None);
+        }
+        // Created by zenoh on first use (a pool of `transport/shared_memory/
+        // transport_optimization/pool_size` bytes, 16 MiB by default).
+        let Some(provider) = self.shm.provider() else {
+            return Ok(None);
+        };
+        let Ok(mut buf) = provider
+            .alloc(count.0)
+            .with_policy::<GarbageCollect>()
+            .wait()
+        else {
+            return Ok(None);
+        };
+        let mut w: &mut [u8] = buf.as_mut();
+        encode_to_writer(msg, &mut w).map_err(|e| self.error(e))?;
+        if !w.is_empty() {
+            return Err(self.error("encoded size changed between two passes"));
+        }
+        Ok(Some(ZBytes::from(buf)))
+    }
 }
 
 impl<M: RosMessage + Send + Sync> Publish<M> for ZPublisher {
     fn publish(&self, msg: &M) -> Result<(), TransportError> {
-        let mut buf = Vec::new();
-        encode(msg, &mut buf).map_err(|e| TransportError::Publish {
-            topic: self.key.clone(),
-            message: e.to_string(),
-        })?;
+        let payload = match self.encode_shm(msg)? {
+            Some(shm) => {
+                self.counters.published_shm.fetch_add(1, Ordering::Relaxed);
+                shm
+            }
+            None => {
+                let mut buf = Vec::new();
+                encode(msg, &mut buf).map_err(|e| self.error(e))?;
+                self.counters
+                    .published_bytes
+                    .fetch_add(1, Ordering::Relaxed);
+                ZBytes::from(buf)
+            }
+        };
         self.publisher
-            .put(buf)
+            .put(payload)
             .wait()
-            .map_err(|e| TransportError::Publish {
-                topic: self.key.clone(),
-                message: e.to_string(),
-            })
+            .map_err(|e| self.error(e))
     }
     fn wire_name(&self) -> &str {
         &self.key
@@ -100,7 +238,12 @@ impl Transport for ZenohNative {
             what: "publisher",
             message: e.to_string(),
         })?;
-        Ok(Box::new(ZPublisher { publisher, key }))
+        Ok(Box::new(ZPublisher {
+            publisher,
+            key,
+            shm: self.shm.clone(),
+            counters: self.counters.clone(),
+        }))
     }
 
     fn subscribe<M: RosMessage + Send + Sync + 'static>(
@@ -114,13 +257,23 @@ impl Transport for ZenohNative {
         let k2 = key.clone();
         // zenoh may call back from several threads: serialise the sink.
         let sink = std::sync::Mutex::new(sink);
+        let counters = self.counters.clone();
         let sub = self
             .session
             .declare_subscriber(key.clone())
             .callback(move |sample| {
                 let recv = std::time::Instant::now();
                 let recv_wall_ns = wall_ns();
-                let bytes = sample.payload().to_bytes();
+                let payload = sample.payload();
+                let in_shm = if payload.as_shm().is_some() {
+                    &counters.received_shm
+                } else {
+                    &counters.received_bytes
+                };
+                in_shm.fetch_add(1, Ordering::Relaxed);
+                // Borrowed when contiguous (always for shared memory): the
+                // decoder's copy into the message is the only one.
+                let bytes = payload.to_bytes();
                 let r = decode::<M>(&bytes)
                     .map(|msg| Received {
                         msg,

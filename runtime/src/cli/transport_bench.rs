@@ -1,31 +1,54 @@
-//! `maniflow transport-bench`: one-way latency of a 640x480 RGB Image and of a
-//! small JointState over native zenoh, ROS 2 over rmw_zenoh and ROS 2 over DDS,
-//! on loopback. Publisher and subscriber are two separate sessions
-//! (participants) in this process, connected over 127.0.0.1; latency =
-//! receive wall clock - header stamp, one clock (same machine).
+//! `maniflow transport-bench`: latency of a 640x480 rgb8 Image and of a small
+//! JointState between two processes on this machine, over each transport,
+//! next to Python peers measured in the same run.
+//!
+//! Every pair is two processes started here (this process only relays
+//! commands and collects numbers): a publisher and a subscriber. One-way
+//! latency = the subscriber's wall clock once it holds the decoded message -
+//! the header stamp the publisher took just before serialising it (one
+//! machine, one clock). Round trip (rclpy rows) = the publisher's wall clock
+//! when the echo of its own sample comes back - the same stamp.
+//!
+//! Pairs (`--transports`, default all):
+//! - `zenoh`, `zenoh-shm`: ours to ours over native zenoh, shared memory off / on
+//! - `ros2-zenoh`, `ros2-dds`: ours to ours over rmw_zenoh and DDS (RustDDS)
+//! - `python-zenoh`, `python-zenoh-shm`: two eclipse-zenoh Python processes
+//!   (`tests/bench/transport_peer.py`, the .venv), shared memory off / on
+//! - `rclpy`: a real ROS 2 Jazzy rclpy node (Fast DDS, the .venv-ros2)
+//!   publishing to us over DDS, which echo back (one-way and round trip), and
+//!   the same against a second rclpy node
+//!
+//! A pair whose peer is missing (no venv, package not installed) or fails is a
+//! row marked skipped with the reason. Numbers only: nothing here asserts a time.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+mod peer;
+mod rust_peer;
+
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::stats::{Latency, Percentiles};
-use maniflow_bridge::msg::{encode_vec, Header, Image, JointState, Time};
-use maniflow_bridge::transport::{
-    wall_ns, AnyTransport, Qos, Transport, TransportConfig, TransportKind,
-};
+use maniflow_bridge::msg::{decode, encode, encode_to_writer, encode_vec, Image};
+use maniflow_bridge::transport::TransportKind;
 use serde::Serialize;
+use serde_json::Value;
+
+use peer::Peer;
+use rust_peer::{image, joint, PeerArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Transports to measure (default: all three).
+    /// Pairs to measure: zenoh, zenoh-shm, ros2-zenoh, ros2-dds, python-zenoh,
+    /// python-zenoh-shm, rclpy (default: all).
     #[arg(long, value_delimiter = ',')]
-    pub transports: Vec<TransportKind>,
-    /// Images per transport (sent at --image-hz).
+    pub transports: Vec<String>,
+    /// Images per pair (sent at --image-hz).
     #[arg(long, default_value_t = 150)]
     pub images: u64,
     #[arg(long, default_value_t = 30.0)]
     pub image_hz: f64,
-    /// Joint states per transport (sent at --joint-hz).
+    /// Joint states per pair (sent at --joint-hz).
     #[arg(long, default_value_t = 500)]
     pub joints: u64,
     #[arg(long, default_value_t = 100.0)]
@@ -34,217 +57,591 @@ pub struct Args {
     pub width: u32,
     #[arg(long, default_value_t = 480)]
     pub height: u32,
-    /// First zenoh port used (two per transport).
+    /// First zenoh port used (one per pair).
     #[arg(long, default_value_t = 17840)]
     pub port: u16,
-    /// ROS domain id for the DDS run.
+    /// First ROS domain id used (one per DDS pair).
     #[arg(long, default_value_t = 77)]
     pub domain_id: u16,
+    /// Python with eclipse-zenoh (default: the bootstrap's .venv).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Python with rclpy, Jazzy (default: .venv-ros2).
+    #[arg(long)]
+    pub rclpy_python: Option<PathBuf>,
     /// Write the results as JSON.
     #[arg(long)]
-    pub json: Option<std::path::PathBuf>,
+    pub json: Option<PathBuf>,
+
+    // Internal: run as one side of a pair (`pub` or `sub`).
+    #[arg(long, hide = true)]
+    pub peer: Option<String>,
+    #[arg(long, hide = true)]
+    pub peer_transport: Option<TransportKind>,
+    #[arg(long, hide = true, default_value_t = false)]
+    pub peer_shm: bool,
+    #[arg(long, hide = true)]
+    pub peer_listen: Option<String>,
+    #[arg(long, hide = true)]
+    pub peer_connect: Option<String>,
+    #[arg(long, hide = true, default_value_t = false)]
+    pub echo: bool,
 }
+
+const ALL: [&str; 7] = [
+    "zenoh",
+    "zenoh-shm",
+    "ros2-zenoh",
+    "ros2-dds",
+    "python-zenoh",
+    "python-zenoh-shm",
+    "rclpy",
+];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
+    /// Who sends to whom, e.g. `maniflow -> maniflow`.
+    pub path: String,
+    /// Middleware and setting, e.g. `zenoh, shm on`.
     pub transport: String,
+    /// `one-way` or `round trip`.
+    pub measure: String,
     pub message: String,
     pub bytes: usize,
     pub sent: u64,
     pub received: u64,
     pub latency_us: Percentiles,
+    /// Shared-memory use seen by our subscriber (samples received in shm / all).
+    pub shm: Option<String>,
+    /// Why the row has no numbers.
+    pub skipped: Option<String>,
 }
 
-fn measure<M>(
-    t_pub: &AnyTransport,
-    t_sub: &AnyTransport,
-    topic: &str,
-    make: &dyn Fn(i64) -> M,
-    set_stamp: &dyn Fn(&mut M, i64),
-    n: u64,
-    hz: f64,
-) -> anyhow::Result<(u64, u64, Percentiles)>
-where
-    M: maniflow_bridge::msg::RosMessage + Clone + Send + Sync + 'static,
-    M: HasStamp,
-{
-    let lat = Arc::new(Mutex::new(Latency::new()));
-    let count = Arc::new(AtomicU64::new(0));
-    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let _sub = {
-        let (lat, count, measuring) = (lat.clone(), count.clone(), measuring.clone());
-        t_sub.subscribe::<M>(
-            topic,
-            Qos::Sensor,
-            Box::new(move |r| {
-                if let Ok(x) = r {
-                    count.fetch_add(1, Ordering::Relaxed);
-                    if measuring.load(Ordering::Relaxed) {
-                        let d = x.recv_wall_ns - x.msg.stamp_ns();
-                        if let Ok(mut l) = lat.lock() {
-                            l.record(Duration::from_nanos(d.max(0) as u64));
-                        }
-                    }
-                }
-            }),
-        )?
-    };
-    let p = t_pub.publisher::<M>(topic, Qos::Sensor)?;
-    let mut msg = make(wall_ns());
-    // Discovery / connection: publish until the subscriber hears us (10 s max).
-    let t0 = Instant::now();
-    while count.load(Ordering::Relaxed) == 0 {
-        if t0.elapsed() > Duration::from_secs(10) {
-            anyhow::bail!("{topic}: no sample came through in 10 s (discovery failed)");
-        }
-        set_stamp(&mut msg, wall_ns());
-        let _ = p.publish(&msg);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let before = count.load(Ordering::Relaxed);
-    measuring.store(true, Ordering::Relaxed);
-    let period = Duration::from_secs_f64(1.0 / hz);
-    let start = Instant::now();
-    for i in 0..n {
-        let target = start + period * i as u32;
-        let now = Instant::now();
-        if target > now {
-            std::thread::sleep(target - now);
-        }
-        set_stamp(&mut msg, wall_ns());
-        p.publish(&msg)?;
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    measuring.store(false, Ordering::Relaxed);
-    let got = count.load(Ordering::Relaxed) - before;
-    let pc = lat.lock().map(|l| l.percentiles()).unwrap_or_default();
-    Ok((n, got.min(n), pc))
+/// In-process cost of the steps a 640x480 image goes through (p50 us).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Breakdown {
+    pub encode_vec_us: f64,
+    pub encode_exact_buffer_us: f64,
+    pub decode_us: f64,
+    pub memcpy_us: f64,
 }
 
-pub trait HasStamp {
-    fn stamp_ns(&self) -> i64;
+#[derive(Debug, Serialize)]
+struct Report {
+    rows: Vec<Row>,
+    breakdown: Breakdown,
+    host_cpus: usize,
 }
-impl HasStamp for Image {
-    fn stamp_ns(&self) -> i64 {
-        self.header.stamp.as_nanos()
-    }
+
+/// One pair: which processes, what to report.
+struct Pair {
+    path: &'static str,
+    transport: String,
+    publisher: Cmd,
+    subscriber: Cmd,
+    /// Round-trip rows from the publisher (it records echoes).
+    rtt_path: Option<&'static str>,
 }
-impl HasStamp for JointState {
-    fn stamp_ns(&self) -> i64 {
-        self.header.stamp.as_nanos()
-    }
+
+enum Cmd {
+    Rust {
+        kind: TransportKind,
+        shm: bool,
+        listen: Option<String>,
+        connect: Option<String>,
+        echo: bool,
+        domain: u16,
+    },
+    Python {
+        python: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    },
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let kinds = if a.transports.is_empty() {
-        vec![
-            TransportKind::Zenoh,
-            TransportKind::Ros2Zenoh,
-            TransportKind::Ros2Dds,
-        ]
+    if let Some(role) = &a.peer {
+        return rust_peer::run(PeerArgs {
+            role: role.clone(),
+            kind: a.peer_transport.unwrap_or_default(),
+            shm: a.peer_shm,
+            listen: a.peer_listen.clone(),
+            connect: a.peer_connect.clone(),
+            echo: a.echo,
+            width: a.width,
+            height: a.height,
+            domain_id: a.domain_id,
+        });
+    }
+    let wanted: Vec<String> = if a.transports.is_empty() {
+        ALL.iter().map(|s| s.to_string()).collect()
     } else {
         a.transports.clone()
     };
+    for w in &wanted {
+        if !ALL.contains(&w.as_str()) {
+            anyhow::bail!("--transports {w}: expected some of {}", ALL.join(", "));
+        }
+    }
     let (w, h) = (a.width, a.height);
-    let pixels: Vec<u8> = (0..(w * h * 3) as usize).map(|i| (i % 251) as u8).collect();
-    let make_img = |s: i64| {
-        Image::rgb8(
-            Header::new(Time::from_nanos(s), "cam"),
-            w,
-            h,
-            pixels.clone(),
-        )
-        .unwrap_or_default()
+    let js_bytes = encode_vec(&joint("bench"))?.len();
+    let img_bytes = encode_vec(&image("bench", w, h))?.len();
+    let message = |name: &str| match name {
+        "joint" => ("JointState".to_string(), js_bytes),
+        _ => (format!("Image {w}x{h} rgb8"), img_bytes),
     };
-    let make_js = |s: i64| JointState {
-        header: Header::new(Time::from_nanos(s), ""),
-        name: vec![],
-        position: vec![0.5; 5],
-        velocity: vec![],
-        effort: vec![],
+
+    eprintln!("transport-bench: in-process cost of one {w}x{h} image ...");
+    let breakdown = breakdown(w, h)?;
+
+    let root = source_root();
+    let python = a
+        .python
+        .clone()
+        .unwrap_or_else(|| root.join(".venv/bin/python"));
+    let rclpy_python = a
+        .rclpy_python
+        .clone()
+        .unwrap_or_else(|| root.join(".venv-ros2/bin/python"));
+    let script = root.join("tests/bench/transport_peer.py");
+    let geometry = vec![
+        "--width".to_string(),
+        w.to_string(),
+        "--height".into(),
+        h.to_string(),
+    ];
+    let ros_env = |domain: u16| {
+        vec![
+            ("ROS_DOMAIN_ID".to_string(), domain.to_string()),
+            (
+                "ROS_AUTOMATIC_DISCOVERY_RANGE".to_string(),
+                "LOCALHOST".to_string(),
+            ),
+            (
+                "RMW_IMPLEMENTATION".to_string(),
+                "rmw_fastrtps_cpp".to_string(),
+            ),
+        ]
     };
-    let img_bytes = encode_vec(&make_img(0)).map(|v| v.len()).unwrap_or(0);
-    let js_bytes = encode_vec(&make_js(0)).map(|v| v.len()).unwrap_or(0);
-    let mut rows = Vec::new();
-    for (i, kind) in kinds.iter().enumerate() {
-        let port = a.port + 2 * i as u16;
+    let py = |interp: &PathBuf, extra: &[&str], env: Vec<(String, String)>| Cmd::Python {
+        python: interp.clone(),
+        args: [script.display().to_string()]
+            .into_iter()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .chain(geometry.iter().cloned())
+            .collect(),
+        env,
+    };
+
+    let mut pairs = Vec::new();
+    for (i, name) in wanted.iter().enumerate() {
+        let port = a.port + i as u16;
         let ep = format!("tcp/127.0.0.1:{port}");
-        let base = TransportConfig {
-            kind: *kind,
-            robot: "bench".into(),
-            domain_id: Some(a.domain_id),
-            ..TransportConfig::default()
+        let domain = a.domain_id + i as u16;
+        let rust = |kind, shm, listen: bool, echo| Cmd::Rust {
+            kind,
+            shm,
+            listen: listen.then(|| ep.clone()),
+            connect: (!listen).then(|| ep.clone()),
+            echo,
+            domain,
         };
-        let pub_cfg = TransportConfig {
-            listen: vec![ep.clone()],
-            connect: vec![],
-            ..base.clone()
+        let rust_pair = |kind, shm, label: String| Pair {
+            path: "maniflow -> maniflow",
+            transport: label,
+            publisher: rust(kind, shm, true, false),
+            subscriber: rust(kind, shm, false, false),
+            rtt_path: None,
         };
-        let sub_cfg = TransportConfig {
-            listen: vec![],
-            connect: vec![ep],
-            ..base
+        let py_zenoh = |shm: &str| Pair {
+            path: "python -> python",
+            transport: format!("eclipse-zenoh, shm {shm}"),
+            publisher: py(
+                &python,
+                &[
+                    "--mw", "zenoh", "--role", "pub", "--listen", &ep, "--shm", shm,
+                ],
+                vec![],
+            ),
+            subscriber: py(
+                &python,
+                &[
+                    "--mw",
+                    "zenoh",
+                    "--role",
+                    "sub",
+                    "--connect",
+                    &ep,
+                    "--shm",
+                    shm,
+                ],
+                vec![],
+            ),
+            rtt_path: None,
         };
-        eprintln!("transport-bench: {kind} ...");
-        let tp = AnyTransport::open(&pub_cfg, "bench_pub")?;
-        let ts = AnyTransport::open(&sub_cfg, "bench_sub")?;
-        let (sent, got, pc) = measure(
-            &tp,
-            &ts,
-            "bench_joint_states",
-            &make_js,
-            &|m: &mut JointState, s| m.header.stamp = Time::from_nanos(s),
-            a.joints,
-            a.joint_hz,
-        )?;
-        rows.push(Row {
-            transport: kind.to_string(),
-            message: "JointState".into(),
-            bytes: js_bytes,
-            sent,
-            received: got,
-            latency_us: pc,
-        });
-        let (sent, got, pc) = measure(
-            &tp,
-            &ts,
-            "bench_image",
-            &make_img,
-            &|m: &mut Image, s| m.header.stamp = Time::from_nanos(s),
-            a.images,
-            a.image_hz,
-        )?;
-        rows.push(Row {
-            transport: kind.to_string(),
-            message: format!("Image {w}x{h} rgb8"),
-            bytes: img_bytes,
-            sent,
-            received: got,
-            latency_us: pc,
-        });
-        drop(ts);
-        drop(tp);
+        match name.as_str() {
+            "zenoh" => pairs.push(rust_pair(
+                TransportKind::Zenoh,
+                false,
+                "zenoh, shm off".into(),
+            )),
+            "zenoh-shm" => pairs.push(rust_pair(
+                TransportKind::Zenoh,
+                true,
+                "zenoh, shm on".into(),
+            )),
+            "ros2-zenoh" => pairs.push(rust_pair(
+                TransportKind::Ros2Zenoh,
+                true,
+                "rmw_zenoh (ros2-client), shm on".into(),
+            )),
+            "ros2-dds" => pairs.push(rust_pair(
+                TransportKind::Ros2Dds,
+                false,
+                "DDS (RustDDS)".into(),
+            )),
+            "python-zenoh" => pairs.push(py_zenoh("off")),
+            "python-zenoh-shm" => pairs.push(py_zenoh("on")),
+            "rclpy" => {
+                pairs.push(Pair {
+                    path: "rclpy -> maniflow",
+                    transport: "DDS (Fast DDS -> RustDDS)".into(),
+                    publisher: py(
+                        &rclpy_python,
+                        &["--mw", "rclpy", "--role", "pub", "--rtt"],
+                        ros_env(domain),
+                    ),
+                    subscriber: Cmd::Rust {
+                        kind: TransportKind::Ros2Dds,
+                        shm: false,
+                        listen: None,
+                        connect: None,
+                        echo: true,
+                        domain,
+                    },
+                    rtt_path: Some("rclpy -> maniflow -> rclpy"),
+                });
+                let domain = domain + 100;
+                pairs.push(Pair {
+                    path: "rclpy -> rclpy",
+                    transport: "DDS (Fast DDS)".into(),
+                    publisher: py(
+                        &rclpy_python,
+                        &["--mw", "rclpy", "--role", "pub", "--rtt"],
+                        ros_env(domain),
+                    ),
+                    subscriber: py(
+                        &rclpy_python,
+                        &["--mw", "rclpy", "--role", "sub", "--echo"],
+                        ros_env(domain),
+                    ),
+                    rtt_path: Some("rclpy -> rclpy -> rclpy"),
+                });
+            }
+            _ => unreachable!(),
+        }
     }
-    println!(
-        "{:<11} {:<22} {:>8} {:>9} {:>10} {:>10} {:>10}",
-        "transport", "message", "bytes", "recv/sent", "p50 us", "p99 us", "max us"
-    );
-    for r in &rows {
-        println!(
-            "{:<11} {:<22} {:>8} {:>4}/{:<4} {:>10.0} {:>10.0} {:>10.0}",
-            r.transport,
-            r.message,
-            r.bytes,
-            r.received,
-            r.sent,
-            r.latency_us.p50_us,
-            r.latency_us.p99_us,
-            r.latency_us.max_us
-        );
+
+    let plan = [
+        ("joint", a.joints, a.joint_hz),
+        ("image", a.images, a.image_hz),
+    ];
+    let mut rows = Vec::new();
+    for pair in &pairs {
+        eprintln!("transport-bench: {} ({}) ...", pair.path, pair.transport);
+        let t0 = Instant::now();
+        let res = run_pair(pair, &plan, w, h);
+        let blank = |name: &str, path: &str, measure: &str, why: Option<String>| {
+            let (m, bytes) = message(name);
+            Row {
+                path: path.into(),
+                transport: pair.transport.clone(),
+                measure: measure.into(),
+                message: m,
+                bytes,
+                sent: plan.iter().find(|p| p.0 == name).map(|p| p.1).unwrap_or(0),
+                received: 0,
+                latency_us: Percentiles::default(),
+                shm: None,
+                skipped: why,
+            }
+        };
+        match res {
+            Err(e) => {
+                eprintln!("transport-bench:   skipped: {e:#}");
+                for (name, _, _) in plan {
+                    rows.push(blank(name, pair.path, "one-way", Some(format!("{e:#}"))));
+                    if let Some(rp) = pair.rtt_path {
+                        rows.push(blank(name, rp, "round trip", Some(format!("{e:#}"))));
+                    }
+                }
+            }
+            Ok(out) => {
+                for (name, _, _) in plan {
+                    let mut row = blank(name, pair.path, "one-way", out.failed.get(name).cloned());
+                    let lat = to_latency(&out.one_way, name);
+                    row.received = lat.count;
+                    row.latency_us = lat;
+                    if name == "image" {
+                        row.shm = out.shm.clone();
+                    }
+                    rows.push(row);
+                    if let Some(rp) = pair.rtt_path {
+                        let mut row = blank(name, rp, "round trip", out.failed.get(name).cloned());
+                        let lat = to_latency(&out.round_trip, name);
+                        row.received = lat.count;
+                        row.latency_us = lat;
+                        rows.push(row);
+                    }
+                }
+                eprintln!(
+                    "transport-bench:   done in {:.1} s",
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+        }
     }
+
+    print_table(&rows, &breakdown);
     if let Some(p) = &a.json {
-        super::run::write_json_atomic(p, &rows)?;
+        let report = Report {
+            rows,
+            breakdown,
+            host_cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+        };
+        super::run::write_json_atomic(p, &report)?;
     }
     Ok(())
+}
+
+#[derive(Default)]
+struct PairOut {
+    one_way: Value,
+    round_trip: Value,
+    shm: Option<String>,
+    failed: std::collections::BTreeMap<String, String>,
+}
+
+fn spawn(cmd: &Cmd, name: &str, role: &str, w: u32, h: u32) -> anyhow::Result<Peer> {
+    match cmd {
+        Cmd::Rust {
+            kind,
+            shm,
+            listen,
+            connect,
+            echo,
+            domain,
+        } => {
+            let exe = std::env::current_exe()?;
+            let mut c = Command::new(exe);
+            c.args(["transport-bench", "--peer", role])
+                .args(["--peer-transport", &kind.to_string()])
+                .args(["--width", &w.to_string(), "--height", &h.to_string()])
+                .args(["--domain-id", &domain.to_string()]);
+            if *shm {
+                c.arg("--peer-shm");
+            }
+            if let Some(l) = listen {
+                c.args(["--peer-listen", l]);
+            }
+            if let Some(l) = connect {
+                c.args(["--peer-connect", l]);
+            }
+            if *echo {
+                c.arg("--echo");
+            }
+            Peer::spawn(name, c)
+        }
+        Cmd::Python { python, args, env } => {
+            if !python.exists() {
+                anyhow::bail!("{name}: {} not found", python.display());
+            }
+            let mut c = Command::new(python);
+            c.args(args).envs(env.iter().cloned());
+            Peer::spawn(name, c)
+        }
+    }
+}
+
+fn run_pair(pair: &Pair, plan: &[(&str, u64, f64)], w: u32, h: u32) -> anyhow::Result<PairOut> {
+    // The subscriber first, so that it is listening when the publisher starts.
+    let mut sub = spawn(&pair.subscriber, "subscriber", "sub", w, h)?;
+    let mut publ = spawn(&pair.publisher, "publisher", "pub", w, h)?;
+    let ready = Duration::from_secs(60);
+    sub.wait_for("ready", ready, |v| v.get("ready").is_some())?;
+    publ.wait_for("ready", ready, |v| v.get("ready").is_some())?;
+    let mut out = PairOut::default();
+    for &(name, n, hz) in plan {
+        publ.send(&format!("warm {name}"))?;
+        // Discovery (DDS can take seconds), then let the warm-up settle.
+        if let Err(e) = sub.wait_for(&format!("{name} sample"), Duration::from_secs(20), |v| {
+            v.get("heard").and_then(Value::as_str) == Some(name)
+        }) {
+            out.failed.insert(name.to_string(), format!("{e:#}"));
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        publ.send(&format!("run {name} {n} {hz}"))?;
+        let span = Duration::from_secs_f64(n as f64 / hz * 1.5 + 20.0);
+        publ.wait_for(&format!("end of the {name} run"), span, |v| {
+            v.get("done").and_then(Value::as_str) == Some(name)
+        })?;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let p = publ.finish(Duration::from_secs(20))?;
+    let s = sub.finish(Duration::from_secs(20))?;
+    out.one_way = s["results"].clone();
+    out.round_trip = p["results"].clone();
+    if let Some(c) = s.get("shm").filter(|c| !c.is_null()) {
+        let (shm, bytes) = (
+            c["received_shm"].as_u64().unwrap_or(0),
+            c["received_bytes"].as_u64().unwrap_or(0),
+        );
+        out.shm = Some(format!("{shm}/{} received in shm", shm + bytes));
+    }
+    Ok(out)
+}
+
+fn to_latency(results: &Value, name: &str) -> Percentiles {
+    let mut lat = Latency::new();
+    for ns in results[name].as_array().into_iter().flatten() {
+        let ns = ns.as_i64().unwrap_or(0).max(0) as u64;
+        lat.record(Duration::from_nanos(ns));
+    }
+    lat.percentiles()
+}
+
+/// p50 of `f` over `n` runs, in us.
+fn p50(n: usize, mut f: impl FnMut()) -> f64 {
+    let mut lat = Latency::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        f();
+        lat.record(t.elapsed());
+    }
+    lat.percentiles().p50_us
+}
+
+/// The steps of one image in this process: encoding into a fresh vector (what
+/// a publisher without shared memory does), encoding into a buffer of the
+/// exact size (what the shared-memory publisher does), decoding, and a plain
+/// copy of the frame for scale.
+fn breakdown(w: u32, h: u32) -> anyhow::Result<Breakdown> {
+    let img = image("bench", w, h);
+    let bytes = encode_vec(&img)?;
+    let n = 100;
+    let encode_vec_us = p50(n, || {
+        let mut v = Vec::new();
+        let _ = encode(&img, &mut v);
+        std::hint::black_box(v);
+    });
+    let mut exact = vec![0u8; bytes.len()];
+    let encode_exact_buffer_us = p50(n, || {
+        let mut wr: &mut [u8] = &mut exact;
+        let _ = encode_to_writer(&img, &mut wr);
+    });
+    let decode_us = p50(n, || {
+        let m = decode::<Image>(&bytes);
+        std::hint::black_box(m.is_ok());
+    });
+    let src = img.data.clone();
+    let mut dst = vec![0u8; src.len()];
+    let memcpy_us = p50(n, || {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&dst);
+    });
+    Ok(Breakdown {
+        encode_vec_us,
+        encode_exact_buffer_us,
+        decode_us,
+        memcpy_us,
+    })
+}
+
+fn print_table(rows: &[Row], b: &Breakdown) {
+    println!(
+        "{:<28} {:<32} {:<10} {:<20} {:>7} {:>9} {:>9} {:>9} {:>9}  shm",
+        "path",
+        "transport",
+        "measure",
+        "message",
+        "bytes",
+        "recv/sent",
+        "p50 us",
+        "p99 us",
+        "max us"
+    );
+    for r in rows {
+        let head = format!(
+            "{:<28} {:<32} {:<10} {:<20} {:>7}",
+            r.path, r.transport, r.measure, r.message, r.bytes
+        );
+        match &r.skipped {
+            Some(why) => println!("{head}   skipped: {why}"),
+            None => println!(
+                "{head} {:>4}/{:<4} {:>9.0} {:>9.0} {:>9.0}  {}",
+                r.received,
+                r.sent,
+                r.latency_us.p50_us,
+                r.latency_us.p99_us,
+                r.latency_us.max_us,
+                r.shm.as_deref().unwrap_or("")
+            ),
+        }
+    }
+    // Ratios of medians, where both rows have numbers.
+    let find = |path: &str, transport: &str, msg: &str| {
+        rows.iter()
+            .find(|r| {
+                r.path == path
+                    && r.transport.starts_with(transport)
+                    && r.message.starts_with(msg)
+                    && r.skipped.is_none()
+                    && r.received > 0
+            })
+            .map(|r| r.latency_us.p50_us)
+    };
+    let pairs = [
+        (
+            ("maniflow -> maniflow", "zenoh, shm on"),
+            ("python -> python", "eclipse-zenoh, shm on"),
+        ),
+        (
+            ("maniflow -> maniflow", "zenoh, shm off"),
+            ("python -> python", "eclipse-zenoh, shm off"),
+        ),
+        (
+            ("maniflow -> maniflow", "zenoh, shm on"),
+            ("maniflow -> maniflow", "zenoh, shm off"),
+        ),
+        (("rclpy -> maniflow", "DDS"), ("rclpy -> rclpy", "DDS")),
+        (
+            ("rclpy -> maniflow -> rclpy", "DDS"),
+            ("rclpy -> rclpy -> rclpy", "DDS"),
+        ),
+    ];
+    println!("p50 ratios (first / second; below 1 = the first is faster):");
+    for ((pa, ta), (pb, tb)) in pairs {
+        for msg in ["JointState", "Image"] {
+            if let (Some(x), Some(y)) = (find(pa, ta, msg), find(pb, tb, msg)) {
+                if y > 0.0 {
+                    println!(
+                        "  {msg:<10} {pa} ({ta}) / {pb} ({tb}): {x:.0} / {y:.0} us = {:.2}",
+                        x / y
+                    );
+                }
+            }
+        }
+    }
+    println!(
+        "one image in-process, p50: encode into a new Vec {:.0} us, into an exact-size buffer {:.0} us, decode {:.0} us, memcpy of the pixels {:.0} us",
+        b.encode_vec_us, b.encode_exact_buffer_us, b.decode_us, b.memcpy_us
+    );
+}
+
+/// The source tree this binary was built from (the bench peer and the venvs).
+fn source_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
