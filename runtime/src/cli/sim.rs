@@ -39,6 +39,35 @@ pub const EVENT_SUCCESS: f64 = 1.0;
 pub const EVENT_END_SUCCESS: f64 = 2.0;
 pub const EVENT_END_TIMEOUT: f64 = 3.0;
 
+/// How long `--wait-for-command` / `--wait-for-start` hold with nothing
+/// received before the awaited topic is named on stderr (the hold goes on).
+pub const SILENT_AFTER: Duration = Duration::from_secs(5);
+
+/// The report for an awaited topic that delivered nothing (both are RELIABLE
+/// subscriptions, which a BEST_EFFORT publisher does not match in ROS 2).
+fn silent_message(t: &AnyTransport, tc: &TransportConfig, command: bool) -> String {
+    let topic = if command {
+        "joint_command"
+    } else {
+        EPISODE_CONTROL_TOPIC
+    };
+    let hint = match tc.kind {
+        TransportKind::Zenoh => " Check that the commander runs and connects to this endpoint.".to_string(),
+        _ => format!(
+            " Check that the commander runs, on ROS_DOMAIN_ID {} and namespace {}. Our subscription is RELIABLE: a BEST_EFFORT publication (e.g. rclpy's qos_profile_sensor_data) is refused, as ROS 2 refuses it; publish it RELIABLE.",
+            tc.resolved_domain_id()
+                .map_or_else(|e| e.to_string(), |d| d.to_string()),
+            tc.resolved_namespace()
+        ),
+    };
+    format!(
+        "maniflow sim: still holding episode 0: nothing on {} ({}, std_msgs/msg/Float64MultiArray) in {} s.{hint}",
+        t.wire_name(topic),
+        tc.kind,
+        SILENT_AFTER.as_secs()
+    )
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// zenoh | ros2-dds | ros2-zenoh.
@@ -327,6 +356,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut waiting = a.wait_for_command || a.wait_for_start;
     let frame_every = ((a.joint_rate / a.fps).round() as u64).max(1);
     let mut wait_announced = false;
+    // Named on stderr once if nothing has arrived after this long (held, not stuck silently).
+    let mut silent_reported = false;
     let publish_event = |ep: u64, ev: f64, t: f64| {
         let _ = ep_pub.publish(&Float64MultiArray::vector(
             "episode",
@@ -372,6 +403,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         "a start request"
                     }
                 );
+            } else if !silent_reported
+                && serial.is_none()
+                && malformed.load(Ordering::Relaxed) == 0
+                && start.elapsed() >= SILENT_AFTER
+            {
+                silent_reported = true;
+                eprintln!("{}", silent_message(&t, &tc, a.wait_for_command));
             }
         }
         let t_sim = world.time();

@@ -171,7 +171,14 @@ pub(super) fn control_loop(
                 o.held_stale += 1;
                 live.held_stale.fetch_add(1, Ordering::Relaxed);
             }
-            (safety.hold(&mut cmd, &present), false)
+            if have_present {
+                (safety.hold(&mut cmd, &present), false)
+            } else {
+                // No joint state yet (e.g. DDS discovery still running): nothing
+                // to hold. Holding here would latch the placeholder zeros as the
+                // last safe command, and every later hold would drive the arm there.
+                (CommandVerdict::Blocked, false)
+            }
         } else {
             match executor.tick(&mut cmd) {
                 Tick::Action { .. } => (safety.filter_command(&mut cmd, &present), true),

@@ -253,8 +253,10 @@ pub fn run_node(
     }
     let mut last_ticks = 0u64;
     let mut last_t = Instant::now();
+    let mut silent = report::SilentStreams::default();
     while !ctl.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
+        silent.check(cfg, &transport, &inputs, start.elapsed());
         if last_t.elapsed() >= Duration::from_secs(1) && opts.status_line {
             let ticks = live.ticks.load(Ordering::Relaxed);
             let dt = last_t.elapsed().as_secs_f64();

@@ -195,3 +195,92 @@ pub(super) fn node_stats(
         robot: robot_report,
     }
 }
+
+/// How long an input stream may deliver nothing from the start before the node
+/// names it on stderr (it keeps waiting for it: a publisher may still come up).
+pub const SILENT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Names, once each, the input streams that have delivered nothing
+/// [`SILENT_AFTER`] after the start, with where the node listens and what to
+/// check (a stream that never matches a publisher would otherwise only show as
+/// skipped chunks). Called once per status-loop turn.
+#[derive(Default)]
+pub(super) struct SilentStreams {
+    reported: Vec<String>,
+}
+
+impl SilentStreams {
+    pub(super) fn check(
+        &mut self,
+        cfg: &super::config::NodeConfig,
+        transport: &maniflow_bridge::transport::AnyTransport,
+        inputs: &super::streams::Inputs,
+        elapsed: std::time::Duration,
+    ) {
+        use maniflow_bridge::transport::Transport as _;
+        if elapsed < SILENT_AFTER {
+            return;
+        }
+        let mut streams: Vec<(&str, &super::streams::StreamCounters)> = Vec::new();
+        if cfg.robot.is_none() {
+            streams.push(("joints", &inputs.joint_counters));
+        }
+        for c in &inputs.cameras {
+            streams.push((c.name.as_str(), &c.counters));
+        }
+        if let Some(t) = &inputs.tactile {
+            streams.push(("tactile", t.counters()));
+        }
+        for (name, counters) in streams {
+            if counters.received.load(Ordering::Relaxed) > 0
+                || self.reported.iter().any(|r| r == name)
+            {
+                continue;
+            }
+            self.reported.push(name.to_string());
+            let Some(s) = cfg.streams.get(name) else {
+                continue;
+            };
+            eprintln!(
+                "{}",
+                silent_stream_message(cfg, name, s, &transport.wire_name(&s.topic))
+            );
+        }
+    }
+}
+
+/// The report for a stream that delivered nothing (see [`SilentStreams`]).
+pub(super) fn silent_stream_message(
+    cfg: &super::config::NodeConfig,
+    name: &str,
+    s: &super::config::StreamConfig,
+    wire: &str,
+) -> String {
+    use super::config::StreamType;
+    use maniflow_bridge::transport::TransportKind;
+    let ty = match s.kind {
+        StreamType::Image => "sensor_msgs/msg/Image",
+        StreamType::CompressedImage => "sensor_msgs/msg/CompressedImage",
+        StreamType::Taxels => "std_msgs/msg/Float32MultiArray",
+        StreamType::JointState => "sensor_msgs/msg/JointState",
+    };
+    let kind = cfg.transport.kind;
+    let where_ = match kind {
+        TransportKind::Zenoh => "the same zenoh endpoints".to_string(),
+        _ => format!(
+            "ROS_DOMAIN_ID {} and namespace {}",
+            cfg.transport
+                .resolved_domain_id()
+                .map_or_else(|e| e.to_string(), |d| d.to_string()),
+            cfg.transport.resolved_namespace()
+        ),
+    };
+    let qos = match kind {
+        TransportKind::Zenoh => "",
+        _ => " Our subscription is BEST_EFFORT: publishers of either reliability match it (ROS 2 refuses only a RELIABLE subscription on a BEST_EFFORT publication).",
+    };
+    format!(
+        "maniflow run: stream `{name}` is silent: nothing on {wire} ({kind}, {ty}) in {} s; the policy waits for it. Check that its publisher runs, on {where_}, with that topic and type.{qos}",
+        SILENT_AFTER.as_secs()
+    )
+}
