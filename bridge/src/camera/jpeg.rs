@@ -1,5 +1,10 @@
-//! Camera helpers: JPEG decode (sensor_msgs/CompressedImage, `zune-jpeg`) and
-//! encode (`jpeg-encoder`, for the simulator's compressed stream and tests).
+//! JPEG decode (sensor_msgs/CompressedImage and MJPEG cameras, `zune-jpeg`)
+//! and encode (`jpeg-encoder`, for the simulator's compressed stream and tests).
+//!
+//! MJPEG frames from USB (UVC) cameras often omit the Huffman tables (DHT):
+//! the format fixes them to the standard tables of JPEG Annex K.3.
+//! [`decode_mjpeg_rgb`] marks such frames as AVI1 MJPEG (an APP0 segment) so
+//! the decoder fills in those standard tables.
 
 use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
@@ -30,6 +35,52 @@ pub fn decode_jpeg_rgb(bytes: &[u8]) -> Result<(Vec<u8>, usize, usize), String> 
         ));
     }
     Ok((px, w, h))
+}
+
+/// Decodes one MJPEG frame (a JPEG that may lack its Huffman tables) into
+/// tightly packed RGB8. Never panics on malformed bytes.
+pub fn decode_mjpeg_rgb(bytes: &[u8]) -> Result<(Vec<u8>, usize, usize), String> {
+    if has_huffman_tables(bytes) || bytes.len() < 2 {
+        return decode_jpeg_rgb(bytes);
+    }
+    // SOI, then APP0 "AVI1\0" (length 7), then the rest of the frame.
+    let mut patched = Vec::with_capacity(bytes.len() + AVI1_APP0.len());
+    patched.extend_from_slice(&bytes[..2]);
+    patched.extend_from_slice(&AVI1_APP0);
+    patched.extend_from_slice(&bytes[2..]);
+    decode_jpeg_rgb(&patched)
+}
+
+/// APP0 segment "AVI1\0": tells the decoder this is MJPEG (standard tables).
+const AVI1_APP0: [u8; 9] = [0xFF, 0xE0, 0x00, 0x07, b'A', b'V', b'I', b'1', 0];
+
+/// Whether a DHT segment comes before the first scan (SOS). Walks the marker
+/// segments only; anything malformed answers true (the decoder reports it).
+pub fn has_huffman_tables(bytes: &[u8]) -> bool {
+    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
+        return true;
+    }
+    let mut i = 2;
+    while i + 1 < bytes.len() {
+        if bytes[i] != 0xFF {
+            return true;
+        }
+        let m = bytes[i + 1];
+        match m {
+            0xFF => i += 1, // fill byte
+            0xC4 => return true,
+            0xDA => return false,
+            0x01 | 0xD0..=0xD7 => i += 2, // no length
+            _ => {
+                if i + 3 >= bytes.len() {
+                    return true;
+                }
+                let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+                i += 2 + len;
+            }
+        }
+    }
+    true
 }
 
 /// Encodes tightly packed RGB8 as JPEG at `quality` (1..=100).
@@ -92,5 +143,38 @@ mod tests {
         }
         assert!(decode_jpeg_rgb(&j[..10]).is_err());
         assert!(encode_jpeg_rgb(&rgb, 16, 15, 80).is_err());
+    }
+
+    /// The frame without its DHT segments, as many UVC cameras send it.
+    pub(crate) fn strip_huffman_tables(j: &[u8]) -> Vec<u8> {
+        let mut out = j[..2].to_vec();
+        let mut i = 2;
+        while i + 3 < j.len() && j[i + 1] != 0xDA {
+            let len = usize::from(u16::from_be_bytes([j[i + 2], j[i + 3]]));
+            if j[i + 1] != 0xC4 {
+                out.extend_from_slice(&j[i..i + 2 + len]);
+            }
+            i += 2 + len;
+        }
+        out.extend_from_slice(&j[i..]);
+        out
+    }
+
+    #[test]
+    fn mjpeg_without_huffman_tables_decodes_with_the_standard_ones() {
+        let (w, h) = (48, 32);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7) % 251) as u8).collect();
+        let j = encode_jpeg_rgb(&rgb, w, h, 90).unwrap();
+        assert!(has_huffman_tables(&j));
+        let bare = strip_huffman_tables(&j);
+        assert!(bare.len() < j.len() && !has_huffman_tables(&bare));
+        let want = decode_jpeg_rgb(&j).unwrap();
+        assert_eq!(decode_mjpeg_rgb(&bare).unwrap(), want);
+        assert_eq!(decode_mjpeg_rgb(&j).unwrap(), want);
+        // never panics on cut or garbage frames
+        for cut in [0, 1, 2, 3, 5, 20, bare.len() / 2] {
+            let _ = decode_mjpeg_rgb(&bare[..cut]);
+        }
+        assert!(decode_mjpeg_rgb(&[0xFF, 0xD8, 0xFF, 0xC0, 0xFF]).is_err());
     }
 }

@@ -10,3 +10,11 @@
 pub mod jpeg;
 
 pub use jpeg::{decode_jpeg_rgb, encode_jpeg_rgb, MAX_JPEG_SIDE};
+pub mod ffmpeg;
+pub mod frame;
+pub mod reader;
+pub mod source;
+pub mod v4l2;
+
+pub use reader::{CameraEvent, CameraFrame, CameraReader, CameraSink, CameraStats};
+pub use source::{CameraSource, PixelFormat, SourceConfig};
