@@ -45,6 +45,8 @@ enum Command {
     Robot(cli::robot::Args),
     /// Bus time per control tick, ours vs LeRobot's, on the servo emulator at 1 Mbps.
     BusBench(cli::bus_bench::Args),
+    /// V4L2 cameras on this machine with their formats, sizes and rates; --bench: the camera path's cost per frame.
+    Cameras(cli::cameras::Args),
     /// Calibrate a real SO-101 (follower or leader) as LeRobot does; writes LeRobot's file.
     Calibrate(cli::calibrate::Args),
     /// On a GPU machine: GPU preprocessing against the CPU path, and a package
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::TransportBench(a) => cli::transport_bench::run(a),
         Command::GpuCheck(a) => cli::gpu_check::run(a),
         Command::Calibrate(a) => cli::calibrate::run(a),
+        Command::Cameras(a) => cli::cameras::run(a),
         Command::Teleop(a) => cli::teleop::run(a),
         Command::Robot(a) => cli::robot::run(a),
         Command::BusBench(a) => cli::bus_bench::run(a),

@@ -11,6 +11,7 @@ pub mod teleop;
 pub mod bench;
 pub mod bus_bench;
 pub mod calibrate;
+pub mod cameras;
 pub mod demo;
 pub mod eval;
 pub mod gpu_check;

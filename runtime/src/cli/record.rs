@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::dataset::synth::{ACTION, STATE, TACTILE};
 use crate::dataset::{DatasetWriter, Frame, VideoCodec, WriterOptions};
+use crate::node::cameras::{camera_sources, logging_sink};
 use crate::node::config::{NodeConfig, StreamType};
 use crate::node::record::{
     camera_key, record_sim_expert_in_process, set_episode_quality, so101_features, EpisodeRecord,
@@ -29,6 +30,7 @@ use crate::node::record::{
 use crate::node::streams::{compressed_input, image_input, joints_from_msg, ImageSlot};
 use anyhow::{bail, Context};
 use crossbeam::channel::unbounded;
+use maniflow_bridge::camera::{CameraEvent, CameraReader, CameraSource};
 use maniflow_bridge::msg::{
     CompressedImage, Float32MultiArray, Float64MultiArray, Image, JointState,
 };
@@ -458,8 +460,13 @@ fn record_topics(
             }),
         )?);
     }
+    // Cameras with a `source` are read directly (node::cameras), the rest subscribed.
+    let sources: std::collections::BTreeMap<String, CameraSource> =
+        camera_sources(cfg, &[&a.config])?.into_iter().collect();
+    let mut cam_readers = Vec::new();
     for (i, (name, topic, kind)) in cam_names.iter().enumerate() {
         let (l, c) = (latest.clone(), counters.clone());
+        let cam = name.clone();
         let name = name.clone();
         let store = move |r: Result<(ImageSlot, i64), String>, recv: Instant, c: &Counters| match r
         {
@@ -474,6 +481,19 @@ fn record_topics(
             }
             Err(e) => c.bad(&name, false, e),
         };
+        if let Some(src) = sources.get(&cam) {
+            let label = cam.clone();
+            let sink = logging_sink("record", &cam, move |ev| match ev {
+                CameraEvent::Frame(f) => store(image_input(f.image, 0, f.recv_wall_ns), f.recv, &c),
+                CameraEvent::Corrupt(e) => c.bad(&label, true, e),
+                CameraEvent::Connected(_) | CameraEvent::Lost(_) => {}
+            });
+            cam_readers.push(
+                CameraReader::start(&cam, src.clone(), sink)
+                    .with_context(|| format!("camera {cam}: starting its thread"))?,
+            );
+            continue;
+        }
         let sub = match kind {
             StreamType::CompressedImage => t.subscribe::<CompressedImage>(
                 topic,
@@ -585,7 +605,7 @@ fn record_topics(
     eprintln!(
         "record: {} transport, cameras [{}], joints {joint_topic}, tactile {}, action {action_topic}, episodes {}; waiting for data",
         cfg.transport.kind,
-        cam_names.iter().map(|c| c.1.as_str()).collect::<Vec<_>>().join(", "),
+        cam_names.iter().map(|c| sources.get(&c.0).map_or(c.1.clone(), |s| s.describe())).collect::<Vec<_>>().join(", "),
         tactile_topic.as_deref().unwrap_or("-"),
         if a.episode_topic.is_empty() { format!("fixed {} s", a.episode_s.unwrap_or(0.0)) } else { format!("from `{}`", a.episode_topic) },
     );

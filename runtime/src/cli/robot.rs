@@ -7,13 +7,18 @@
 //! the present position every cycle (joint limits, a per-cycle step, a start
 //! ramp), and `diagnostics` (diagnostic_msgs/DiagnosticArray: the bus and each
 //! servo, with counters, temperatures and safety holds) once a second.
+//! With `--cameras CONFIG`, the cameras of that node config that have a
+//! `source` (V4L2 devices, ffmpeg inputs) are published too, as
+//! `sensor_msgs/Image` on their topics, for a node elsewhere to subscribe.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use maniflow_bridge::camera::CameraStats;
 use maniflow_bridge::feetech::so101;
 use maniflow_bridge::msg::{
     DiagnosticArray, DiagnosticStatus, Float64MultiArray, Header, JointState, KeyValue, Time,
@@ -28,6 +33,8 @@ use serde::Serialize;
 use super::run::{parse_duration, write_json_atomic};
 use crate::control::safety::Safety;
 use crate::control::so101_safety;
+use crate::node::cameras::start_publishing_cameras;
+use crate::node::config::load_camera_streams;
 use crate::node::robot::{Command, Goals, JointSink, RobotLink, RobotReport, RobotSection};
 
 pub const DIAGNOSTICS_TOPIC: &str = "diagnostics";
@@ -73,6 +80,11 @@ pub struct Args {
     pub duration: Option<Duration>,
     #[arg(long)]
     pub stats_json: Option<PathBuf>,
+    /// Also publish cameras read on this machine: the streams with a `source`
+    /// in this node config (e.g. launch/so101-cameras.toml; its other sections
+    /// are not read) as sensor_msgs/Image on their topics.
+    #[arg(long)]
+    pub cameras: Option<PathBuf>,
 }
 
 /// What `maniflow robot` did (`--stats-json`).
@@ -83,6 +95,15 @@ pub struct RobotStats {
     pub commands_malformed: u64,
     pub diagnostics_published: u64,
     pub bus: RobotReport,
+    /// `--cameras`: per camera topic, the reader's counters and the images published.
+    pub cameras: BTreeMap<String, PublishedCamera>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishedCamera {
+    #[serde(flatten)]
+    pub reader: CameraStats,
+    pub published: u64,
 }
 
 /// Publishes every complete reading as a JointState (preallocated message).
@@ -186,14 +207,28 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "maniflow robot",
     )
     .with_context(|| format!("robot on {}", a.port))?;
+    let cameras = match &a.cameras {
+        None => Vec::new(),
+        Some(p) => {
+            let streams = load_camera_streams(p)?;
+            start_publishing_cameras(&streams, &t, &[p])?
+        }
+    };
     let (received, malformed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let _cmd_sub = subscribe_commands(&t, link.cmd.clone(), received.clone(), malformed.clone())?;
     let stop = super::stop_on_signal(Some(
         "maniflow robot: stopping (torque off unless --keep-torque)",
     ))?;
     eprintln!(
-        "maniflow robot: SO-101 on {} at {} Hz, {} transport (robot {}): joint_states out, joint_command in, diagnostics at 1 Hz",
-        a.port, a.rate, tc.kind, a.robot
+        "maniflow robot: SO-101 on {} at {} Hz, {} transport (robot {}): joint_states out, joint_command in, diagnostics at 1 Hz{}",
+        a.port,
+        a.rate,
+        tc.kind,
+        a.robot,
+        cameras
+            .iter()
+            .map(|(topic, r, _)| format!(", {topic} out ({})", r.stats().source))
+            .collect::<String>()
     );
     let start = Instant::now();
     let mut diagnostics = 0u64;
@@ -216,12 +251,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let report = link.finish();
     let _ = diag_pub.publish(&diagnostic_array(&report, &a.robot));
+    let cameras = cameras
+        .into_iter()
+        .map(|(topic, r, n)| {
+            let reader = r.finish();
+            let published = n.load(Ordering::Relaxed);
+            (topic, PublishedCamera { reader, published })
+        })
+        .collect();
     let stats = RobotStats {
         joint_states_published: published.load(Ordering::Relaxed),
         commands_received: received.load(Ordering::Relaxed),
         commands_malformed: malformed.load(Ordering::Relaxed),
         diagnostics_published: diagnostics + 1,
         bus: report,
+        cameras,
     };
     println!(
         "robot summary: {} bus cycles ({} complete, {} incomplete), joint states {}, commands {} (malformed {}), goals written {} (clamped {}), disconnects {}, holds {}, lateness p99 {:.0} us",

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use maniflow_bridge::camera::{CameraSource, SourceConfig};
 use maniflow_bridge::transport::TransportConfig;
 use serde::{Deserialize, Serialize};
 
@@ -168,7 +169,10 @@ pub enum JointUnits {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
-    /// Topic relative to the robot's namespace / key prefix.
+    /// Topic relative to the robot's namespace / key prefix. With a `source`:
+    /// where `maniflow robot --cameras` publishes the frames (default
+    /// `<name>/image_raw`); `run` and `record` read the camera directly.
+    #[serde(default)]
     pub topic: String,
     #[serde(rename = "type")]
     pub kind: StreamType,
@@ -176,9 +180,29 @@ pub struct StreamConfig {
     pub max_age_ms: Option<f64>,
     /// Joint states: units of `position` (default lerobot).
     pub units: Option<JointUnits>,
+    /// A camera read directly, without ROS: a V4L2 device or an ffmpeg input
+    /// (`type = "image"` only; see maniflow_bridge::camera::source).
+    pub source: Option<SourceConfig>,
 }
 
 impl StreamConfig {
+    /// The checked camera source, if any (errors name `streams.<name>.source...`).
+    pub fn camera_source(&self, name: &str) -> Result<Option<CameraSource>, String> {
+        self.source
+            .as_ref()
+            .map(|s| s.resolve().map_err(|e| format!("streams.{name}.{e}")))
+            .transpose()
+    }
+
+    /// The topic `maniflow robot` publishes a camera on.
+    pub fn publish_topic(&self, name: &str) -> String {
+        if self.topic.is_empty() {
+            format!("{name}/image_raw")
+        } else {
+            self.topic.clone()
+        }
+    }
+
     pub fn max_age_s(&self) -> f64 {
         self.max_age_ms.unwrap_or(match self.kind {
             StreamType::JointState => 100.0,
@@ -216,6 +240,55 @@ impl Default for OutputSection {
     }
 }
 
+/// A camera's ffmpeg input naming a file next to the config (a recorded video)
+/// becomes that file's path.
+fn resolve_camera_files(streams: &mut BTreeMap<String, StreamConfig>, base: &Path) {
+    for s in streams.values_mut() {
+        if let Some(input) = s.source.as_mut().and_then(|s| s.ffmpeg.as_mut()) {
+            let p = Path::new(input.as_str());
+            if p.is_relative() && !input.contains("://") && base.join(p).is_file() {
+                *input = base.join(p).to_string_lossy().into_owned();
+            }
+        }
+    }
+}
+
+/// The camera streams (those with a `source`) of a node config, checked; the
+/// other sections are not read. What `maniflow robot --cameras` publishes.
+pub fn load_camera_streams(path: &Path) -> anyhow::Result<BTreeMap<String, StreamConfig>> {
+    #[derive(Deserialize)]
+    struct StreamsOnly {
+        #[serde(default)]
+        streams: BTreeMap<String, StreamConfig>,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+    let mut f: StreamsOnly =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+    resolve_camera_files(&mut f.streams, path.parent().unwrap_or(Path::new(".")));
+    f.streams.retain(|_, s| s.source.is_some());
+    for (name, s) in &f.streams {
+        let check = || -> Result<(), String> {
+            s.camera_source(name)?;
+            if s.kind != StreamType::Image {
+                return Err(format!(
+                    "streams.{name}.type must be \"image\" for a camera source"
+                ));
+            }
+            maniflow_bridge::transport::check_topic(&s.publish_topic(name))
+                .map_err(|e| format!("streams.{name}.topic: {e}"))
+        };
+        check().map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+    }
+    if f.streams.is_empty() {
+        anyhow::bail!(
+            "config {}: no camera stream (a [streams.NAME] with a source)",
+            path.display()
+        );
+    }
+    Ok(f.streams)
+}
+
 impl NodeConfig {
     /// Reads and checks a config file; relative paths become relative to its directory.
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
@@ -234,6 +307,7 @@ impl NodeConfig {
                 }
             }
         }
+        resolve_camera_files(&mut cfg.streams, base);
         if let Some(z) = cfg.transport.zenoh_config.as_mut() {
             if z.is_relative() {
                 *z = base.join(&*z);
@@ -276,8 +350,24 @@ impl NodeConfig {
         }
         let mut joints = 0;
         for (name, s) in &self.streams {
-            maniflow_bridge::transport::check_topic(&s.topic)
-                .map_err(|e| format!("streams.{name}.topic: {e}"))?;
+            if s.source.is_some() {
+                s.camera_source(name)?;
+                if s.kind != StreamType::Image {
+                    return Err(format!(
+                        "streams.{name}.source gives camera frames: set type = \"image\" (not {:?})",
+                        s.kind
+                    ));
+                }
+            }
+            if s.topic.is_empty() && s.source.is_none() {
+                return Err(format!(
+                    "streams.{name}.topic is missing: give the topic (or a camera source)"
+                ));
+            }
+            if !s.topic.is_empty() {
+                maniflow_bridge::transport::check_topic(&s.topic)
+                    .map_err(|e| format!("streams.{name}.topic: {e}"))?;
+            }
             if let Some(a) = s.max_age_ms {
                 if !(a.is_finite() && a > 0.0) {
                     return Err(format!("streams.{name}.max_age_ms = {a} must be > 0"));
@@ -353,6 +443,31 @@ type = "joint_state"
     }
 
     #[test]
+    fn camera_streams_take_a_source_instead_of_a_topic() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(d.path().join("clip.mp4"), b"").unwrap();
+        let text = format!(
+            "{MIN}\n[streams.head]\ntype = \"image\"\nsource = {{ v4l2 = \"/dev/video0\", format = \"yuyv\", width = 320, height = 240, fps = 15 }}\n\
+             [streams.wrist]\ntype = \"image\"\ntopic = \"cams/wrist\"\nsource = {{ ffmpeg = \"clip.mp4\", input_args = [\"-re\"] }}\n"
+        );
+        std::fs::write(&p, text).unwrap();
+        let c = NodeConfig::load(&p).unwrap();
+        let head = c.streams["head"].camera_source("head").unwrap().unwrap();
+        assert_eq!(head.describe(), "v4l2 /dev/video0 (yuyv 320x240 @ 15 fps)");
+        assert_eq!(c.streams["head"].publish_topic("head"), "head/image_raw");
+        let wrist = c.streams["wrist"].camera_source("wrist").unwrap().unwrap();
+        // a file next to the config is found from anywhere
+        let want = format!("ffmpeg {}", d.path().join("clip.mp4").display());
+        assert_eq!(wrist.describe(), want);
+        assert_eq!(c.streams["wrist"].publish_topic("wrist"), "cams/wrist");
+        assert!(c.streams["joints"]
+            .camera_source("joints")
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("c.toml");
@@ -374,6 +489,26 @@ type = "joint_state"
                 "streams.joints.type",
             ),
             (format!("{MIN}\n[control]\nbogus = 1\n"), "bogus"),
+            (
+                format!("{MIN}\n[streams.head]\ntype = \"image\"\n"),
+                "streams.head.topic is missing",
+            ),
+            (
+                format!("{MIN}\n[streams.head]\ntype = \"image\"\nsource = {{ v4l2 = \"/dev/video0\", format = \"h264\" }}\n"),
+                "h264",
+            ),
+            (
+                format!("{MIN}\n[streams.head]\ntype = \"image\"\nsource = {{ v4l2 = \"/dev/video0\", rate = 30 }}\n"),
+                "rate",
+            ),
+            (
+                format!("{MIN}\n[streams.head]\ntype = \"image\"\nsource = {{ ffmpeg = \"x\", format = \"mjpeg\" }}\n"),
+                "streams.head.source.format",
+            ),
+            (
+                format!("{MIN}\n[streams.head]\ntype = \"compressed_image\"\nsource = {{ ffmpeg = \"x\" }}\n"),
+                "streams.head.source gives camera frames",
+            ),
             (
                 "[policy]\npath = \"p\"\n[streams.head]\ntopic = \"h\"\ntype = \"image\"\n".into(),
                 "streams.joints",

@@ -22,6 +22,7 @@
 //! - publisher: turns commands and accepted chunks into messages and publishes
 //!   them; measures end-to-end latency (observation stamp -> command publish).
 
+pub mod cameras;
 pub mod config;
 mod control_loop;
 mod inference;
@@ -93,6 +94,7 @@ pub fn run_node(
     for s in &subs {
         tracing::info!("subscribed {}", s.wire_name());
     }
+    let cams = cameras::start_node_cameras(cfg, &inputs)?;
     let robot = match &cfg.robot {
         Some(r) => Some(
             robot::RobotLink::start(
@@ -276,6 +278,7 @@ pub fn run_node(
         .join()
         .map_err(|_| anyhow::anyhow!("publisher thread panicked"))?;
     drop(subs);
+    let camera_stats = cameras::finish(cams);
     let robot_report = robot.map(robot::RobotLink::finish);
 
     let rt = rt_report.lock().map(|r| r.clone()).unwrap_or_default();
@@ -287,6 +290,7 @@ pub fn run_node(
         pub_out,
         rt,
         robot_report,
+        camera_stats,
     ))
 }
 

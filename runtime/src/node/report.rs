@@ -41,6 +41,9 @@ pub struct NodeStats {
     pub control_allocations_after_warmup: Option<u64>,
     /// The robot's bus thread (`[robot]`), if any.
     pub robot: Option<super::robot::RobotReport>,
+    /// Cameras read directly (streams with a `source`): frames, corrupt
+    /// frames, connects and losses.
+    pub cameras: BTreeMap<String, maniflow_bridge::camera::CameraStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -144,6 +147,7 @@ pub(super) fn node_stats(
     pub_out: super::publisher::PublishOut,
     rt: rt::RtReport,
     robot_report: Option<super::robot::RobotReport>,
+    cameras: BTreeMap<String, maniflow_bridge::camera::CameraStats>,
 ) -> NodeStats {
     let tick_hz = cfg.control.tick_hz();
     let mut inputs_counts = BTreeMap::new();
@@ -193,6 +197,7 @@ pub(super) fn node_stats(
         peak_rss_mb: crate::stats::peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / 1048576.0),
         control_allocations_after_warmup: ctl_out.allocations,
         robot: robot_report,
+        cameras,
     }
 }
 
@@ -241,6 +246,9 @@ impl SilentStreams {
             let Some(s) = cfg.streams.get(name) else {
                 continue;
             };
+            if s.source.is_some() {
+                continue; // a camera read directly: its reader names what fails
+            }
             eprintln!(
                 "{}",
                 silent_stream_message(cfg, name, s, &transport.wire_name(&s.topic))

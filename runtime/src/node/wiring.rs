@@ -178,12 +178,16 @@ pub(super) fn subscribe_all(
             ),
         }
     };
+    // Cameras with a `source` are read directly (node::cameras), not subscribed.
     for (i, cam) in inputs.cameras.iter().enumerate() {
         let s = &cfg.streams[&cam.name];
-        subs.push(image_sub(Some(i), &s.topic, s.kind)?);
+        if s.source.is_none() {
+            subs.push(image_sub(Some(i), &s.topic, s.kind)?);
+        }
     }
     match &inputs.tactile {
         None => {}
+        Some(TactileStream::Image(_)) if cfg.streams["tactile"].source.is_some() => {}
         Some(TactileStream::Image(_)) => {
             let s = &cfg.streams["tactile"];
             subs.push(image_sub(None, &s.topic, s.kind)?);
