@@ -592,6 +592,16 @@ fn robot_process_bridges_the_bus_to_zenoh() {
     let (e, _home) = calibrated_arm_on_a_pty(d.path(), &link);
     let port = free_port();
     let stats = d.path().join("robot.json");
+    // A camera on the arm's computer, published beside the joints (an ffmpeg
+    // test source stands in for a USB camera; the cameras' own tests are in
+    // tests/cameras.rs).
+    let cameras = d.path().join("cameras.toml");
+    std::fs::write(
+        &cameras,
+        "[streams.wrist]\ntype = \"image\"\ntopic = \"wrist/image_raw\"\n\
+         source = { ffmpeg = \"testsrc2=size=160x120:rate=15\", input_args = [\"-re\", \"-f\", \"lavfi\"] }\n",
+    )
+    .unwrap();
     let robot = Proc::spawn(maniflow().args([
         "robot",
         "--port",
@@ -604,6 +614,8 @@ fn robot_process_bridges_the_bus_to_zenoh() {
         &format!("tcp/127.0.0.1:{port}"),
         "--stats-json",
         stats.to_str().unwrap(),
+        "--cameras",
+        cameras.to_str().unwrap(),
     ]));
     let tc = TransportConfig {
         connect: vec![format!("tcp/127.0.0.1:{port}")],
@@ -638,11 +650,31 @@ fn robot_process_bridges_the_bus_to_zenoh() {
             }),
         )
         .unwrap();
+    let img: Arc<Mutex<Option<maniflow_bridge::msg::Image>>> = Arc::new(Mutex::new(None));
+    let i2 = img.clone();
+    let _img_sub = t
+        .subscribe::<maniflow_bridge::msg::Image>(
+            "wrist/image_raw",
+            Qos::Sensor,
+            Box::new(move |r| {
+                if let Ok(m) = r {
+                    *i2.lock().unwrap() = Some(m.msg);
+                }
+            }),
+        )
+        .unwrap();
     let cmd_pub = t
         .publisher::<Float64MultiArray>("joint_command", Qos::Command)
         .unwrap();
     let got = wait_until(Duration::from_secs(30), || js.lock().unwrap().0 >= 20);
     assert!(got, "no joint_states: {:?}", robot.err.lock().unwrap());
+    let got = wait_until(Duration::from_secs(30), || img.lock().unwrap().is_some());
+    assert!(got, "no camera image: {:?}", robot.err.lock().unwrap());
+    let im = img.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        (im.width, im.height, im.encoding.as_str()),
+        (160, 120, "rgb8")
+    );
     let first = js.lock().unwrap().1.clone().unwrap();
     assert_eq!(first.name, maniflow_bridge::so101::JOINT_NAMES);
     for (p, h) in first
@@ -705,6 +737,13 @@ fn robot_process_bridges_the_bus_to_zenoh() {
     assert!(r["joint_states_published"].as_u64().unwrap() >= 20, "{r}");
     assert!(r["bus"]["goals_clamped"].as_u64().unwrap() >= 1, "{r}");
     assert!(r["bus"]["goals_written"].as_u64().unwrap() >= 5, "{r}");
+    assert!(
+        r["cameras"]["wrist/image_raw"]["published"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{r}"
+    );
     assert_eq!(r["bus"]["holds"].as_array().unwrap().len(), 1, "{r}");
     let torque = e
         .emu
@@ -789,8 +828,9 @@ fn rmw_zenoh_keys_and_liveliness_tokens_of_sim_and_node() {
         Entity { node: node_n, kind: "MP", topic: "joint_command", ros_type: "std_msgs/msg/Float64MultiArray", qos: COMMAND },
     ];
     let domain = 43u16;
-    let port = free_port();
+    let (port, node_port) = (free_port(), free_port());
     let ep = format!("tcp/127.0.0.1:{port}");
+    let node_ep = format!("tcp/127.0.0.1:{node_port}");
     let d = tempfile::tempdir().unwrap();
     let sim_json = d.path().join("sim.json");
     let s = Proc::spawn(
@@ -802,15 +842,24 @@ fn rmw_zenoh_keys_and_liveliness_tokens_of_sim_and_node() {
     let node = Proc::spawn(
         maniflow()
             .args(["run", "--config", "launch/so101.toml"])
-            .args(["--transport", "ros2-zenoh", "--connect", &ep, "--duration", "11s"])
+            .args([
+                "--transport",
+                "ros2-zenoh",
+                "--connect",
+                &ep,
+                "--listen",
+                &node_ep,
+            ])
+            .args(["--duration", "11s"])
             .env("ROS_DOMAIN_ID", domain.to_string()),
     );
     // The peer subscribes on the exact keys of every publication, hash included.
     let mut peer = Command::new(py);
+    // Zenoh peers do not forward for each other: the watcher connects to both.
     peer.arg(root().join("tests/peers/peer.py")).args([
         "graph",
         "--connect",
-        &ep,
+        &format!("{ep},{node_ep}"),
         "--domain",
         &domain.to_string(),
         "--seconds",
@@ -832,7 +881,10 @@ fn rmw_zenoh_keys_and_liveliness_tokens_of_sim_and_node() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find_map(|v| v.get("summary").cloned())
         .unwrap_or_else(|| panic!("no summary from the graph peer: {stdout}"));
-    eprintln!("graph peer: {}", serde_json::to_string_pretty(&summary).unwrap());
+    eprintln!(
+        "graph peer: {}",
+        serde_json::to_string_pretty(&summary).unwrap()
+    );
     // Samples arrived on every exact key, each with rmw_zenoh's attachment.
     for e in entities.iter().filter(|e| e.kind == "MP") {
         let key = e.data_key(domain, &official_hash(e.ros_type).unwrap());
@@ -851,9 +903,16 @@ fn rmw_zenoh_keys_and_liveliness_tokens_of_sim_and_node() {
         .iter()
         .map(|t| {
             let f: Vec<&str> = t.split('/').collect();
-            assert_eq!((f[0], f[1]), ("@ros2_lv", domain.to_string().as_str()), "{t}");
+            assert_eq!(
+                (f[0], f[1]),
+                ("@ros2_lv", domain.to_string().as_str()),
+                "{t}"
+            );
             assert!(f[2].bytes().all(|c| c.is_ascii_hexdigit()), "zid in {t}");
-            assert!(f[3].parse::<u64>().is_ok() && f[4].parse::<u64>().is_ok(), "{t}");
+            assert!(
+                f[3].parse::<u64>().is_ok() && f[4].parse::<u64>().is_ok(),
+                "{t}"
+            );
             f[5..].join("/")
         })
         .collect();
