@@ -444,7 +444,8 @@ mod tests {
         // A changed field changes the hash.
         let mut t = DESCRIPTIONS.to_vec();
         let i = t.iter().position(|d| d.type_name == TIME).unwrap();
-        t[i].fields = &[Field::prim("sec", INT32), Field::prim("nanosec", INT32)];
+        const CHANGED: &[Field] = &[Field::prim("sec", INT32), Field::prim("nanosec", INT32)];
+        t[i].fields = CHANGED;
         assert_ne!(
             compute("sensor_msgs/msg/Image", &t).unwrap(),
             rihs01("sensor_msgs/msg/Image").unwrap()

@@ -68,7 +68,7 @@ def zenoh_config(args):
     else:
         c.insert_json5("listen/endpoints", "[]")
     if args.connect:
-        c.insert_json5("connect/endpoints", json.dumps([args.connect]))
+        c.insert_json5("connect/endpoints", json.dumps(args.connect.split(",")))
     return c
 
 
