@@ -17,7 +17,7 @@ ROS2_STAMP := $(VENV_ROS2)/.bootstrap-$(shell cat $(ROS2_REQUIREMENTS) | sha256s
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy eval-bundled gpu-bundle gpu-check eval-bus bench-bus bench-lateness bench-transport
+.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy eval-bundled gpu-bundle gpu-check eval-bus bench-bus bench-lateness bench-transport bench-cameras
 
 ## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy,
 ## and LeRobot 0.6.1 (for the round-trip tests and ACT).
@@ -162,3 +162,9 @@ bench-transport: bootstrap
 	cargo build --bin maniflow
 	@mkdir -p runs
 	target/debug/maniflow transport-bench --json runs/bench-transport.json
+
+## Camera path per 640x480 frame, p50/p99: MJPEG decode (or YUYV -> RGB), then the bundled
+## policy's resize + normalise (README, Cameras without ROS). Dev profile, one thread.
+bench-cameras:
+	cargo build --bin maniflow
+	target/debug/maniflow cameras --bench --frames 1000
