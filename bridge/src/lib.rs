@@ -6,7 +6,8 @@
 //! - [`transport`]: one transport trait over native zenoh, ROS 2 over DDS and
 //!   ROS 2 over rmw_zenoh.
 //! - [`type_hash`]: REP-2016 type hashes of those messages, from their field lists.
-//! - [`camera`]: JPEG decode/encode for compressed image streams.
+//! - [`camera`]: JPEG decode/encode for compressed image streams, and cameras
+//!   read without ROS (V4L2 devices, ffmpeg inputs) with reconnects.
 //! - [`sim`]: the simulated SO-101 pick task and its scripted expert.
 //! - [`feetech`]: the Feetech STS3215 servo bus of a real SO-101.
 
