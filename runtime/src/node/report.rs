@@ -266,6 +266,12 @@ pub(super) fn silent_stream_message(
 ) -> String {
     use super::config::StreamType;
     use maniflow_bridge::transport::TransportKind;
+    if s.source.is_some() {
+        return format!(
+            "maniflow run: stream `{name}` is silent: no frame from its camera (streams.{name}.source) in {} s; the policy waits for it.",
+            SILENT_AFTER.as_secs()
+        );
+    }
     let ty = match s.kind {
         StreamType::Image => "sensor_msgs/msg/Image",
         StreamType::CompressedImage => "sensor_msgs/msg/CompressedImage",
