@@ -19,7 +19,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{unbounded, Receiver};
@@ -464,7 +464,8 @@ fn free_port() -> u16 {
 /// A child process whose stderr lines are collected with their arrival time.
 struct Proc {
     child: Child,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    /// stderr lines with their arrival time; the condvar wakes waiters on each.
+    lines: Arc<(Mutex<Vec<(Instant, String)>>, Condvar)>,
 }
 
 impl Proc {
@@ -477,34 +478,34 @@ impl Proc {
             .spawn()
             .unwrap();
         let err = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let l2 = lines.clone();
         std::thread::spawn(move || {
             for l in BufReader::new(err).lines().map_while(Result::ok) {
-                l2.lock().unwrap().push((Instant::now(), l));
+                l2.0.lock().unwrap().push((Instant::now(), l));
+                l2.1.notify_all();
             }
         });
         Proc { child, lines }
     }
 
-    /// Waits (polling the collected lines) until `f` finds what it wants.
+    /// Waits for stderr lines until `f` finds what it wants in them.
     fn wait_for<T>(&self, what: &str, mut f: impl FnMut(&[(Instant, String)]) -> Option<T>) -> T {
         let deadline = Instant::now() + PATIENCE;
+        let mut g = self.lines.0.lock().unwrap();
         loop {
-            if let Some(t) = f(&self.lines.lock().unwrap()) {
+            if let Some(t) = f(&g) {
                 return t;
             }
-            assert!(
-                Instant::now() < deadline,
-                "never saw {what}: {:?}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "never saw {what}: {:?}", *g);
+            g = self.lines.1.wait_timeout(g, left).unwrap().0;
         }
     }
 
     fn text(&self) -> Vec<String> {
         self.lines
+            .0
             .lock()
             .unwrap()
             .iter()
@@ -572,7 +573,7 @@ fn example_config_runs_the_node_and_survives_a_hung_camera() {
         "--config",
         cfg.to_str().unwrap(),
         "--duration",
-        "14s",
+        "60s",
         "--stats-json",
         stats.to_str().unwrap(),
     ]);
@@ -608,6 +609,8 @@ fn example_config_runs_the_node_and_survives_a_hung_camera() {
             .any(|n| n > before)
             .then_some(())
     });
+    // Done: SIGINT ends the run (stop ramp, stats written).
+    signal(node.child.id() as i32, libc::SIGINT);
     let text = node.finish();
     let r = read_json(&stats);
     eprintln!(
