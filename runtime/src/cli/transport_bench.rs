@@ -113,6 +113,11 @@ pub struct Row {
     pub latency_us: Percentiles,
     /// Shared-memory use seen by our subscriber (samples received in shm / all).
     pub shm: Option<String>,
+    /// Ours only, where the time goes: the publish call (serialise, hand to
+    /// the transport) and stamp -> the transport's receive callback (before
+    /// decoding); `latency_us` ends once the message is decoded.
+    pub publish_call_us: Option<Percentiles>,
+    pub to_callback_us: Option<Percentiles>,
     /// Why the row has no numbers.
     pub skipped: Option<String>,
 }
@@ -363,6 +368,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 received: 0,
                 latency_us: Percentiles::default(),
                 shm: None,
+                publish_call_us: None,
+                to_callback_us: None,
                 skipped: why,
             }
         };
@@ -385,6 +392,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     if name == "image" {
                         row.shm = out.shm.clone();
                     }
+                    let detail =
+                        |v: &Value, key: String| v.get(&key).is_some().then(|| to_latency(v, &key));
+                    row.publish_call_us = detail(&out.round_trip, format!("{name}.publish"));
+                    row.to_callback_us = detail(&out.one_way, format!("{name}.callback"));
                     rows.push(row);
                     if let Some(rp) = pair.rtt_path {
                         let mut row = blank(name, rp, "round trip", out.failed.get(name).cloned());
@@ -499,7 +510,7 @@ fn run_pair(pair: &Pair, plan: &[(&str, u64, f64)], w: u32, h: u32) -> anyhow::R
             c["received_shm"].as_u64().unwrap_or(0),
             c["received_bytes"].as_u64().unwrap_or(0),
         );
-        out.shm = Some(format!("{shm}/{} received in shm", shm + bytes));
+        out.shm = Some(format!("{shm} of {} samples in shm", shm + bytes));
     }
     Ok(out)
 }
@@ -633,6 +644,22 @@ fn print_table(rows: &[Row], b: &Breakdown) {
                     );
                 }
             }
+        }
+    }
+    println!("where the time goes, ours (p50 / p99 us): publish call (serialise + hand over) | stamp -> receive callback | stamp -> decoded message");
+    for r in rows {
+        if let (Some(p), Some(c)) = (&r.publish_call_us, &r.to_callback_us) {
+            println!(
+                "  {:<32} {:<20} {:>6.0} / {:<6.0} | {:>6.0} / {:<6.0} | {:>6.0} / {:<6.0}",
+                r.transport,
+                r.message,
+                p.p50_us,
+                p.p99_us,
+                c.p50_us,
+                c.p99_us,
+                r.latency_us.p50_us,
+                r.latency_us.p99_us
+            );
         }
     }
     println!(

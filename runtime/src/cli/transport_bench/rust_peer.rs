@@ -6,7 +6,11 @@
 //! the one-way latency (wall clock once the message is decoded and in the
 //! sink - its header stamp, taken just before encoding) of every "bench"
 //! sample; `--echo` republishes every sample unchanged on `<topic>_echo`. At
-//! EOF on stdin each prints `{"results": {TOPIC: [ns, ...]}, "shm": {...}}`.
+//! EOF on stdin each prints `{"results": {TOPIC: [ns, ...]}, "shm": {...}}`,
+//! plus where the time went: `TOPIC.publish` (publisher: duration of the
+//! publish call, i.e. serialising and handing the sample to the transport) and
+//! `TOPIC.callback` (subscriber: the transport's receive callback - stamp,
+//! before decoding).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
@@ -153,6 +157,7 @@ fn publisher(
         }
     };
     say(json!({"ready": true}));
+    let mut spent: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let mut warm: Option<String> = None;
     loop {
         let line = match lines.recv_timeout(Duration::from_millis(50)) {
@@ -178,20 +183,23 @@ fn publisher(
                 let n: u64 = n.parse()?;
                 let period = Duration::from_secs_f64(1.0 / hz.parse::<f64>()?);
                 let start = Instant::now();
+                let calls = spent.entry(format!("{topic}.publish")).or_default();
                 for i in 0..n {
                     let target = start + period * i as u32;
                     let now = Instant::now();
                     if target > now {
                         std::thread::sleep(target - now);
                     }
+                    let t0 = Instant::now();
                     send(topic, "bench")?;
+                    calls.push(t0.elapsed().as_nanos() as i64);
                 }
                 say(json!({"done": topic}));
             }
             _ => anyhow::bail!("unknown command {line:?}"),
         }
     }
-    Ok(BTreeMap::new())
+    Ok(spent)
 }
 
 type Record = Arc<Mutex<(BTreeSet<&'static str>, BTreeMap<String, Vec<i64>>)>>;
@@ -219,9 +227,11 @@ where
                     say(json!({ "heard": name }));
                 }
                 if h.frame_id == "bench" {
-                    g.1.entry(name.to_string())
+                    let stamp = h.stamp.as_nanos();
+                    g.1.entry(name.to_string()).or_default().push(now - stamp);
+                    g.1.entry(format!("{name}.callback"))
                         .or_default()
-                        .push(now - h.stamp.as_nanos());
+                        .push(x.recv_wall_ns - stamp);
                 }
             }
             if let Some(e) = &echo {
