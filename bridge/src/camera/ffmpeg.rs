@@ -199,7 +199,6 @@ pub(crate) struct Capture {
     name: String,
     last_frame: Instant,
     shared: Arc<Shared>,
-    size: Option<(usize, usize)>,
 }
 
 impl Capture {
@@ -253,7 +252,6 @@ impl Capture {
             name: name.to_string(),
             last_frame: Instant::now(),
             shared,
-            size: None,
         })
     }
 
@@ -328,7 +326,6 @@ impl super::reader::Capture for Capture {
             if let Some((data, w, h)) = done {
                 let (recv, wall) = (Instant::now(), wall_ns());
                 self.last_frame = recv;
-                self.size = Some((w, h));
                 return match rgb_image(data, w, h, wall, &self.name) {
                     Ok(image) => Ok(Next::Frame(CameraFrame {
                         image,
