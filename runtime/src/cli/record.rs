@@ -184,6 +184,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ..InProcessOptions::default()
         };
         let mut saved = 0usize;
+        if cfg.streams.values().any(|s| s.source.is_some()) {
+            eprintln!("record: --in-process records the simulator's own cameras; the config's camera sources are not opened");
+        }
         eprintln!(
             "record: in-process simulator (seed {}), scripted expert, {} episodes -> {}",
             a.seed,
