@@ -149,7 +149,11 @@ impl CameraReader {
         let name2 = name.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("cam-{name}"))
-            .spawn(move || run(&name2, &source, &mut sink, &Stop(stop_rx), &sh))?;
+            .spawn(move || {
+                let sh2 = sh.clone();
+                let mut opener = || open(&source, &name2, &sh2);
+                run(&mut opener, &mut sink, &Stop(stop_rx), &sh)
+            })?;
         Ok(CameraReader {
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -198,12 +202,14 @@ impl Drop for CameraReader {
     }
 }
 
+type Opener<'a> = dyn FnMut() -> Result<Box<dyn Capture>, String> + 'a;
+
 /// The reader thread: open, read until lost, back off, again.
-fn run(name: &str, source: &CameraSource, sink: &mut CameraSink, stop: &Stop, sh: &Arc<Shared>) {
+fn run(open: &mut Opener<'_>, sink: &mut CameraSink, stop: &Stop, sh: &Shared) {
     let mut backoff = MIN_BACKOFF;
     let mut last_reported = String::new();
     while !stop.requested() {
-        match open(source, name, sh) {
+        match open() {
             Err(e) => {
                 sh.open_failures.fetch_add(1, Ordering::Relaxed);
                 sh.error(&e);
@@ -281,6 +287,90 @@ pub fn capture_time(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+
+    /// A capture that plays a script: frames, corrupt frames, then loss.
+    struct Script(VecDeque<Result<Next, String>>);
+
+    impl Capture for Script {
+        fn next(&mut self, _: &Stop) -> Result<Next, String> {
+            self.0.pop_front().unwrap_or(Ok(Next::Stopped))
+        }
+        fn describe(&self) -> String {
+            "script".into()
+        }
+    }
+
+    fn frame() -> Result<Next, String> {
+        let image = crate::camera::frame::rgb_image(vec![0; 3], 1, 1, 5, "x").unwrap();
+        Ok(Next::Frame(CameraFrame {
+            image,
+            recv: Instant::now(),
+            recv_wall_ns: 5,
+        }))
+    }
+
+    #[test]
+    fn the_loop_counts_reports_and_reopens() {
+        // open fails twice (same reason), then a capture with a corrupt frame
+        // that is lost, then one that runs until the script ends (stop).
+        let mut opens: VecDeque<Result<Vec<Result<Next, String>>, String>> = VecDeque::from([
+            Err("gone".to_string()),
+            Err("gone".to_string()),
+            Ok(vec![
+                frame(),
+                Ok(Next::Corrupt("bad".into())),
+                frame(),
+                Err("unplugged".into()),
+            ]),
+            Ok(vec![frame()]),
+        ]);
+        let mut opener = || -> Result<Box<dyn Capture>, String> {
+            match opens.pop_front() {
+                Some(Ok(v)) => Ok(Box::new(Script(v.into()))),
+                Some(Err(e)) => Err(e),
+                None => Err("script over".into()),
+            }
+        };
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let e2 = events.clone();
+        let mut sink: CameraSink = Box::new(move |ev| {
+            let s = match ev {
+                CameraEvent::Connected(d) => format!("connected {d}"),
+                CameraEvent::Frame(_) => "frame".into(),
+                CameraEvent::Corrupt(e) => format!("corrupt {e}"),
+                CameraEvent::Lost(e) => format!("lost {e}"),
+            };
+            e2.lock().unwrap().push(s);
+        });
+        let (_tx, rx) = bounded::<()>(1);
+        let sh = Shared::default();
+        run(&mut opener, &mut sink, &Stop(rx), &sh);
+        assert_eq!(
+            *events.lock().unwrap(),
+            [
+                "lost gone", // the repeat is not reported again
+                "connected script",
+                "frame",
+                "corrupt bad",
+                "frame",
+                "lost unplugged",
+                "connected script",
+                "frame",
+            ]
+        );
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(
+            (
+                n(&sh.frames),
+                n(&sh.corrupt),
+                n(&sh.connects),
+                n(&sh.lost),
+                n(&sh.open_failures)
+            ),
+            (3, 1, 2, 1, 2)
+        );
+    }
 
     #[test]
     fn capture_times_map_to_both_clocks() {
