@@ -246,9 +246,6 @@ impl SilentStreams {
             let Some(s) = cfg.streams.get(name) else {
                 continue;
             };
-            if s.source.is_some() {
-                continue; // a camera read directly: its reader names what fails
-            }
             eprintln!(
                 "{}",
                 silent_stream_message(cfg, name, s, &transport.wire_name(&s.topic))
