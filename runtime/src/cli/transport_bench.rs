@@ -445,7 +445,11 @@ fn spawn(cmd: &Cmd, name: &str, role: &str, w: u32, h: u32) -> anyhow::Result<Pe
             echo,
             domain,
         } => {
-            let exe = std::env::current_exe()?;
+            // This very binary, even if a rebuild replaced the file meanwhile.
+            let exe = match std::path::Path::new("/proc/self/exe").exists() {
+                true => PathBuf::from("/proc/self/exe"),
+                false => std::env::current_exe()?,
+            };
             let mut c = Command::new(exe);
             c.args(["transport-bench", "--peer", role])
                 .args(["--peer-transport", &kind.to_string()])
@@ -647,6 +651,7 @@ fn print_table(rows: &[Row], b: &Breakdown) {
         }
     }
     println!("where the time goes, ours (p50 / p99 us): publish call (serialise + hand over) | stamp -> receive callback | stamp -> decoded message");
+    println!("  (ros2-dds and rmw_zenoh take their receive time after decoding)");
     for r in rows {
         if let (Some(p), Some(c)) = (&r.publish_call_us, &r.to_callback_us) {
             println!(
