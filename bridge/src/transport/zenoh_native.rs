@@ -321,3 +321,70 @@ impl Transport for ZenohNative {
         self.key(topic)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::{Header, Image, Time};
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    /// An image from one session to another over loopback, with shared memory
+    /// on and off: the same message arrives, through shared memory only when on.
+    #[test]
+    fn images_arrive_intact_with_and_without_shared_memory() {
+        for (port, shm) in [(17961u16, true), (17962, false)] {
+            let ep = format!("tcp/127.0.0.1:{port}");
+            let base = TransportConfig {
+                robot: "shmtest".into(),
+                shared_memory: shm,
+                ..TransportConfig::default()
+            };
+            let a = ZenohNative::open(&TransportConfig {
+                listen: vec![ep.clone()],
+                connect: vec![],
+                ..base.clone()
+            })
+            .unwrap();
+            let b = ZenohNative::open(&TransportConfig {
+                connect: vec![ep],
+                ..base
+            })
+            .unwrap();
+            let (tx, rx) = channel();
+            let tx = std::sync::Mutex::new(tx);
+            let _sub = b
+                .subscribe::<Image>(
+                    "cam",
+                    Qos::Sensor,
+                    Box::new(move |r| {
+                        let _ = tx.lock().unwrap().send(r.map(|x| x.msg));
+                    }),
+                )
+                .unwrap();
+            let p = a.publisher::<Image>("cam", Qos::Sensor).unwrap();
+            let pixels: Vec<u8> = (0..64 * 48 * 3).map(|i| (i * 7 % 256) as u8).collect();
+            let img =
+                Image::rgb8(Header::new(Time::from_nanos(42), "cam"), 64, 48, pixels).unwrap();
+            let mut got = None;
+            for _ in 0..100 {
+                p.publish(&img).unwrap();
+                if let Ok(r) = rx.recv_timeout(Duration::from_millis(100)) {
+                    got = Some(r.unwrap());
+                    break;
+                }
+            }
+            assert_eq!(got.as_ref(), Some(&img), "shm {shm}");
+            let (pc, sc) = (a.shm_counts(), b.shm_counts());
+            if shm {
+                assert!(pc.published_shm > 0 && pc.published_bytes == 0, "{pc:?}");
+                // Negotiated with a peer on this host (Linux, /dev/shm).
+                if std::path::Path::new("/dev/shm").is_dir() {
+                    assert!(sc.received_shm > 0, "{sc:?}");
+                }
+            } else {
+                assert_eq!((pc.published_shm, sc.received_shm), (0, 0), "{pc:?} {sc:?}");
+            }
+        }
+    }
+}
