@@ -41,7 +41,10 @@ fn transport_bench_two_processes_shm_and_skipped_peer() {
         assert!(r["skipped"].is_null(), "{r}");
         assert!(r["received"].as_u64().unwrap() > 0, "{r}");
     }
-    let img = ours.iter().find(|r| r["message"] == "Image 640x480 rgb8").unwrap();
+    let img = ours
+        .iter()
+        .find(|r| r["message"] == "Image 640x480 rgb8")
+        .unwrap();
     assert_eq!(img["bytes"], 921_652);
     // "N of M samples in shm": on Linux the same-host subscriber maps the buffers.
     let shm = img["shm"].as_str().unwrap();
@@ -55,7 +58,10 @@ fn transport_bench_two_processes_shm_and_skipped_peer() {
     assert_eq!(py.len(), 2, "{rows:?}");
     for r in py {
         assert!(
-            r["skipped"].as_str().unwrap().contains("/nonexistent/python"),
+            r["skipped"]
+                .as_str()
+                .unwrap()
+                .contains("/nonexistent/python"),
             "{r}"
         );
     }

@@ -446,9 +446,11 @@ fn spawn(cmd: &Cmd, name: &str, role: &str, w: u32, h: u32) -> anyhow::Result<Pe
             domain,
         } => {
             // This very binary, even if a rebuild replaced the file meanwhile.
-            let exe = match std::path::Path::new("/proc/self/exe").exists() {
-                true => PathBuf::from("/proc/self/exe"),
-                false => std::env::current_exe()?,
+            let proc_exe = PathBuf::from("/proc/self/exe");
+            let exe = if proc_exe.exists() {
+                proc_exe
+            } else {
+                std::env::current_exe()?
             };
             let mut c = Command::new(exe);
             c.args(["transport-bench", "--peer", role])
