@@ -210,9 +210,13 @@ pub fn load_node_engine(cfg: &NodeConfig) -> anyhow::Result<(crate::Engine, std:
     Ok((engine, ort.0))
 }
 
-/// Writes JSON through a temporary file and a rename (never a half file).
+/// Writes JSON through a temporary file and a rename (never a half file),
+/// creating the parent directory if needed.
 pub fn write_json_atomic<T: serde::Serialize>(p: &std::path::Path, v: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(v)?;
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let tmp = p.with_extension("json.tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, p).with_context(|| format!("renaming to {}", p.display()))?;
