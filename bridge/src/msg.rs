@@ -128,6 +128,14 @@ pub fn encode_to_writer<M: Serialize, W: std::io::Write>(
     Ok(())
 }
 
+/// Runs `publish`, a ROS 2 backend that serialises our message itself with
+/// cdr-encoding 0.11 (RustDDS, the vendored ros2-client), with byte fields
+/// (`Image::data`) written in one bulk copy instead of element by element.
+pub fn with_bulk_bytes<R>(publish: impl FnOnce() -> R) -> R {
+    let _guard = cdr_bytes::ModeGuard::set(cdr_bytes::Mode::Native);
+    publish()
+}
+
 /// [`encode`] into a fresh vector.
 pub fn encode_vec<M: Serialize>(msg: &M) -> Result<Vec<u8>, MsgError> {
     let mut out = Vec::new();

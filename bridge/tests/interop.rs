@@ -373,3 +373,65 @@ fn type_hashes_equal_the_official_jazzy_and_kilted_json() {
     }
     assert_eq!(checked, 2 * DESCRIPTIONS.len());
 }
+
+/// The Image bytes ros2-client's rmw_zenoh backend puts on the wire (byte
+/// fields written in bulk, `msg::with_bulk_bytes`) are exactly those of our
+/// encoder, whose output is checked against Cyclone DDS frames.
+#[test]
+fn rmw_zenoh_images_are_the_bytes_of_our_checked_encoder() {
+    use maniflow_bridge::msg::{encode_vec, Header, Time};
+    use zenoh::Wait;
+    let ep = format!("tcp/127.0.0.1:{}", free_port());
+    let cfg = TransportConfig {
+        kind: TransportKind::Ros2Zenoh,
+        domain_id: Some(19),
+        listen: vec![ep.clone()],
+        connect: vec![],
+        ..Default::default()
+    };
+    let mut zc = TransportConfig {
+        kind: TransportKind::Zenoh,
+        connect: vec![ep.clone()],
+        ..Default::default()
+    }
+    .zenoh_session_config()
+    .unwrap();
+    zc.insert_json5("transport/shared_memory/enabled", "false")
+        .unwrap();
+    let t = AnyTransport::open(&cfg, "bytes").unwrap();
+    let session = zenoh::open(zc).wait().unwrap();
+    let sub = session
+        .declare_subscriber("19/so101/head/image_raw/**")
+        .wait()
+        .unwrap();
+    let p = t.publisher::<Image>("head/image_raw", Qos::Sensor).unwrap();
+    let img = Image {
+        header: Header {
+            stamp: Time::new(3, 4),
+            frame_id: "head".into(),
+        },
+        height: 48,
+        width: 64,
+        encoding: "rgb8".into(),
+        is_bigendian: 0,
+        step: 192,
+        data: (0..48 * 192).map(|i| (i * 7 % 251) as u8).collect(),
+    };
+    let want = encode_vec(&img).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        p.publish(&img).unwrap();
+        if let Ok(Some(s)) = sub.recv_timeout(Duration::from_millis(100)) {
+            break s.payload().to_bytes().to_vec();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sample from the rmw_zenoh publisher"
+        );
+    };
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got == want,
+        "rmw_zenoh Image bytes differ from our encoder's"
+    );
+}

@@ -238,12 +238,12 @@ struct DdsPublisher<M: serde::Serialize> {
 
 impl<M: RosMessage + Clone + Send + Sync> Publish<M> for DdsPublisher<M> {
     fn publish(&self, msg: &M) -> Result<(), TransportError> {
-        self.p
-            .publish(msg.clone())
-            .map_err(|e| TransportError::Publish {
+        crate::msg::with_bulk_bytes(|| self.p.publish(msg.clone())).map_err(|e| {
+            TransportError::Publish {
                 topic: self.wire.clone(),
                 message: e.to_string(),
-            })
+            }
+        })
     }
     fn wire_name(&self) -> &str {
         &self.wire
@@ -380,12 +380,12 @@ struct RzPublisher<M: serde::Serialize> {
 
 impl<M: RosMessage + Clone + Send + Sync> Publish<M> for RzPublisher<M> {
     fn publish(&self, msg: &M) -> Result<(), TransportError> {
-        self.p
-            .publish(msg.clone())
-            .map_err(|e| TransportError::Publish {
+        crate::msg::with_bulk_bytes(|| self.p.publish(msg.clone())).map_err(|e| {
+            TransportError::Publish {
                 topic: self.wire.clone(),
                 message: e.to_string(),
-            })
+            }
+        })
     }
     fn wire_name(&self) -> &str {
         &self.wire

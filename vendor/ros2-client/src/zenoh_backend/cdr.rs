@@ -14,7 +14,7 @@
 //! [`cdr-encoding`]: https://docs.rs/cdr-encoding
 
 use byteorder::{BigEndian, LittleEndian};
-use cdr_encoding::{from_bytes, to_vec};
+use cdr_encoding::from_bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The 4-byte encapsulation header for little-endian plain CDR: representation
@@ -44,10 +44,9 @@ impl std::error::Error for CdrError {}
 /// Serialize a message to a ROS 2 CDR payload: the 4-byte `CDR_LE`
 /// encapsulation header followed by the little-endian CDR body.
 pub fn to_cdr<M: Serialize>(msg: &M) -> Result<Vec<u8>, CdrError> {
-  let body = to_vec::<M, LittleEndian>(msg).map_err(CdrError::Encoding)?;
-  let mut out = Vec::with_capacity(CDR_LE_HEADER.len() + body.len());
-  out.extend_from_slice(&CDR_LE_HEADER);
-  out.extend_from_slice(&body);
+  // [maniflow patch] serialise after the header in place (no second copy)
+  let mut out = Vec::from(CDR_LE_HEADER);
+  cdr_encoding::to_writer::<M, LittleEndian, _>(&mut out, msg).map_err(CdrError::Encoding)?;
   Ok(out)
 }
 
@@ -109,7 +108,7 @@ mod tests {
   #[test]
   fn decodes_big_endian_payload() {
     // Build a CDR_BE payload by hand and confirm from_cdr honours the header.
-    let body = to_vec::<AddTwoIntsRequest, BigEndian>(&AddTwoIntsRequest { a: 7, b: 8 }).unwrap();
+    let body = cdr_encoding::to_vec::<AddTwoIntsRequest, BigEndian>(&AddTwoIntsRequest { a: 7, b: 8 }).unwrap();
     let mut be = vec![0x00, 0x00, 0x00, 0x00]; // CDR_BE header
     be.extend_from_slice(&body);
     assert_eq!(
