@@ -837,6 +837,9 @@ fn rmw_zenoh_keys_and_liveliness_tokens_of_sim_and_node() {
         maniflow()
             .args(["sim", "--transport", "ros2-zenoh", "--listen", &ep])
             .args(["--domain-id", &domain.to_string(), "--duration", "16s"])
+            // Short episodes: the `episode` topic (volatile) then carries events every few
+            // seconds while the peer listens, whether or not the policy succeeds in time.
+            .args(["--episode-s", "3"])
             .args(["--stats-json", sim_json.to_str().unwrap()]),
     );
     let node = Proc::spawn(
