@@ -1,6 +1,6 @@
 //! Steady state (observation in -> chunk out -> executor tick -> safety) performs
 //! no heap allocation on this thread. A counting global allocator proves it for
-//! both fixture packages and every executor mode. (ONNX Runtime's own C++
+//! both fixture packages and every executor mode (real-time chunking included). (ONNX Runtime's own C++
 //! allocations happen inside the library and its arena; they are not Rust heap
 //! allocations and are not counted here.)
 
@@ -69,6 +69,16 @@ fn steady_state_allocations(
         safety,
     )
     .unwrap();
+    if let ExecutorMode::Rtc { prefix } = mode {
+        // A policy without a prefix input gets the blend.
+        let takes_prefix = ctl.engine.prefix_max() > 0;
+        assert_eq!(
+            ctl.executor.mode(),
+            ExecutorMode::Rtc {
+                prefix: prefix && takes_prefix
+            }
+        );
+    }
     let mut present = [0.0f32; 6];
     let mut cmd = [0.0f32; 6];
     let mut inferences = 0;
@@ -139,6 +149,23 @@ fn async_overlap_does_not_allocate() {
     assert_eq!(steady_state_allocations("tiny-maniflow", mode, None), 0);
 }
 
+/// Real-time chunking: the policy-side prefix is only given to policies that
+/// take one (the fixtures do not: `Rtc { prefix: true }` becomes the blend), and
+/// the blend of the old queue into each new chunk allocates nothing either.
+#[test]
+fn rtc_does_not_allocate() {
+    for (package, mode) in [
+        ("tiny-maniflow", ExecutorMode::Rtc { prefix: true }),
+        ("tiny-act", ExecutorMode::Rtc { prefix: false }),
+    ] {
+        assert_eq!(
+            steady_state_allocations(package, mode, None),
+            0,
+            "{package} {mode:?}"
+        );
+    }
+}
+
 #[test]
 fn the_counter_counts() {
     let before = allocations();
@@ -197,7 +224,8 @@ fn node_control_thread_makes_no_allocation() {
 /// The same with `[robot]`: the joints come from, and the goals go to, an
 /// SO-101 on the node's own bus thread (the STS3215 emulator on a pty). The
 /// bus thread runs beside the control thread; the control thread still makes
-/// no allocation.
+/// no allocation. This one runs the `rtc` executor (delay estimate, prefix
+/// rows in every request, smoothness records).
 #[test]
 fn node_control_thread_makes_no_allocation_with_the_bus_thread_running() {
     use maniflow_bridge::feetech::emulator::{Emulator, PtyEmulator};
@@ -260,6 +288,7 @@ fn node_control_thread_makes_no_allocation_with_the_bus_thread_running() {
         maniflow_runtime::node::config::NodeConfig::load(&root.join("launch/so101.toml")).unwrap();
     cfg.transport.connect = vec![ep];
     cfg.control.rate_hz = 50.0;
+    cfg.control.executor = maniflow_runtime::node::config::ExecutorKind::Rtc;
     cfg.streams.remove("joints");
     cfg.robot = Some(RobotSection {
         kind: "so101".into(),
@@ -299,6 +328,12 @@ fn node_control_thread_makes_no_allocation_with_the_bus_thread_running() {
     assert!(
         robot.goals_written > 100 && robot.reads_ok > 100,
         "{robot:?}"
+    );
+    assert!(stats.executor.starts_with("rtc-"), "{}", stats.executor);
+    assert!(
+        stats.smoothness.overall.requests > 5,
+        "{:?}",
+        stats.smoothness.overall
     );
     assert!(stats.chunks.produced > 5, "{:?}", stats.chunks);
     assert_eq!(

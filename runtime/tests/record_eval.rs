@@ -467,6 +467,126 @@ fn eval_runs_the_node_against_the_simulator_and_reports() {
         assert!((d - 3.0).abs() < 0.05, "{e}");
     }
     assert!(out.contains("success 0/2"), "{out}");
+    // The default executor (launch/so101.toml) and a smoothness record per episode.
+    assert_eq!(r["executor"], "async");
+    check_smoothness(&r, 2);
+}
+
+/// The smoothness report of an eval JSON: one record per episode, numbered as
+/// the simulator's, figures finite and ordered, counts consistent with the
+/// node's chunk and safety counters.
+fn check_smoothness(r: &serde_json::Value, episodes: u64) {
+    let s = &r["smoothness"];
+    assert_eq!(s["arm_joints"], 5, "{s}");
+    let per = s["per_episode"].as_array().unwrap();
+    assert_eq!(per.len() as u64, episodes, "{s}");
+    let f = |v: &serde_json::Value, k: &str| -> f64 {
+        let x = v[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {v}"));
+        assert!(x.is_finite() && x >= 0.0, "{k} = {x}: {v}");
+        x
+    };
+    let u = |v: &serde_json::Value, k: &str| -> u64 {
+        v[k].as_u64().unwrap_or_else(|| panic!("{k} missing: {v}"))
+    };
+    let mut accepted = 0;
+    for (i, e) in per.iter().enumerate() {
+        assert_eq!(e["episode"], i as u64, "{e}");
+        accepted += u(e, "chunks_accepted");
+    }
+    let overall = &s["overall"];
+    for e in per.iter().chain([overall]) {
+        let j = &e["seam_jump_deg"];
+        let (p50, p99, max) = (f(j, "p50"), f(j, "p99"), f(j, "max"));
+        assert!(p50 <= p99 && p99 <= max, "{e}");
+        // Every chunk after the first of an episode has one seam (at most).
+        let chunks = u(e, "chunks_accepted");
+        assert!(u(e, "seams") < chunks.max(1), "{e}");
+        assert!(f(e, "jerk_mean_deg_s3") <= f(e, "jerk_max_deg_s3"), "{e}");
+        assert!(u(e, "jerk_samples") % 5 == 0, "{e}");
+        assert!(u(e, "commands") <= u(e, "ticks"), "{e}");
+        assert!(
+            f(e, "delay_mean_ticks") <= u(e, "delay_max_ticks") as f64,
+            "{e}"
+        );
+        let est = f(e, "delay_estimate_mean_ticks");
+        assert!(est <= u(e, "delay_estimate_max_ticks") as f64, "{e}");
+        assert!(f(e, "prefix_rows_mean") <= 16.0, "{e}");
+    }
+    // The overall record also holds what came before episode 0.
+    assert!(u(overall, "chunks_accepted") >= accepted, "{s}");
+    assert_eq!(overall["chunks_accepted"], r["chunks"]["accepted"], "{r}");
+    assert_eq!(
+        overall["chunks_rejected"], r["chunks"]["rejected_by_safety"],
+        "{r}"
+    );
+    for (mine, node) in [
+        ("rejected_first_jump", "chunk_first_jump"),
+        ("rejected_velocity", "chunk_velocity"),
+        ("rejected_jerk", "chunk_jerk"),
+        ("rejected_nonfinite", "chunk_nonfinite"),
+    ] {
+        assert_eq!(overall[mine], r["safety"][node], "{mine}: {r}");
+    }
+}
+
+/// The bundled policy with the real-time-chunking executor (`--executor rtc`):
+/// it runs, every episode has seams, chunks arrive after at least one action
+/// ran (the delay), and the report says which RTC variant ran.
+#[test]
+fn eval_with_the_rtc_executor_reports_smoothness() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("eval.json");
+    let o = maniflow()
+        .args([
+            "eval",
+            "--policy",
+            "models/so101-sim-pick",
+            "--episodes",
+            "2",
+            "--episode-s",
+            "4",
+            "--steps",
+            "1",
+            "--seed",
+            "3",
+            "--executor",
+            "rtc",
+            "--no-expert",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    println!("{out}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let executor = r["executor"].as_str().unwrap();
+    assert!(
+        executor == "rtc-blend" || executor == "rtc-prefix",
+        "{executor}"
+    );
+    assert!(out.contains(&format!("executor {executor}")), "{out}");
+    check_smoothness(&r, 2);
+    for e in r["smoothness"]["per_episode"].as_array().unwrap() {
+        assert!(e["seams"].as_u64().unwrap() >= 1, "{e}");
+        assert!(e["jerk_samples"].as_u64().unwrap() > 0, "{e}");
+        // The control loop requests at one tick and pushes at a later one:
+        // at least one queued action runs meanwhile.
+        assert!(e["delay_max_ticks"].as_u64().unwrap() >= 1, "{e}");
+        let prefix = e["prefix_rows_mean"].as_f64().unwrap();
+        if executor == "rtc-blend" {
+            assert_eq!(prefix, 0.0, "{e}");
+        } else {
+            assert!(prefix > 0.0, "{e}");
+        }
+    }
 }
 
 #[test]

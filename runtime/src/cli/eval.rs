@@ -3,9 +3,10 @@
 //! a free loopback port, holding episode 0 until the node's first command) and
 //! runs the robot node (the same code as `maniflow run`) in this process for N
 //! episodes; reports the success rate, the mean time to success, inference
-//! latency percentiles, end-to-end latency and the safety counters, next to the
-//! scripted expert's own success on the same episodes (same seed; run in this
-//! process without transports).
+//! latency percentiles, end-to-end latency, the safety counters and the
+//! smoothness of the commanded motion (seam jumps, jerk, rejected chunks,
+//! delays; per episode and overall), next to the scripted expert's own success
+//! on the same episodes (same seed; run in this process without transports).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::node::config::NodeConfig;
+use crate::node::config::{ExecutorKind, NodeConfig};
 use crate::node::record::expert_success;
 use crate::node::{run_node, NodeStats, RunOptions};
 use crate::stats::Percentiles;
@@ -64,6 +65,9 @@ pub struct Args {
     /// Print the node's status line every second.
     #[arg(long)]
     pub verbose: bool,
+    /// Action-chunk executor (default: the config's control.executor).
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorKind>,
     /// Drive the simulated arm through its servo bus (`maniflow sim --serial`
     /// and the node's `[robot]` path) instead of joint_states/joint_command.
     #[arg(long)]
@@ -97,6 +101,11 @@ pub struct EvalReport {
     pub safety: crate::node::SafetyCounts,
     pub wall_s: f64,
     pub per_episode: Vec<super::sim::EpisodeResult>,
+    /// queue, ensemble, async, rtc-prefix or rtc-blend.
+    pub executor: String,
+    /// Seam jumps, jerk, chunks rejected by each check and delays, per episode
+    /// (by the simulator's episode number) and overall.
+    pub smoothness: crate::node::SmoothnessReport,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -121,6 +130,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(t) = a.threads {
         cfg.policy.threads = t.max(1);
+    }
+    if let Some(e) = a.executor {
+        cfg.control.executor = e;
     }
     let port = free_port()?;
     let endpoint = format!("tcp/127.0.0.1:{port}");
@@ -321,6 +333,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         safety: node.safety.clone(),
         wall_s: t0.elapsed().as_secs_f64(),
         per_episode: sim_stats.episodes.clone(),
+        executor: node.executor.clone(),
+        smoothness: node.smoothness.clone(),
     };
     print_report(&report);
     if let Some(p) = &a.json {
@@ -384,5 +398,50 @@ fn print_report(r: &EvalReport) {
         r.realtime.sched_fifo,
         r.realtime.mlockall
     );
+    print_smoothness(r);
     println!("  wall time {:.1} s", r.wall_s);
+}
+
+/// The smoothness table: one row per episode and the overall row.
+fn print_smoothness(r: &EvalReport) {
+    let s = &r.smoothness;
+    println!(
+        "  smoothness, executor {} (seam jump and jerk over the {} arm joints, gripper left out; delays in base ticks):",
+        r.executor, s.arm_joints
+    );
+    println!(
+        "  {:>7} {:>4} {:>7} | {:>6} {:>6} {:>6} deg | {:>9} {:>9} deg/s^3 | {:>4} {:>4} {:>4} {:>4} {:>4} | {:>5} {:>4} {:>5} {:>4} {:>6}",
+        "episode", "ok", "t (s)", "p50", "p99", "max", "jerk mean", "max",
+        "ok", "rej", "1st", "vel", "jerk", "delay", "max", "estim", "max", "prefix"
+    );
+    let row = |label: &str, ok: &str, t: &str, e: &crate::node::SmoothnessStats| {
+        println!(
+            "  {label:>7} {ok:>4} {t:>7} | {:>6.2} {:>6.2} {:>6.2}     | {:>9.0} {:>9.0}         | {:>4} {:>4} {:>4} {:>4} {:>4} | {:>5.2} {:>4} {:>5.2} {:>4} {:>6.2}",
+            e.seam_jump_deg.p50,
+            e.seam_jump_deg.p99,
+            e.seam_jump_deg.max,
+            e.jerk_mean_deg_s3,
+            e.jerk_max_deg_s3,
+            e.chunks_accepted,
+            e.chunks_rejected,
+            e.rejected_first_jump,
+            e.rejected_velocity,
+            e.rejected_jerk,
+            e.delay_mean_ticks,
+            e.delay_max_ticks,
+            e.delay_estimate_mean_ticks,
+            e.delay_estimate_max_ticks,
+            e.prefix_rows_mean,
+        );
+    };
+    for e in &s.per_episode {
+        let sim = r.per_episode.iter().find(|p| Some(p.episode) == e.episode);
+        let ok = sim.map_or("-", |p| if p.success { "yes" } else { "no" });
+        let t = sim
+            .and_then(|p| p.time_to_success_s)
+            .map_or("-".to_string(), |t| format!("{t:.2}"));
+        let label = e.episode.map_or("-".to_string(), |n| n.to_string());
+        row(&label, ok, &t, e);
+    }
+    row("overall", "", "", &s.overall);
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::node::config::NodeConfig;
+use crate::node::config::{ExecutorKind, NodeConfig};
 use crate::node::{run_node, NodeStats, RunOptions};
 use crate::policy::options::{EngineOptions, ExecutionProvider};
 use anyhow::Context;
@@ -44,6 +44,9 @@ pub struct Args {
     /// Interpolation multiplier (overrides control.interpolation).
     #[arg(long)]
     pub interpolation: Option<usize>,
+    /// Action-chunk executor (overrides control.executor).
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorKind>,
     /// Sampling steps N (overrides policy.steps).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -132,6 +135,9 @@ pub fn run(a: Args, ros: RosArgs) -> anyhow::Result<()> {
     }
     if let Some(m) = a.interpolation {
         cfg.control.interpolation = m;
+    }
+    if let Some(e) = a.executor {
+        cfg.control.executor = e;
     }
     if let Some(s) = a.steps {
         cfg.policy.steps = Some(s);

@@ -55,14 +55,27 @@ pub struct Controller {
     pub engine: Engine,
     pub executor: Executor,
     pub safety: Safety,
+    /// Rtc with a prefix policy: the prefix rows given to the engine,
+    /// `(prefix_max, da)` (empty otherwise).
+    prefix: Vec<f32>,
 }
 
 impl Controller {
+    /// `Rtc { prefix: true }` gives the policy the prefix only when it takes
+    /// one (`Engine::prefix_max() > 0`); for other policies it is the blend
+    /// (`prefix: false`).
     pub fn new(
         engine: Engine,
-        executor: ExecutorConfig,
+        mut executor: ExecutorConfig,
         safety: SafetyConfig,
     ) -> Result<Controller, EngineError> {
+        if let ExecutorMode::Rtc { prefix } = &mut executor.mode {
+            *prefix = *prefix && engine.prefix_max() > 0;
+        }
+        let prefix_rows = match executor.mode {
+            ExecutorMode::Rtc { prefix: true } => engine.prefix_max(),
+            _ => 0,
+        };
         let n_exec = match executor.mode {
             ExecutorMode::TemporalEnsemble { .. } => 1,
             _ => engine.n_action_steps(),
@@ -87,16 +100,23 @@ impl Controller {
             what: "safety".into(),
             message: e.to_string(),
         })?;
+        let prefix = vec![0.0; prefix_rows * engine.action_dim()];
         Ok(Controller {
             engine,
             executor: ex,
             safety: sf,
+            prefix,
         })
     }
 
     /// One control tick. `observe` writes the current observation into the
     /// engine (called only when an inference runs); `present` is the arm's
     /// position; the command is written to `out`.
+    ///
+    /// Rtc: the inference runs inside the step, so no action executes while
+    /// it does: the measured delay is 0 and, with a prefix policy, the prefix
+    /// given is `min(delay_estimate, prefix_max)` queued actions (none once a
+    /// delay has been measured).
     pub fn step(
         &mut self,
         observe: impl FnOnce(&mut Engine) -> Result<(), EngineError>,
@@ -107,6 +127,17 @@ impl Controller {
         let mut chunk_rejected = false;
         if self.executor.needs_inference() {
             observe(&mut self.engine)?;
+            if !self.prefix.is_empty() {
+                let da = self.engine.action_dim();
+                let d = self.executor.delay_estimate().min(self.prefix.len() / da);
+                let rows = &mut self.prefix[..d * da];
+                let d = if self.executor.prefix_rows(d, rows) > 0 {
+                    d
+                } else {
+                    0
+                };
+                self.engine.set_prefix(&self.prefix[..d * da], d)?;
+            }
             let chunk = self.engine.infer()?;
             inferred = true;
             match self.safety.check_chunk(chunk, present) {

@@ -57,12 +57,19 @@ fn cpu() -> String {
     "cpu".into()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `control.executor` (and `--executor` of `maniflow run` / `eval`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutorKind {
+    /// LeRobot's queue: run n_action_steps, then infer and wait.
     Queue,
+    /// ACT temporal ensembling (n_action_steps = 1).
     Ensemble,
+    /// LeRobot async inference (threshold, aggregate).
     Async,
+    /// Real-time chunking: early inference from the measured delay, splice
+    /// after the prefix (policies that take one) or RTC soft-mask blend.
+    Rtc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +94,10 @@ pub struct ControlSection {
     pub aggregate: AggregateKind,
     /// Temporal ensembling coefficient.
     pub ensemble_coeff: f32,
+    /// Rtc: give a policy that accepts an action prefix the actions that run
+    /// while it computes, and splice its chunk after them (true, the default);
+    /// false = always the soft-mask blend (as for policies without a prefix).
+    pub rtc_prefix: bool,
     /// Try SCHED_FIFO for the control thread and mlockall (reported either way).
     pub realtime: bool,
     /// SCHED_FIFO priority of the control thread (1..=99).
@@ -110,6 +121,7 @@ impl Default for ControlSection {
             async_threshold: 0.5,
             aggregate: AggregateKind::WeightedAverage,
             ensemble_coeff: 0.01,
+            rtc_prefix: true,
             realtime: true,
             priority: 80,
             cpu: None,
@@ -120,8 +132,13 @@ impl Default for ControlSection {
 }
 
 impl ControlSection {
-    pub fn executor_mode(&self) -> ExecutorMode {
+    /// The executor mode for a policy that continues up to `policy_prefix_max`
+    /// given actions (0 = it takes no prefix; see `Engine::prefix_max`).
+    pub fn executor_mode(&self, policy_prefix_max: usize) -> ExecutorMode {
         match self.executor {
+            ExecutorKind::Rtc => ExecutorMode::Rtc {
+                prefix: self.rtc_prefix && policy_prefix_max > 0,
+            },
             ExecutorKind::Queue => ExecutorMode::Queue,
             ExecutorKind::Ensemble => ExecutorMode::TemporalEnsemble {
                 coeff: self.ensemble_coeff,
@@ -443,6 +460,38 @@ type = "joint_state"
     }
 
     #[test]
+    fn rtc_executor_uses_the_prefix_only_when_the_policy_takes_one() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, format!("{MIN}\n[control]\nexecutor = \"rtc\"\n")).unwrap();
+        let c = NodeConfig::load(&p).unwrap();
+        assert_eq!(c.control.executor, ExecutorKind::Rtc);
+        assert!(c.control.rtc_prefix);
+        assert_eq!(
+            c.control.executor_mode(0),
+            ExecutorMode::Rtc { prefix: false }
+        );
+        assert_eq!(
+            c.control.executor_mode(8),
+            ExecutorMode::Rtc { prefix: true }
+        );
+        let text = format!("{MIN}\n[control]\nexecutor = \"rtc\"\nrtc_prefix = false\n");
+        std::fs::write(&p, text).unwrap();
+        let c = NodeConfig::load(&p).unwrap();
+        assert_eq!(
+            c.control.executor_mode(8),
+            ExecutorMode::Rtc { prefix: false }
+        );
+        // The other modes do not depend on the policy's prefix.
+        std::fs::write(&p, MIN).unwrap();
+        let c = NodeConfig::load(&p).unwrap();
+        assert!(matches!(
+            c.control.executor_mode(8),
+            ExecutorMode::Async { .. }
+        ));
+    }
+
+    #[test]
     fn camera_streams_take_a_source_instead_of_a_topic() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("c.toml");
@@ -489,6 +538,14 @@ type = "joint_state"
                 "streams.joints.type",
             ),
             (format!("{MIN}\n[control]\nbogus = 1\n"), "bogus"),
+            (
+                format!("{MIN}\n[control]\nexecutor = \"fast\"\n"),
+                "expected one of `queue`, `ensemble`, `async`, `rtc`",
+            ),
+            (
+                format!("{MIN}\n[control]\nrtc_prefix = 1\n"),
+                "rtc_prefix",
+            ),
             (
                 format!("{MIN}\n[streams.head]\ntype = \"image\"\n"),
                 "streams.head.topic is missing",

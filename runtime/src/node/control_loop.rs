@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, Sender, TrySendError};
 use maniflow_bridge::so101::N_JOINTS;
 
-use super::messages::{Live, OutMsg, Ready};
+use super::messages::{Live, OutMsg, Ready, Request, MAX_PREFIX};
 use super::rt;
+use super::smoothness::Smoothness;
 use super::streams::Inputs;
 use super::AllocProbe;
 use crate::control::executor::{Executor, Tick};
@@ -31,6 +32,7 @@ pub(super) struct ControlOut {
     pub(super) episode_resets: u64,
     pub(super) safety: SafetyCounters,
     pub(super) allocations: Option<u64>,
+    pub(super) smoothness: Smoothness,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -43,7 +45,9 @@ pub(super) fn control_loop(
     deadline_at: Option<Instant>,
     stop: &AtomicBool,
     done: &AtomicBool,
-    req_tx: &Sender<u64>,
+    prefix_max: usize,
+    smoothness: Smoothness,
+    req_tx: &Sender<Request>,
     ready_rx: &Receiver<Ready>,
     pool_tx: &Sender<Box<[f32]>>,
     out_tx: &Sender<OutMsg>,
@@ -70,7 +74,10 @@ pub(super) fn control_loop(
         episode_resets: 0,
         safety: SafetyCounters::default(),
         allocations: None,
+        smoothness,
     };
+    // Rows of the action prefix a request may carry (0 = the policy gets none).
+    let prefix_max = prefix_max.min(MAX_PREFIX);
     let mut present = [0.0f32; N_JOINTS];
     let mut cmd = [0.0f32; N_JOINTS];
     let mut have_present = false;
@@ -113,13 +120,16 @@ pub(super) fn control_loop(
             executor.reset();
         }
         was_fresh = fresh.is_some();
-        let starts = inputs.episode_starts.load(Ordering::Relaxed);
+        let starts = inputs.episode_starts.load(Ordering::Acquire);
         if starts != episode_starts {
             // A new episode (LeRobot's policy.reset()): forget queued actions.
             episode_starts = starts;
             executor.reset();
             discard_in_flight = in_flight;
             o.episode_resets += 1;
+            let id = inputs.episode_id.load(Ordering::Acquire);
+            o.smoothness
+                .start_episode((id != u64::MAX).then_some(id), safety.counters());
         }
         while let Ok(r) = ready_rx.try_recv() {
             in_flight = false;
@@ -136,6 +146,7 @@ pub(super) fn control_loop(
                         ChunkVerdict::Accepted => {
                             if executor.push_chunk(&c.buf, c.start).is_ok() {
                                 o.accepted += 1;
+                                o.smoothness.chunk_accepted(executor.last_delay());
                                 live.chunks_accepted.fetch_add(1, Ordering::Relaxed);
                                 obs_stamp = c.obs_stamp_ns;
                                 first_pending = true;
@@ -148,11 +159,13 @@ pub(super) fn control_loop(
                                 }
                             } else {
                                 o.rejected += 1;
+                                o.smoothness.chunk_rejected();
                                 let _ = pool_tx.try_send(c.buf);
                             }
                         }
                         ChunkVerdict::Rejected(_) => {
                             o.rejected += 1;
+                            o.smoothness.chunk_rejected();
                             live.chunks_rejected.fetch_add(1, Ordering::Relaxed);
                             let _ = pool_tx.try_send(c.buf);
                         }
@@ -161,9 +174,18 @@ pub(super) fn control_loop(
             }
         }
         if stopping.is_none() && fresh.is_some() && !in_flight && executor.needs_inference() {
-            if req_tx.try_send(executor.timestep()).is_ok() {
+            // Rtc with a prefix policy: the actions that will run while the
+            // inference does (as many as the delay estimate says) go with the request.
+            let mut req = Request::new(executor.timestep());
+            let estimate = executor.delay_estimate();
+            let d = estimate.min(prefix_max);
+            if d > 0 && executor.prefix_rows(d, &mut req.rows[..d * N_JOINTS]) > 0 {
+                req.d = d;
+            }
+            if req_tx.try_send(req).is_ok() {
                 in_flight = true;
                 o.requested += 1;
+                o.smoothness.requested(estimate, req.d);
             }
         }
         let (verdict, from_chunk) = if stopping.is_some() || fresh.is_none() {
@@ -196,6 +218,7 @@ pub(super) fn control_loop(
             if first {
                 first_pending = false;
             }
+            o.smoothness.tick(Some(&cmd), first);
             let msg = OutMsg::Command {
                 pos: cmd,
                 obs_stamp_ns: if from_chunk { obs_stamp } else { 0 },
@@ -204,6 +227,8 @@ pub(super) fn control_loop(
             if out_tx.try_send(msg).is_err() {
                 o.queue_full += 1;
             }
+        } else {
+            o.smoothness.tick(None, false);
         }
         let end = clock.elapsed_ns();
         o.compute

@@ -1,6 +1,8 @@
 //! The inference thread: keeps the `n_obs_steps` history at the policy's base
 //! rate and, on request from the control thread, runs the engine on the newest
-//! complete fresh observation and hands back the chunk in a pooled buffer.
+//! complete fresh observation and hands back the chunk in a pooled buffer. A
+//! policy that takes an action prefix gets the request's (none unless the
+//! executor is `rtc`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 use arrayvec::ArrayVec;
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::messages::{ChunkMsg, Live, Ready};
+use super::messages::{ChunkMsg, Live, Ready, Request};
 use super::report::ChunkCounts;
 use super::streams::{Inputs, ObsBuffers};
 use crate::policy::engine::{Engine, ObservationStep, TactileReading};
@@ -26,7 +28,7 @@ pub(super) fn inference_loop(
     engine: &mut Engine,
     inputs: &Inputs,
     rate_hz: f64,
-    req_rx: &Receiver<u64>,
+    req_rx: &Receiver<Request>,
     ready_tx: &Sender<Ready>,
     pool_rx: &Receiver<Box<[f32]>>,
     live: &Live,
@@ -68,7 +70,8 @@ pub(super) fn inference_loop(
                     next_sample = now + base;
                 }
             }
-            Ok(start_ts) => {
+            Ok(req) => {
+                let start_ts = req.start;
                 let t0 = Instant::now();
                 if inputs.snapshot(inputs.clock.now_ns(), &mut fresh).is_err() {
                     out.counts.skipped += 1;
@@ -102,6 +105,14 @@ pub(super) fn inference_loop(
                     if set.is_err() {
                         break;
                     }
+                }
+                if set.is_ok() && engine.prefix_max() > 0 {
+                    // Stays set until the next request: d = 0 clears it.
+                    let d = req.d.min(engine.prefix_max());
+                    let all = req.prefix();
+                    // (da is N_JOINTS, checked at start; a mismatch is the engine's error.)
+                    let rows = all.get(..d * engine.action_dim()).unwrap_or(all);
+                    set = engine.set_prefix(rows, d);
                 }
                 let r = match set {
                     Ok(()) => engine.infer(),

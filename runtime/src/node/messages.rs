@@ -32,6 +32,37 @@ pub(super) struct ChunkMsg {
     pub(super) obs_stamp_ns: i64,
 }
 
+/// Most prefix rows a request carries (the engine's `prefix_max` is clamped to it).
+pub(super) const MAX_PREFIX: usize = 16;
+
+/// A request from the control thread to the inference thread (fixed size,
+/// `Copy`: sending it allocates nothing).
+#[derive(Clone, Copy)]
+pub(super) struct Request {
+    /// Base timestep of the chunk's row 0 (the next one to execute).
+    pub(super) start: u64,
+    /// Rows of `rows` given as the chunk's first actions (0 = none).
+    pub(super) d: usize,
+    /// The actions that execute while the inference runs, `(d, N_JOINTS)`
+    /// row-major (unnormalised), for timesteps `start..start + d`.
+    pub(super) rows: [f32; MAX_PREFIX * N_JOINTS],
+}
+
+impl Request {
+    pub(super) fn new(start: u64) -> Request {
+        Request {
+            start,
+            d: 0,
+            rows: [0.0; MAX_PREFIX * N_JOINTS],
+        }
+    }
+
+    /// The given prefix rows (`d * N_JOINTS` values).
+    pub(super) fn prefix(&self) -> &[f32] {
+        &self.rows[..self.d.min(MAX_PREFIX) * N_JOINTS]
+    }
+}
+
 pub(super) enum Ready {
     Chunk(ChunkMsg),
     /// The request could not be served (stale or missing inputs, engine error).

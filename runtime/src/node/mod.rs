@@ -15,7 +15,9 @@
 //!   observation, runs the engine, and hands back the chunk in a pooled buffer.
 //! - control: absolute deadlines at `rate_hz * interpolation`, SCHED_FIFO when
 //!   permitted; executor, whole-chunk checks, safety filter, hold on stale
-//!   joints. It never blocks and never allocates: it reads the joint state from
+//!   joints, the smoothness records ([`smoothness`]); with the `rtc` executor
+//!   and a policy that takes an action prefix, each request carries the
+//!   actions that will run while the inference does. It never blocks and never allocates: it reads the joint state from
 //!   a seqlock cell, exchanges fixed-size messages over bounded `crossbeam`
 //!   channels with `try_send`/`try_recv`, and records into preallocated HDR
 //!   histograms.
@@ -32,10 +34,12 @@ pub mod record;
 mod report;
 pub mod robot;
 pub mod rt;
+pub mod smoothness;
 pub mod streams;
 mod wiring;
 
 pub use report::{ChunkCounts, CommandCounts, NodeStats, SafetyCounts};
+pub use smoothness::{SeamJump, SmoothnessReport, SmoothnessStats};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,7 +58,7 @@ use crate::policy::engine::Engine;
 use config::NodeConfig;
 use control_loop::control_loop;
 use inference::inference_loop;
-use messages::{Live, OutMsg, Ready};
+use messages::{Live, OutMsg, Ready, Request};
 use publisher::publisher_loop;
 use wiring::{build_inputs, subscribe_all};
 
@@ -118,9 +122,15 @@ pub fn run_node(
 
     // Control-thread state, built before the threads start (no allocation later).
     let ex_cfg = ExecutorConfig {
-        mode: cfg.control.executor_mode(),
+        mode: cfg.control.executor_mode(engine.prefix_max()),
         interpolation_multiplier: m_interp,
     };
+    // Rtc with a policy that continues a given prefix: requests carry one.
+    let prefix_max = match ex_cfg.mode {
+        ExecutorMode::Rtc { prefix: true } => engine.prefix_max(),
+        _ => 0,
+    };
+    let smooth = smoothness::Smoothness::new(rate, m_interp);
     let n_exec = match ex_cfg.mode {
         ExecutorMode::TemporalEnsemble { .. } => 1,
         _ => engine.n_action_steps(),
@@ -132,7 +142,7 @@ pub fn run_node(
     let mut safety = Safety::new(so101_safety(rate as f32))
         .map_err(|e| anyhow::anyhow!("safety limits: {e}"))?;
 
-    let (req_tx, req_rx) = bounded::<u64>(1);
+    let (req_tx, req_rx) = bounded::<Request>(1);
     let (ready_tx, ready_rx) = bounded::<Ready>(4);
     let (pool_tx, pool_rx) = bounded::<Box<[f32]>>(16);
     for _ in 0..12 {
@@ -228,6 +238,8 @@ pub fn run_node(
                     deadline_at,
                     &stop,
                     &done,
+                    prefix_max,
+                    smooth,
                     &req_tx,
                     &ready_rx,
                     &pool_tx,
@@ -291,6 +303,7 @@ pub fn run_node(
         rt,
         robot_report,
         camera_stats,
+        ex_cfg.mode,
     ))
 }
 

@@ -44,6 +44,11 @@ pub struct NodeStats {
     /// Cameras read directly (streams with a `source`): frames, corrupt
     /// frames, connects and losses.
     pub cameras: BTreeMap<String, maniflow_bridge::camera::CameraStats>,
+    /// The executor that ran (queue, ensemble, async, rtc) and, for rtc,
+    /// whether the policy was given the prefix (`rtc-prefix`) or blended (`rtc-blend`).
+    pub executor: String,
+    /// Seam jumps, jerk, rejected chunks and delays, per episode and overall.
+    pub smoothness: super::smoothness::SmoothnessReport,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -148,6 +153,7 @@ pub(super) fn node_stats(
     rt: rt::RtReport,
     robot_report: Option<super::robot::RobotReport>,
     cameras: BTreeMap<String, maniflow_bridge::camera::CameraStats>,
+    executor: crate::control::executor::ExecutorMode,
 ) -> NodeStats {
     let tick_hz = cfg.control.tick_hz();
     let mut inputs_counts = BTreeMap::new();
@@ -159,6 +165,7 @@ pub(super) fn node_stats(
         inputs_counts.insert("tactile".to_string(), t.counters().counts());
     }
     let elapsed = ctl_out.elapsed_s;
+    let smoothness = ctl_out.smoothness.report(&ctl_out.safety);
     let mut chunks = inf_out.counts;
     chunks.accepted = ctl_out.accepted;
     chunks.rejected_by_safety = ctl_out.rejected;
@@ -198,7 +205,22 @@ pub(super) fn node_stats(
         control_allocations_after_warmup: ctl_out.allocations,
         robot: robot_report,
         cameras,
+        executor: executor_name(executor),
+        smoothness,
     }
+}
+
+/// How the executor is named in the reports.
+pub(super) fn executor_name(mode: crate::control::executor::ExecutorMode) -> String {
+    use crate::control::executor::ExecutorMode;
+    match mode {
+        ExecutorMode::Queue => "queue",
+        ExecutorMode::TemporalEnsemble { .. } => "ensemble",
+        ExecutorMode::Async { .. } => "async",
+        ExecutorMode::Rtc { prefix: true } => "rtc-prefix",
+        ExecutorMode::Rtc { prefix: false } => "rtc-blend",
+    }
+    .to_string()
 }
 
 /// How long an input stream may deliver nothing from the start before the node

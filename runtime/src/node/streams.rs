@@ -290,6 +290,9 @@ pub struct Inputs {
     /// Episode starts seen on `control.reset_topic` (the control thread clears
     /// the executor when it changes).
     pub episode_starts: AtomicU64,
+    /// The episode number carried by the last start event (`u64::MAX` before
+    /// any); stored before `episode_starts` is bumped.
+    pub episode_id: AtomicU64,
 }
 
 impl Inputs {
@@ -582,6 +585,7 @@ mod tests {
             }],
             tactile: None,
             episode_starts: AtomicU64::new(0),
+            episode_id: AtomicU64::new(u64::MAX),
         };
         let mut out = ObsBuffers::default();
         let e = inputs.snapshot(1_000_000_000, &mut out).unwrap_err();

@@ -111,6 +111,7 @@ pub(super) fn build_inputs(cfg: &NodeConfig, engine: &Engine) -> anyhow::Result<
         cameras,
         tactile,
         episode_starts: AtomicU64::new(0),
+        episode_id: AtomicU64::new(u64::MAX),
     })
 }
 
@@ -238,7 +239,14 @@ pub(super) fn subscribe_all(
             Box::new(move |r| {
                 if let Ok(x) = r {
                     if x.msg.data.len() >= 2 && x.msg.data[1] == 0.0 {
-                        inp.episode_starts.fetch_add(1, Ordering::Relaxed);
+                        let ep = x.msg.data[0];
+                        let id = if ep.is_finite() && ep >= 0.0 && ep < u64::MAX as f64 {
+                            ep as u64
+                        } else {
+                            u64::MAX
+                        };
+                        inp.episode_id.store(id, Ordering::Release);
+                        inp.episode_starts.fetch_add(1, Ordering::Release);
                     }
                 }
             }),
