@@ -98,6 +98,7 @@ impl BenchModel {
     /// EMA); returns (loss, grad_norm) from its one device-to-host copy.
     pub fn step(&mut self, autocast: Autocast) -> (f64, f64) {
         let tc = self.cfg.train.clone();
+        let prefix = (self.cfg.model.n_obs_steps, self.cfg.model.prefix_d_max());
         let aug = self.cfg.encoder.augment;
         let obs = &self.obs;
         let loss = crate::cuda::run(autocast, self.device, || {
@@ -115,7 +116,7 @@ impl BenchModel {
                 .collect();
             let o = Obs { images, state: obs.state.shallow_clone(), tactile: obs.tactile.as_ref().map(|t| t.shallow_clone()) };
             let ctx = self.net.encode(&o);
-            consistency_flow_loss(&self.net, &self.ema, &ctx, &self.x1, &tc, true, None)
+            consistency_flow_loss(&self.net, &self.ema, &ctx, &self.x1, &tc, prefix, true, None)
         });
         self.opt.zero_grad();
         loss.total.backward();

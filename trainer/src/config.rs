@@ -71,6 +71,49 @@ pub struct ModelConfig {
     pub use_gate_attn: bool,
     pub gate_type: GateType,
     pub fusion: Fusion,
+    /// Training-time real-time chunking: the network learns to continue a given
+    /// prefix of the chunk (absent = off, today's model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<PrefixConfig>,
+}
+
+impl ModelConfig {
+    /// Largest prefix trained (0 = prefix conditioning off).
+    pub fn prefix_d_max(&self) -> usize {
+        self.prefix.as_ref().map_or(0, PrefixConfig::d_max)
+    }
+}
+
+/// Prefix conditioning (training-time RTC, Black et al. 2025, arXiv 2512.05964):
+/// per example a delay d in `0..=d_max` is drawn; the chunk's first d executed rows
+/// are given clean (flagged by a learned embedding) and left out of both losses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixConfig {
+    /// Largest delay trained, in control ticks. Absent: from the control rate and the
+    /// measured inference time, `ceil(inference_ms * control_hz / 1000) + 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d_max: Option<usize>,
+    /// The robot's control rate (Hz) the delay is counted in.
+    #[serde(default = "default_control_hz")]
+    pub control_hz: f64,
+    /// Measured p99 inference time on the target computer (ms), e.g. from `maniflow bench`.
+    #[serde(default = "default_inference_ms")]
+    pub inference_ms: f64,
+}
+
+fn default_control_hz() -> f64 {
+    30.0
+}
+
+fn default_inference_ms() -> f64 {
+    15.0
+}
+
+impl PrefixConfig {
+    pub fn d_max(&self) -> usize {
+        self.d_max.unwrap_or_else(|| (self.inference_ms * self.control_hz / 1000.0).ceil().max(0.0) as usize + 1)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -227,6 +270,21 @@ impl Config {
         }
         if m.n_layer == 0 {
             return err("model.n_layer", "must be >= 1".into());
+        }
+        if let Some(p) = &m.prefix {
+            if !(p.control_hz.is_finite() && p.control_hz > 0.0) {
+                return err("model.prefix.control_hz", format!("must be > 0, got {}", p.control_hz));
+            }
+            if !(p.inference_ms.is_finite() && p.inference_ms >= 0.0) {
+                return err("model.prefix.inference_ms", format!("must be >= 0, got {}", p.inference_ms));
+            }
+            let first = m.n_obs_steps - 1;
+            if p.d_max() == 0 || first + p.d_max() >= m.horizon {
+                return err(
+                    "model.prefix.d_max",
+                    format!("({}) must be in 1..{} (horizon - n_obs_steps + 1 leaves a row to generate)", p.d_max(), m.horizon - first),
+                );
+            }
         }
         if e.resnet_width == 0 || e.resnet_width % 16 != 0 {
             return err("encoder.resnet_width", "must be a positive multiple of 16 (GroupNorm with C/16 groups)".into());

@@ -141,12 +141,16 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
     let x = Tensor::randn([2, t, da], (Kind::Float, Device::Cpu));
     let tt = Tensor::rand([2], (Kind::Float, Device::Cpu));
     let tg = Tensor::rand([2], (Kind::Float, Device::Cpu));
-    let v_tch = net.velocity(&x, &tt, &tg, &ctx_tch, false, None);
-    let v_ort = ort_run(
-        &mut vel_s,
-        vec![("x_t".into(), x.shallow_clone()), ("t".into(), tt), ("target_t".into(), tg), ("context".into(), ctx_tch.shallow_clone())],
-        "velocity",
-    )?;
+    let mut vel_in: Vec<(String, Tensor)> =
+        vec![("x_t".into(), x.shallow_clone()), ("t".into(), tt.shallow_clone()), ("target_t".into(), tg.shallow_clone()), ("context".into(), ctx_tch.shallow_clone())];
+    // With prefix inputs: example 0 continues d_max given rows, example 1 none (d = 0).
+    let prefix = (cfg.model.prefix_d_max() > 0).then(|| parity_prefix(t, da, cfg.model.n_obs_steps - 1, cfg.model.prefix_d_max()));
+    if let Some(p) = &prefix {
+        vel_in.push(("prefix".into(), p.actions.shallow_clone()));
+        vel_in.push(("prefix_mask".into(), p.mask.shallow_clone()));
+    }
+    let v_tch = net.velocity_with_prefix(&x, &tt, &tg, &ctx_tch, prefix.as_ref(), false, None);
+    let v_ort = ort_run(&mut vel_s, vel_in, "velocity")?;
     let velocity_err = max_abs(&v_tch, &v_ort);
     if !(encoder_err <= PARITY_TOL && velocity_err <= PARITY_TOL) {
         bail!(
@@ -182,6 +186,7 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
                 horizon: cfg.model.horizon,
                 n_action_steps: cfg.model.n_action_steps,
                 start_index: cfg.model.n_obs_steps - 1,
+                prefix_d_max: cfg.model.prefix_d_max(),
             },
         },
         normalization: info.normalization.clone(),
@@ -230,6 +235,19 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
         }
     };
     Ok(ExportReport { out: out.to_path_buf(), encoder_err, velocity_err, pipeline_err, checkpoint: ckpt })
+}
+
+/// Parity inputs of a prefix-conditioned velocity graph (B = 2): example 0 is given
+/// rows `first..first + d_max`, example 1 no prefix.
+pub fn parity_prefix(t: i64, da: i64, first: usize, d_max: usize) -> crate::model::ditx::PrefixCond {
+    let mut mask = vec![0f32; 2 * t as usize];
+    for r in first..first + d_max {
+        mask[r] = 1.0;
+    }
+    crate::model::ditx::PrefixCond {
+        actions: Tensor::rand([2, t, da], (Kind::Float, Device::Cpu)) * 2.0 - 1.0,
+        mask: Tensor::from_slice(&mask).view([2, t]),
+    }
 }
 
 /// Load the package with the runtime's `Engine` and compare one full chunk
@@ -303,11 +321,52 @@ use maniflow_runtime::policy::options::EngineOptions;
         an.unnormalize(a, b);
     }
     let start = cfg.model.n_obs_steps - 1;
-    let expect = &un[start * da..];
+    let mut err = chunk_err(&chunk, &un[start * da..], info, cfg)?;
+    let d_max = cfg.model.prefix_d_max();
+    if d_max > 0 {
+        // The same with a prefix of d_max rows given (unnormalised, as the executor passes it).
+        let normed: Vec<f32> = (0..d_max * da).map(|_| rng.random_range(-0.9..0.9)).collect();
+        let mut raw = vec![0f32; normed.len()];
+        for (a, b) in normed.chunks(da).zip(raw.chunks_mut(da)) {
+            an.unnormalize(a, b);
+        }
+        eng.set_prefix(&raw, d_max).map_err(|e| anyhow::anyhow!("runtime set_prefix: {e}"))?;
+        let chunk = eng.infer_with_noise(&noise).map_err(|e| anyhow::anyhow!("runtime infer with prefix: {e}"))?.to_vec();
+        eng.set_prefix(&[], 0).map_err(|e| anyhow::anyhow!("runtime set_prefix: {e}"))?;
+        if chunk[..d_max * da] != raw[..] {
+            bail!("runtime chunk rows 0..{d_max} are not the given prefix");
+        }
+        let mut pn = vec![0f32; t * da];
+        let mut mask = vec![0f32; t];
+        for (r, row) in raw.chunks(da).enumerate() {
+            an.normalize(row, &mut pn[(start + r) * da..(start + r + 1) * da]);
+            mask[start + r] = 1.0;
+        }
+        let cond = crate::model::ditx::PrefixCond {
+            actions: Tensor::from_slice(&pn).view([1, t as i64, da as i64]),
+            mask: Tensor::from_slice(&mask).view([1, t as i64]),
+        };
+        let noise_t = Tensor::from_slice(&noise).view([1, t as i64, da as i64]);
+        let x = net.sample_with_prefix(&ctx, &noise_t, Some(&cond), steps, cfg.train.target_t == TargetTMode::Absolute);
+        let xs: Vec<f32> = Vec::try_from(x.flatten(0, -1))?;
+        let mut un = vec![0f32; xs.len()];
+        for (a, b) in xs.chunks(da).zip(un.chunks_mut(da)) {
+            an.unnormalize(a, b);
+        }
+        // Rows after the prefix (the prefix rows are exact by construction).
+        let gen = d_max * da;
+        err = err.max(chunk_err(&chunk[gen..], &un[start * da + gen..], info, cfg)?);
+    }
+    Ok(err)
+}
+
+/// Max error between a runtime chunk and tch's, in normalised units (actions are in
+/// degrees): error / half-range.
+fn chunk_err(chunk: &[f32], expect: &[f32], info: &DataInfo, cfg: &Config) -> Result<f64> {
+    let da = info.dims.action_dim;
     if expect.len() != chunk.len() {
         bail!("runtime chunk has {} values, tch {}", chunk.len(), expect.len());
     }
-    // Compare in normalised units (actions are in degrees): error / half-range.
     let mut err = 0f64;
     for (i, (a, b)) in chunk.iter().zip(expect).enumerate() {
         let r = match info.normalization.get(&cfg.data.action_key) {

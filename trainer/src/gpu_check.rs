@@ -211,6 +211,7 @@ mod tests {
     /// cosine is 1; a different seed gives a different step.
     #[test]
     fn the_same_step_twice_is_identical_and_a_different_draw_is_not() {
+        let _rng = crate::tch_rng_lock();
         let mut cfg = crate::presets::load("so101-cpu").unwrap();
         cfg.train.batch_size = 4;
         let mut a = BenchModel::new(&cfg, Device::Cpu).unwrap();

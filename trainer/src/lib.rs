@@ -22,3 +22,11 @@ pub mod onnx;
 pub mod presets;
 pub mod rng;
 pub mod train;
+
+/// Unit tests that seed and draw from libtorch's global generator hold this, so
+/// parallel tests do not interleave their draws.
+#[cfg(test)]
+pub(crate) fn tch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

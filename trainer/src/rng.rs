@@ -68,6 +68,7 @@ mod tests {
     /// (device) draws on the CPU are what they always were.
     #[test]
     fn host_draws_follow_the_cpu_generator() {
+        let _rng = crate::tch_rng_lock();
         tch::manual_seed(5);
         let plain = Tensor::rand([4], (Kind::Float, Device::Cpu));
         tch::manual_seed(5);

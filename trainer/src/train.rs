@@ -476,7 +476,7 @@ impl<'a> Trainer<'a> {
             }
             let batch = self.data.batch(&self.data.val, chunk);
             let ctx = self.net.encode(&batch.obs);
-            let l = consistency_flow_loss(&self.net, &self.ema, &ctx, &batch.action, &self.cfg.train, false, None);
+            let l = consistency_flow_loss(&self.net, &self.ema, &ctx, &batch.action, &self.cfg.train, self.prefix_args(), false, None);
             let p = l.parts();
             tot += p.loss_flow + p.loss_ct;
             cnt += 1.0;
@@ -539,6 +539,7 @@ impl<'a> Trainer<'a> {
                     &ctx,
                     &batch.action,
                     &tc,
+                    self.prefix_args(),
                     true,
                     if want_gates || reg_on { Some(&mut rec) } else { None },
                 )
@@ -590,6 +591,7 @@ impl<'a> Trainer<'a> {
                     ("bc_loss".into(), parts.loss_flow + parts.loss_ct),
                     ("v_flow_pred_magnitude".into(), parts.v_flow_rms),
                     ("v_ct_pred_magnitude".into(), parts.v_ct_rms),
+                    ("loss_prefix_next".into(), parts.loss_prefix_next),
                     ("lr".into(), lr),
                     ("global_step".into(), step as f64),
                     ("epoch".into(), epoch as f64),
@@ -633,6 +635,11 @@ impl<'a> Trainer<'a> {
             last,
             final_step: self.state.step,
         })
+    }
+
+    /// (n_obs_steps, prefix d_max) for the objective.
+    fn prefix_args(&self) -> (usize, usize) {
+        (self.cfg.model.n_obs_steps, self.cfg.model.prefix_d_max())
     }
 
     /// Context-token ranges that count as state (proprio) and vision (cameras).
@@ -708,7 +715,8 @@ pub fn step_scalars(total: &Tensor, parts: &Tensor, grad_sq: &Tensor) -> (f64, L
     );
     let v = Vec::<f64>::try_from(all.to_device(Device::Cpu)).unwrap_or_default();
     let g = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
-    (g(0), LossParts::from_slice(&v[1.min(v.len())..v.len().min(5)]), g(5))
+    let n = crate::objective::N_PARTS;
+    (g(0), LossParts::from_slice(&v[1.min(v.len())..v.len().min(1 + n)]), g(1 + n))
 }
 
 /// Unnormalise (B, T, Da) normalised actions with the dataset's action normaliser.

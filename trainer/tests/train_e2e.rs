@@ -115,3 +115,46 @@ fn so101_cpu_300_steps_learn_log_export_and_run() {
     let plots: Vec<_> = std::fs::read_dir(run.join("plots")).unwrap().flatten().collect();
     assert!(plots.len() >= 4, "plots: {plots:?}");
 }
+
+/// Training-time real-time chunking end to end: a prefix-conditioned run logs
+/// `loss_prefix_next`, its export carries `prefix` / `prefix_mask` in velocity.onnx
+/// (parity of the graph and of the runtime's whole pipeline with a prefix given),
+/// and the manifest says how long a prefix the policy continues.
+#[test]
+fn prefix_conditioned_run_exports_prefix_inputs_with_parity() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synth(dir.path(), 6, 40, 5);
+    let cfg = config_with(dir.path(), "so101.toml", &[("steps", "20"), ("batch_size", "16"), ("log_every", "5")]);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[model.prefix]\nd_max = 3\n");
+    std::fs::write(&cfg, text).unwrap();
+    let run = dir.path().join("run");
+    ok(&["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&run), "--quiet"]);
+    let m = read_metrics(&run);
+    let lpn: Vec<f64> = m.iter().filter_map(|r| r["loss_prefix_next"].as_f64()).collect();
+    assert!(!lpn.is_empty() && lpn.iter().all(|v| v.is_finite() && *v >= 0.0), "loss_prefix_next: {lpn:?}");
+
+    let pkg = dir.path().join("pkg");
+    let o = ok(&["export", s(&run), "--out", s(&pkg), "--ema"]);
+    eprintln!("{o}");
+    let manifest = std::fs::read_to_string(pkg.join("policy.toml")).unwrap();
+    assert!(manifest.contains("prefix_d_max = 3"), "{manifest}");
+    // The graph's inputs, read back with onnxruntime from PyPI.
+    let py = "import sys,json,onnxruntime as o\ns=o.InferenceSession(sys.argv[1])\nprint(json.dumps({i.name: i.shape for i in s.get_inputs()}))";
+    let out = Command::new(python()).args(["-c", py, s(&pkg.join("velocity.onnx"))]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inputs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(inputs["prefix"].as_array().map(|a| a.len()), Some(3), "{inputs}");
+    assert_eq!(inputs["prefix_mask"][1], 16, "{inputs}");
+    // A package whose manifest hides the prefix is refused, naming the input.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for f in ["encoder.onnx", "velocity.onnx"] {
+        std::fs::copy(pkg.join(f), bad.join(f)).unwrap();
+    }
+    std::fs::write(bad.join("policy.toml"), manifest.replace("prefix_d_max = 3\n", "")).unwrap();
+    let maniflow = train_bin().with_file_name("maniflow");
+    let o = Command::new(&maniflow).args(["inspect", s(&bad)]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("prefix"), "inspect accepted a hidden prefix input: {err}");
+}

@@ -60,6 +60,21 @@ enum Role {
     T,
     TargetT,
     Context,
+    Prefix,
+    PrefixMask,
+}
+
+/// The given first rows of the next chunk (training-time real-time chunking):
+/// `d` rows, unnormalised (copied back exactly) and normalised (fed to the graph).
+struct Prefix {
+    d_max: usize,
+    d: usize,
+    /// (d_max, Da) unnormalised.
+    raw: Vec<f32>,
+    /// (T, Da) normalised, rows `start_index..start_index + d` set, zeros elsewhere.
+    norm: Vec<f32>,
+    /// (T,) 1 on the prefix rows.
+    mask: Vec<f32>,
 }
 
 /// Input tensors of one graph, in the session's input order.
@@ -101,6 +116,7 @@ pub struct Engine {
     horizon: usize,
     start_index: usize,
     times: StageTimes,
+    prefix: Prefix,
     /// The GPU path (`--device cuda`): preprocessing, bindings and the sampler
     /// on the device; None on the CPU.
     device: Option<Box<DeviceSampler>>,
@@ -232,6 +248,8 @@ impl Engine {
                     "target_t" => (Role::TargetT, vec![1]),
                     // placeholder slot; the encoder's output handle is passed instead
                     "context" => (Role::Context, vec![1]),
+                    "prefix" => (Role::Prefix, vec![1, horizon, da]),
+                    "prefix_mask" => (Role::PrefixMask, vec![1, horizon]),
                     other => {
                         return Err(EngineError::Config {
                             what: "graph velocity".into(),
@@ -296,6 +314,13 @@ impl Engine {
             horizon,
             start_index,
             times: StageTimes::default(),
+            prefix: Prefix {
+                d_max: a.prefix_d_max,
+                d: 0,
+                raw: vec![0.0; a.prefix_d_max * da],
+                norm: vec![0.0; horizon * da],
+                mask: vec![0.0; horizon],
+            },
             device: None,
             pkg,
         };
@@ -452,6 +477,15 @@ impl Engine {
         module: std::sync::Arc<cudarc::driver::CudaModule>,
     ) -> Result<(), EngineError> {
         let m = &self.pkg.manifest;
+        if self.prefix.d_max > 0 {
+            return Err(EngineError::Config {
+                what: "--device cuda".into(),
+                message: format!(
+                    "policy `{}` takes an action prefix (outputs.action.prefix_d_max = {}), which the GPU sampler does not feed yet; run it with --device cpu",
+                    m.name, self.prefix.d_max
+                ),
+            });
+        }
         let mut specs = Vec::new();
         for spec in m.image_inputs() {
             let n = m
@@ -511,6 +545,58 @@ impl Engine {
         self.device
             .as_deref()
             .map(|d| (d.gpu.name.as_str(), d.gpu.index))
+    }
+
+    /// How many given first actions the policy continues (`outputs.action.prefix_d_max`);
+    /// 0 = it takes no prefix.
+    pub fn prefix_max(&self) -> usize {
+        self.prefix.d_max
+    }
+
+    /// The first `d` actions of the next chunk, given (`rows`: `d * Da` unnormalised
+    /// actions for the chunk's rows `0..d`): the policy continues them, and the returned
+    /// chunk's rows `0..d` are exactly `rows`. Stays until changed; `d = 0` clears it.
+    /// No allocation.
+    pub fn set_prefix(&mut self, rows: &[f32], d: usize) -> Result<(), EngineError> {
+        let p = &mut self.prefix;
+        if d > p.d_max {
+            return Err(EngineError::input(
+                "prefix",
+                format!(
+                    "has {d} rows, the policy continues at most {} (outputs.action.prefix_d_max)",
+                    p.d_max
+                ),
+            ));
+        }
+        if rows.len() != d * self.da {
+            return Err(EngineError::input(
+                "prefix",
+                format!(
+                    "has {} values, expected {d} rows x {} = {}",
+                    rows.len(),
+                    self.da,
+                    d * self.da
+                ),
+            ));
+        }
+        if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
+            return Err(EngineError::input(
+                "prefix",
+                format!("row {} joint {} is not finite", i / self.da, i % self.da),
+            ));
+        }
+        let da = self.da;
+        p.d = d;
+        p.raw[..d * da].copy_from_slice(rows);
+        p.norm.fill(0.0);
+        p.mask.fill(0.0);
+        for (r, row) in rows.chunks_exact(da).enumerate() {
+            let at = self.start_index + r;
+            self.action_norm
+                .normalize(row, &mut p.norm[at * da..(at + 1) * da]);
+            p.mask[at] = 1.0;
+        }
+        Ok(())
     }
 
     /// Run the policy on the current observation tensors, drawing fresh noise.
@@ -589,13 +675,26 @@ impl Engine {
         Ok(self.unnormalize_chunk())
     }
 
+    /// The given prefix rows replace the sample's (the graph ignores x there).
+    fn apply_prefix(&mut self) {
+        let (da, d) = (self.da, self.prefix.d);
+        let lo = self.start_index * da;
+        self.x[lo..lo + d * da].copy_from_slice(&self.prefix.norm[lo..lo + d * da]);
+    }
+
     /// The sample's executed rows, unnormalised, into `chunk`.
     fn unnormalize_chunk(&mut self) -> &[f32] {
         let da = self.da;
+        if self.prefix.d > 0 {
+            self.apply_prefix();
+        }
         for (r, row) in self.chunk.chunks_exact_mut(da).enumerate() {
             let src = &self.x[(self.start_index + r) * da..(self.start_index + r + 1) * da];
             self.action_norm.unnormalize(src, row);
         }
+        // Exactly the given actions (no normalisation round trip).
+        let d = self.prefix.d;
+        self.chunk[..d * da].copy_from_slice(&self.prefix.raw[..d * da]);
         &self.chunk
     }
 
@@ -644,6 +743,8 @@ impl Engine {
                 Role::XT => data.copy_from_slice(&self.x),
                 Role::T => data[0] = t,
                 Role::TargetT => data[0] = target,
+                Role::Prefix => data.copy_from_slice(&self.prefix.norm),
+                Role::PrefixMask => data.copy_from_slice(&self.prefix.mask),
                 _ => {}
             }
         }

@@ -162,6 +162,15 @@ pub struct ActionOutput {
     pub n_action_steps: usize,
     /// First executed row.
     pub start_index: usize,
+    /// ManiFlow trained with action prefixes (training-time real-time chunking): the
+    /// velocity graph takes `prefix` (B, T, Da) and `prefix_mask` (B, T), and the policy
+    /// continues up to this many given actions (chunk rows `0..d`). 0 = no prefix inputs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prefix_d_max: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl ActionOutput {
@@ -445,6 +454,23 @@ impl Manifest {
                     a.start_index, a.n_action_steps, a.horizon
                 ),
             ));
+        }
+        if a.prefix_d_max > 0 {
+            if self.kind != PolicyKind::Maniflow {
+                return Err(bad(
+                    "outputs.action.prefix_d_max",
+                    "only ManiFlow policies take an action prefix".into(),
+                ));
+            }
+            if a.start_index + a.prefix_d_max >= a.horizon {
+                return Err(bad(
+                    "outputs.action.prefix_d_max",
+                    format!(
+                        "{} leaves no row to generate (start_index {}, horizon {})",
+                        a.prefix_d_max, a.start_index, a.horizon
+                    ),
+                ));
+            }
         }
         // Normalisation: every feature has an entry of the right length with finite stats.
         let features = self.features();

@@ -191,16 +191,17 @@ impl PolicyPackage {
                     }
                 }
                 let vel = self.graph("velocity").ok_or_else(|| missing("velocity"))?;
-                check_graph(
-                    vel,
-                    &[
-                        ("x_t".into(), act_dims.clone()),
-                        ("t".into(), vec![b]),
-                        ("target_t".into(), vec![b]),
-                        ("context".into(), vec![b, D::Is(l), D::Is(dc)]),
-                    ],
-                    &[("velocity".into(), act_dims)],
-                )?;
+                let mut vel_inputs = vec![
+                    ("x_t".into(), act_dims.clone()),
+                    ("t".into(), vec![b]),
+                    ("target_t".into(), vec![b]),
+                    ("context".into(), vec![b, D::Is(l), D::Is(dc)]),
+                ];
+                if a.prefix_d_max > 0 {
+                    vel_inputs.push(("prefix".into(), act_dims.clone()));
+                    vel_inputs.push(("prefix_mask".into(), vec![b, D::Is(a.horizon)]));
+                }
+                check_graph(vel, &vel_inputs, &[("velocity".into(), act_dims)])?;
                 self.context = ContextShape {
                     tokens: l,
                     width: dc,

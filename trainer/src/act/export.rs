@@ -457,6 +457,7 @@ pub fn export_model(
                 horizon: m.chunk_size,
                 n_action_steps: m.n_action_steps,
                 start_index: 0,
+                prefix_d_max: 0,
             },
         },
         normalization: info.normalization.clone(),

@@ -7,6 +7,14 @@ use crate::config::{Fusion, GateType, ModelConfig};
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
+/// A given prefix of the chunk (training-time real-time chunking): `actions`
+/// (B, T, Da) normalised, used where `mask` (B, T) is 1 (the prefix rows); x_t is
+/// ignored there.
+pub struct PrefixCond {
+    pub actions: Tensor,
+    pub mask: Tensor,
+}
+
 /// What one forward records for the metrics (detached tensors).
 #[derive(Default)]
 pub struct Recorder {
@@ -87,6 +95,9 @@ pub struct DiTX {
     gate_type: GateType,
     /// Per context token: its modality index (for modality gates), on the device.
     token_modality: Option<Tensor>,
+    /// Added to the action tokens of prefix rows (`prefix_emb`, ours; absent without
+    /// prefix conditioning).
+    prefix_emb: Option<Tensor>,
 }
 
 fn gate_layer(p: &Path, cfg: &ModelConfig, d: i64) -> Option<Linear> {
@@ -170,6 +181,8 @@ impl DiTX {
             p_drop: cfg.p_drop_attn,
             gate_type: if cfg.use_gate_attn { cfg.gate_type } else { GateType::None },
             token_modality,
+            // Created last: the other parameters' initial values do not depend on it.
+            prefix_emb: (cfg.prefix_d_max() > 0).then(|| p.var("prefix_emb", &[d], N002)),
         }
     }
 
@@ -212,11 +225,30 @@ impl DiTX {
         self.cond_emb.forward(context) + self.cond_pos.narrow(1, 0, l)
     }
 
+    /// Whether the network was built with prefix conditioning.
+    pub fn has_prefix(&self) -> bool {
+        self.prefix_emb.is_some()
+    }
+
+    /// Action tokens: `input_emb(x) + pos_emb`; with a prefix, x takes the given rows and
+    /// those rows' tokens get `prefix_emb` (the `velocity.onnx` graph does the same).
+    fn action_tokens(&self, x_t: &Tensor, prefix: Option<&PrefixCond>) -> Tensor {
+        match (prefix, &self.prefix_emb) {
+            (Some(p), Some(e)) => {
+                let m = p.mask.unsqueeze(-1);
+                let x = x_t * (1.0 - &m) + &p.actions * &m;
+                self.input_emb.forward(&x) + &self.pos_emb + m * e
+            }
+            _ => self.input_emb.forward(x_t) + &self.pos_emb,
+        }
+    }
+
     /// Velocity for (B,T,Da) x_t, (B,) t, (B,) target_t and the embedded context (B,L,D).
-    pub fn forward(&self, x_t: &Tensor, t: &Tensor, target_t: &Tensor, ctx: &Tensor, train: bool, mut rec: Option<&mut Recorder>) -> Tensor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(&self, x_t: &Tensor, t: &Tensor, target_t: &Tensor, ctx: &Tensor, prefix: Option<&PrefixCond>, train: bool, mut rec: Option<&mut Recorder>) -> Tensor {
         let c = self.adaptor.forward(&Tensor::cat(&[self.t_enc.forward(t), self.tt_enc.forward(target_t)], -1));
         let sc = c.silu();
-        let mut x = self.input_emb.forward(x_t) + &self.pos_emb;
+        let mut x = self.action_tokens(x_t, prefix);
         let d = self.d;
         if let Some(r) = rec.as_deref_mut() {
             r.gates = (0..self.blocks.len()).map(|_| Vec::new()).collect();

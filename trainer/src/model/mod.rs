@@ -74,13 +74,34 @@ impl ManiFlowNet {
 
     /// Raw context -> velocity (the `velocity.onnx` graph).
     pub fn velocity(&self, x_t: &Tensor, t: &Tensor, target_t: &Tensor, context: &Tensor, train: bool, rec: Option<&mut ditx::Recorder>) -> Tensor {
+        self.velocity_with_prefix(x_t, t, target_t, context, None, train, rec)
+    }
+
+    /// As `velocity`, continuing a given prefix (prefix-conditioned networks).
+    #[allow(clippy::too_many_arguments)]
+    pub fn velocity_with_prefix(
+        &self,
+        x_t: &Tensor,
+        t: &Tensor,
+        target_t: &Tensor,
+        context: &Tensor,
+        prefix: Option<&ditx::PrefixCond>,
+        train: bool,
+        rec: Option<&mut ditx::Recorder>,
+    ) -> Tensor {
         let ctx = self.ditx.embed_context(context);
-        self.ditx.forward(x_t, t, target_t, &ctx, train, rec)
+        self.ditx.forward(x_t, t, target_t, &ctx, prefix, train, rec)
     }
 
     /// Few-step Euler sampler of MANIFLOW.md section 5 (relative target time),
     /// in normalised action space: (B, T, Da).
     pub fn sample(&self, context: &Tensor, noise: &Tensor, steps: usize, absolute: bool) -> Tensor {
+        self.sample_with_prefix(context, noise, None, steps, absolute)
+    }
+
+    /// As `sample`, continuing a given prefix: the prefix rows of the result are the
+    /// given actions (as the runtime's engine returns them).
+    pub fn sample_with_prefix(&self, context: &Tensor, noise: &Tensor, prefix: Option<&ditx::PrefixCond>, steps: usize, absolute: bool) -> Tensor {
         let ctx = self.ditx.embed_context(context);
         let b = noise.size()[0];
         let opts = (tch::Kind::Float, noise.device());
@@ -89,9 +110,15 @@ impl ManiFlowNet {
         for i in 0..steps {
             let t = Tensor::full([b], i as f64 * dt, opts);
             let tt = if absolute { &t + dt } else { Tensor::full([b], dt, opts) };
-            let v = self.ditx.forward(&x, &t, &tt, &ctx, false, None);
+            let v = self.ditx.forward(&x, &t, &tt, &ctx, prefix, false, None);
             x = x + v * dt;
         }
-        x
+        match prefix {
+            Some(p) => {
+                let m = p.mask.unsqueeze(-1);
+                &x * (1.0 - &m) + &p.actions * &m
+            }
+            None => x,
+        }
     }
 }

@@ -560,6 +560,11 @@ pub fn build_velocity(cfg: &Config, dims: &ObsDims, weights: &Weights) -> Result
     g.input("t", &[batch()])?;
     g.input("target_t", &[batch()])?;
     g.input("context", &[batch(), fixed(l), fixed(dc)])?;
+    let prefixed = m.prefix_d_max() > 0;
+    if prefixed {
+        g.input("prefix", &[batch(), fixed(t), fixed(da)])?;
+        g.input("prefix_mask", &[batch(), fixed(t)])?;
+    }
 
     // time code c = adaptor(concat[e_t, e_tt])
     let half = et / 2;
@@ -573,10 +578,26 @@ pub fn build_velocity(cfg: &Config, dims: &ObsDims, weights: &Weights) -> Result
     let c = linear(&mut g, &cat, "model.timestep_target_t_adaptor", 2 * d, d, true)?;
     let c_act = g.silu(&c);
 
-    // action tokens and context
-    let x = linear(&mut g, "x_t", "model.input_emb", da, d, true)?;
-    let pos = rows_param(&mut g, "model.pos_emb", t, d)?;
-    let mut x = g.add(&x, &pos);
+    // action tokens (with a prefix: x_t * (1 - m) + prefix * m, plus m * prefix_emb) and context
+    let mut x = if prefixed {
+        let m3 = g.unsqueeze("prefix_mask", &[2]);
+        let one = g.scalar(1.0);
+        let keep = g.sub(&one, &m3);
+        let a = g.mul("x_t", &keep);
+        let b = g.mul("prefix", &m3);
+        let x_in = g.add(&a, &b);
+        let x = linear(&mut g, &x_in, "model.input_emb", da, d, true)?;
+        let pos = rows_param(&mut g, "model.pos_emb", t, d)?;
+        let x = g.add(&x, &pos);
+        g.weight_shaped("model.prefix_emb", &[d])?;
+        let e = g.param("model.prefix_emb", None)?;
+        let me = g.mul(&m3, &e);
+        g.add(&x, &me)
+    } else {
+        let x = linear(&mut g, "x_t", "model.input_emb", da, d, true)?;
+        let pos = rows_param(&mut g, "model.pos_emb", t, d)?;
+        g.add(&x, &pos)
+    };
     let ctx = linear(&mut g, "context", "model.vis_cond_obs_emb", dc, d, true)?;
     let cpos = rows_param(&mut g, "model.vis_cond_pos_embed", l, d)
         .context("context tokens L exceed model.visual_cond_len * n_obs_steps")?;
