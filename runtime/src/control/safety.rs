@@ -62,6 +62,30 @@ pub struct SafetyCounters {
     /// Chunks / commands rejected because a slice length did not match `da`
     /// (a caller bug).
     pub shape_rejected: u64,
+    /// Where the whole-chunk checks fired: the joint (and for velocity and jerk the
+    /// chunk row) of each check's first violation, so a report can say which joint
+    /// and which part of the chunk is the trouble. Indices past the arrays count in
+    /// the last entry.
+    pub where_rejected: RejectionSites,
+}
+
+/// Joint and row histograms of the whole-chunk checks' first violations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RejectionSites {
+    pub first_jump_joint: [u64; MAX_SITE_JOINTS],
+    pub velocity_joint: [u64; MAX_SITE_JOINTS],
+    pub jerk_joint: [u64; MAX_SITE_JOINTS],
+    pub velocity_row: [u64; MAX_SITE_ROWS],
+    pub jerk_row: [u64; MAX_SITE_ROWS],
+}
+
+/// Joints tracked by [`RejectionSites`].
+pub const MAX_SITE_JOINTS: usize = 8;
+/// Chunk rows tracked by [`RejectionSites`].
+pub const MAX_SITE_ROWS: usize = 32;
+
+fn bump_site<const N: usize>(h: &mut [u64; N], i: usize) {
+    h[i.min(N - 1)] += 1;
 }
 
 /// Why a chunk was rejected. Joint and row indices are 0-based; `row` is the
@@ -363,6 +387,9 @@ impl Safety {
         }
         if let Some(r) = jump_hit {
             self.counters.chunk_first_jump += 1;
+            if let ChunkRejection::FirstJump { joint, .. } = r {
+                bump_site(&mut self.counters.where_rejected.first_jump_joint, joint);
+            }
             first.get_or_insert(r);
         }
 
@@ -389,6 +416,10 @@ impl Safety {
         }
         if let Some(r) = vel_hit {
             self.counters.chunk_velocity += 1;
+            if let ChunkRejection::Velocity { row, joint, .. } = r {
+                bump_site(&mut self.counters.where_rejected.velocity_joint, joint);
+                bump_site(&mut self.counters.where_rejected.velocity_row, row);
+            }
             first.get_or_insert(r);
         }
 
@@ -412,6 +443,10 @@ impl Safety {
         }
         if let Some(r) = jerk_hit {
             self.counters.chunk_jerk += 1;
+            if let ChunkRejection::Jerk { row, joint, .. } = r {
+                bump_site(&mut self.counters.where_rejected.jerk_joint, joint);
+                bump_site(&mut self.counters.where_rejected.jerk_row, row);
+            }
             first.get_or_insert(r);
         }
 
@@ -704,6 +739,7 @@ mod tests {
         );
         assert_eq!(s.counters().chunk_first_jump, 1);
         assert_eq!(s.counters().chunk_velocity, 0);
+        assert_eq!(s.counters().where_rejected.first_jump_joint[..2], [0, 1]);
     }
 
     #[test]
@@ -757,6 +793,11 @@ mod tests {
             (c.chunk_first_jump, c.chunk_velocity, c.chunk_jerk),
             (1, 1, 2)
         );
+        // Where: jerk rows 3 (both chunks), velocity row 1, all on joint 0.
+        let w = c.where_rejected;
+        assert_eq!((w.jerk_row[3], w.velocity_row[1], w.jerk_joint[0]), (2, 1, 2));
+        assert_eq!((w.first_jump_joint[0], w.velocity_joint[0]), (1, 1));
+        assert_eq!(w.jerk_row.iter().sum::<u64>(), 2);
     }
 
     #[test]

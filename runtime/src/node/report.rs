@@ -90,10 +90,17 @@ pub struct SafetyCounts {
     pub chunk_jerk: u64,
     pub chunk_nonfinite: u64,
     pub held: u64,
+    /// Joint (and chunk row) of each whole-chunk check's first violation.
+    pub first_jump_by_joint: Vec<u64>,
+    pub velocity_by_joint: Vec<u64>,
+    pub jerk_by_joint: Vec<u64>,
+    pub velocity_by_row: Vec<u64>,
+    pub jerk_by_row: Vec<u64>,
 }
 
 impl From<&SafetyCounters> for SafetyCounts {
     fn from(c: &SafetyCounters) -> Self {
+        let w = &c.where_rejected;
         SafetyCounts {
             nan_rejected: c.nan_rejected,
             limit_clamped: c.limit_clamped,
@@ -103,6 +110,11 @@ impl From<&SafetyCounters> for SafetyCounts {
             chunk_jerk: c.chunk_jerk,
             chunk_nonfinite: c.chunk_nonfinite,
             held: c.held,
+            first_jump_by_joint: w.first_jump_joint.to_vec(),
+            velocity_by_joint: w.velocity_joint.to_vec(),
+            jerk_by_joint: w.jerk_joint.to_vec(),
+            velocity_by_row: w.velocity_row.to_vec(),
+            jerk_by_row: w.jerk_row.to_vec(),
         }
     }
 }
