@@ -208,3 +208,28 @@ fn nan_state_is_refused_with_the_input_named() {
     let e = engine.set_observation(0, &obs).unwrap_err().to_string();
     assert!(e.contains("observation.images.head"), "{e}");
 }
+
+#[test]
+fn fixed_noise_repeats_the_chunk_and_fresh_noise_does_not() {
+    use maniflow_runtime::policy::options::NoiseMode;
+    maniflow_runtime::policy::ortlib::init().expect("ONNX Runtime (run `make bootstrap`)");
+    let chunks = |noise: NoiseMode| -> (Vec<f32>, Vec<f32>) {
+        let opts = EngineOptions {
+            steps: Some(1),
+            noise,
+            ..EngineOptions::default()
+        };
+        let mut e = Engine::load(&fixture("tiny-maniflow"), &opts).unwrap();
+        let a = e.infer().unwrap().to_vec();
+        let b = e.infer().unwrap().to_vec();
+        (a, b)
+    };
+    let (a, b) = chunks(NoiseMode::Fixed);
+    assert_eq!(
+        a, b,
+        "fixed noise: the same observation must give the same chunk"
+    );
+    let (c, d) = chunks(NoiseMode::Fresh);
+    assert_ne!(c, d, "fresh noise: successive chunks must differ");
+    assert_eq!(a, c, "both modes start from the seed's first draw");
+}

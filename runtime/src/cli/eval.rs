@@ -68,6 +68,9 @@ pub struct Args {
     /// Action-chunk executor (default: the config's control.executor).
     #[arg(long, value_enum)]
     pub executor: Option<ExecutorKind>,
+    /// Initial noise per chunk (default: the config's policy.noise, fresh).
+    #[arg(long, value_enum)]
+    pub noise: Option<crate::policy::options::NoiseMode>,
     /// Drive the simulated arm through its servo bus (`maniflow sim --serial`
     /// and the node's `[robot]` path) instead of joint_states/joint_command.
     #[arg(long)]
@@ -133,6 +136,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(e) = a.executor {
         cfg.control.executor = e;
+    }
+    if let Some(n) = a.noise {
+        cfg.policy.noise = n;
     }
     let port = free_port()?;
     let endpoint = format!("tcp/127.0.0.1:{port}");

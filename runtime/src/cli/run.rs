@@ -210,6 +210,7 @@ pub fn load_node_engine(cfg: &NodeConfig) -> anyhow::Result<(crate::Engine, std:
         error_on_failure: !cfg.policy.cpu_fallback,
         steps: cfg.policy.steps,
         seed: cfg.policy.seed,
+        noise: cfg.policy.noise,
     };
     let engine = crate::Engine::load(&cfg.policy.path, &eo)
         .with_context(|| format!("loading policy package {}", cfg.policy.path.display()))?;

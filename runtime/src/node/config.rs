@@ -48,6 +48,9 @@ pub struct PolicySection {
     /// Sampling steps N (ManiFlow); default: the manifest's.
     pub steps: Option<usize>,
     pub seed: Option<u64>,
+    /// Initial noise per chunk: "fresh" (default) or "fixed" (the same every chunk).
+    #[serde(default)]
+    pub noise: crate::policy::options::NoiseMode,
 }
 
 fn one() -> usize {

@@ -116,6 +116,8 @@ pub struct Engine {
     horizon: usize,
     start_index: usize,
     times: StageTimes,
+    /// `NoiseMode::Fixed`: the stream restarts from this seed before every chunk.
+    fixed_noise_seed: Option<u64>,
     prefix: Prefix,
     /// The GPU path (`--device cuda`): preprocessing, bindings and the sampler
     /// on the device; None on the CPU.
@@ -314,6 +316,8 @@ impl Engine {
             horizon,
             start_index,
             times: StageTimes::default(),
+            fixed_noise_seed: (opts.noise == crate::policy::options::NoiseMode::Fixed)
+                .then_some(seed),
             prefix: Prefix {
                 d_max: a.prefix_d_max,
                 d: 0,
@@ -377,6 +381,9 @@ impl Engine {
     /// Restart the noise stream.
     pub fn reseed(&mut self, seed: u64) {
         self.rng = ChaCha8Rng::seed_from_u64(seed);
+        if self.fixed_noise_seed.is_some() {
+            self.fixed_noise_seed = Some(seed);
+        }
     }
 
     pub fn last_times(&self) -> StageTimes {
@@ -603,6 +610,9 @@ impl Engine {
     /// Returns the unnormalised chunk `(horizon - start_index, Da)`.
     pub fn infer(&mut self) -> Result<&[f32], EngineError> {
         if self.kind == PolicyKind::Maniflow {
+            if let Some(seed) = self.fixed_noise_seed {
+                self.rng = ChaCha8Rng::seed_from_u64(seed);
+            }
             for v in self.x.iter_mut() {
                 *v = StandardNormal.sample(&mut self.rng);
             }

@@ -69,6 +69,31 @@ pub struct EngineOptions {
     pub steps: Option<usize>,
     /// Override of the manifest's `sampler.seed`.
     pub seed: Option<u64>,
+    /// Initial noise of each chunk: a fresh draw (default) or the same every chunk.
+    pub noise: NoiseMode,
+}
+
+/// Where each chunk's initial noise comes from (ManiFlow).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum NoiseMode {
+    /// A fresh draw from the seeded stream for every chunk (the sampler's definition).
+    #[default]
+    Fresh,
+    /// The same draw (the seed's first) for every chunk: the chunk is a deterministic
+    /// function of the observation, so successive chunks differ only as much as
+    /// their observations do.
+    Fixed,
 }
 
 impl Default for EngineOptions {
@@ -79,6 +104,7 @@ impl Default for EngineOptions {
             error_on_failure: true,
             steps: None,
             seed: None,
+            noise: NoiseMode::Fresh,
         }
     }
 }
