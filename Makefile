@@ -17,7 +17,7 @@ ROS2_STAMP := $(VENV_ROS2)/.bootstrap-$(shell cat $(ROS2_REQUIREMENTS) | sha256s
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy eval-bundled gpu-bundle gpu-check eval-bus bench-bus bench-lateness bench-transport bench-cameras
+.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy eval-bundled gpu-bundle gpu-check eval-bus bench-bus bench-lateness bench-transport bench-cameras eval-rtc
 
 ## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy,
 ## and LeRobot 0.6.1 (for the round-trip tests and ACT).
@@ -121,6 +121,22 @@ eval-bundled:
 	cargo build --bin maniflow
 	@mkdir -p runs
 	for n in 1 2 10; do target/debug/maniflow eval --policy $(POLICY) --episodes 50 --seed 0 --steps $$n --json runs/eval-n$$n.json || exit 1; done
+
+## Issue 17's table: today's policy (BASE_POLICY) with `async` and with the `rtc` blend,
+## the prefix-conditioned one (RTC_POLICY, `maniflow-train train --config
+## so101-sim-pick-rtc` + export) with `rtc`, at N = 1 and 2, seeds 0 and 1, 50 episodes
+## each (about 60 minutes); JSON in runs/eval-rtc/, the markdown table on stdout.
+BASE_POLICY ?= models/so101-sim-pick
+RTC_POLICY ?= runs/so101-sim-pick-rtc-pkg
+eval-rtc:
+	cargo build --bin maniflow
+	@mkdir -p runs/eval-rtc
+	for s in 0 1; do for n in 1 2; do \
+	  target/debug/maniflow eval --policy $(BASE_POLICY) --episodes 50 --seed $$s --steps $$n --executor async --json runs/eval-rtc/async-n$$n-s$$s.json || exit 1; \
+	  target/debug/maniflow eval --policy $(BASE_POLICY) --episodes 50 --seed $$s --steps $$n --executor rtc --json runs/eval-rtc/blend-n$$n-s$$s.json || exit 1; \
+	  target/debug/maniflow eval --policy $(RTC_POLICY) --episodes 50 --seed $$s --steps $$n --executor rtc --json runs/eval-rtc/prefix-n$$n-s$$s.json || exit 1; \
+	done; done
+	scripts/rtc_table.py $$(for k in async blend prefix; do for n in 1 2; do for s in 0 1; do echo $$k=runs/eval-rtc/$$k-n$$n-s$$s.json; done; done; done)
 
 ## GPU, step 1, here (no GPU needed): the stripped binaries, ONNX Runtime's core library
 ## and its CUDA provider (trimmed to GPU_SM, default 90 = H100/H200) in .gpu-bundle/.
