@@ -70,7 +70,7 @@ pub struct Args {
     pub executor: Option<ExecutorKind>,
     /// Initial noise per chunk (default: the config's policy.noise, fresh).
     #[arg(long, value_enum)]
-    pub noise: Option<crate::policy::options::NoiseMode>,
+    pub noise_mode: Option<crate::policy::options::NoiseMode>,
     /// Drive the simulated arm through its servo bus (`maniflow sim --serial`
     /// and the node's `[robot]` path) instead of joint_states/joint_command.
     #[arg(long)]
@@ -137,7 +137,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(e) = a.executor {
         cfg.control.executor = e;
     }
-    if let Some(n) = a.noise {
+    if let Some(n) = a.noise_mode {
         cfg.policy.noise = n;
     }
     let port = free_port()?;

@@ -67,7 +67,7 @@ pub struct RunOpts {
     pub seed: Option<u64>,
     /// Initial noise of each chunk: fresh (a new draw each time) or fixed (the same every chunk).
     #[arg(long, value_enum, default_value = "fresh")]
-    pub noise: crate::policy::options::NoiseMode,
+    pub noise_mode: crate::policy::options::NoiseMode,
     /// Let ONNX Runtime fall back to the CPU when a GPU execution provider cannot
     /// start (default: refuse with an error).
     #[arg(long)]
@@ -89,7 +89,7 @@ impl RunOpts {
             error_on_failure: !self.cpu_fallback,
             steps: self.steps,
             seed: self.seed,
-            noise: self.noise,
+            noise: self.noise_mode,
         })
     }
 }
