@@ -97,9 +97,21 @@ impl BenchModel {
     /// One training step (augmentation, encoder, loss, backward, clipped AdamW,
     /// EMA); returns (loss, grad_norm) from its one device-to-host copy.
     pub fn step(&mut self, autocast: Autocast) -> (f64, f64) {
+        self.step_profiled(autocast, None)
+    }
+
+    /// `step`, adding each phase's wall time (seconds, after a device sync) to `prof`
+    /// in the order of `PHASES`.
+    pub fn step_profiled(&mut self, autocast: Autocast, mut prof: Option<&mut [f64; PHASES.len()]>) -> (f64, f64) {
         let tc = self.cfg.train.clone();
         let prefix = (self.cfg.model.n_obs_steps, self.cfg.model.prefix_d_max());
         let aug = self.cfg.encoder.augment;
+        let mut clock = PhaseClock::new(self.device, prof.is_some());
+        let mut lap = |i: usize, c: &mut PhaseClock| {
+            if let Some(p) = prof.as_deref_mut() {
+                p[i] += c.lap();
+            }
+        };
         let obs = &self.obs;
         let loss = crate::cuda::run(autocast, self.device, || {
             let images = obs
@@ -114,16 +126,24 @@ impl BenchModel {
                     }
                 })
                 .collect();
+            lap(0, &mut clock);
             let o = Obs { images, state: obs.state.shallow_clone(), tactile: obs.tactile.as_ref().map(|t| t.shallow_clone()) };
             let ctx = self.net.encode(&o);
-            consistency_flow_loss(&self.net, &self.ema, &ctx, &self.x1, &tc, prefix, true, None)
+            lap(1, &mut clock);
+            let l = consistency_flow_loss(&self.net, &self.ema, &ctx, &self.x1, &tc, prefix, true, None);
+            lap(2, &mut clock);
+            l
         });
         self.opt.zero_grad();
         loss.total.backward();
+        lap(3, &mut clock);
         let (lval, _, sq) = step_scalars(&loss.total, &loss.scalars, &self.opt.grad_sq());
         let grad_norm = sq.sqrt();
+        lap(4, &mut clock);
         self.opt.step(tc.lr, tc.betas, tc.eps, tc.weight_decay, clip_scale(grad_norm, tc.grad_clip));
+        lap(5, &mut clock);
         ema_update(&self.ema_vs, &self.vs, ema_decay(self.opt.step, tc.ema_max_decay));
+        lap(6, &mut clock);
         (lval, grad_norm)
     }
 
@@ -132,6 +152,42 @@ impl BenchModel {
         if let Device::Cuda(i) = self.device {
             tch::Cuda::synchronize(i as i64);
         }
+    }
+}
+
+/// The phases of a training step that `bench --profile` times.
+pub const PHASES: [&str; 7] = [
+    "augmentation",
+    "encoder forward",
+    "loss forward (DiTX flow + consistency, EMA target)",
+    "backward",
+    "grad norm + scalars to host",
+    "AdamW",
+    "EMA update",
+];
+
+/// Wall time between phases, synchronising the device first so each phase is charged its own work.
+struct PhaseClock {
+    device: Device,
+    on: bool,
+    t: Instant,
+}
+
+impl PhaseClock {
+    fn new(device: Device, on: bool) -> Self {
+        PhaseClock { device, on, t: Instant::now() }
+    }
+    fn lap(&mut self) -> f64 {
+        if !self.on {
+            return 0.0;
+        }
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+        let now = Instant::now();
+        let d = now.duration_since(self.t).as_secs_f64();
+        self.t = now;
+        d
     }
 }
 
@@ -154,11 +210,21 @@ pub fn run(spec: &str, opts: &BenchOptions) -> Result<()> {
     }
     m.sync();
     let t0 = Instant::now();
+    let mut prof = [0.0; PHASES.len()];
     for _ in 0..opts.steps {
-        m.step(autocast);
+        m.step_profiled(autocast, opts.profile.then_some(&mut prof));
     }
     m.sync();
     let secs = t0.elapsed().as_secs_f64();
+    if opts.profile {
+        let n = opts.steps.max(1) as f64;
+        let total: f64 = prof.iter().sum();
+        eprintln!("profile of one step ({} steps, mean):", opts.steps);
+        for (name, s) in PHASES.iter().zip(prof) {
+            eprintln!("  {:>8.1} ms  {:>5.1} %  {name}", 1e3 * s / n, 100.0 * s / total.max(1e-12));
+        }
+        eprintln!("  {:>8.1} ms  total", 1e3 * total / n);
+    }
     let ours = opts.steps as f64 / secs;
     let rss = peak_rss_mb();
     let dev = device_name(device);
@@ -169,7 +235,7 @@ pub fn run(spec: &str, opts: &BenchOptions) -> Result<()> {
         autocast_name(ac)
     );
     if opts.reference {
-        let v = reference_bench(&cfg, b, opts.steps, threads, &dev, ac)?;
+        let v = reference_bench(&cfg, b, opts.steps, threads, &dev, ac, opts.profile)?;
         let theirs = v["steps_per_s"].as_f64().context("reference JSON has no steps_per_s")?;
         println!("{v}");
         println!(
@@ -191,6 +257,8 @@ pub struct BenchOptions {
     pub threads: Option<usize>,
     pub device: Option<String>,
     pub autocast: Option<Autocast>,
+    /// Time each phase of the step (and say where the time goes).
+    pub profile: bool,
 }
 
 pub fn device_name(d: Device) -> String {
@@ -208,7 +276,7 @@ pub fn autocast_name(a: Autocast) -> &'static str {
 }
 
 /// The PyTorch reference's `bench` JSON line, run in this process's Python.
-pub fn reference_bench(cfg: &Config, batch: usize, steps: usize, threads: usize, device: &str, autocast: Autocast) -> Result<serde_json::Value> {
+pub fn reference_bench(cfg: &Config, batch: usize, steps: usize, threads: usize, device: &str, autocast: Autocast, profile: bool) -> Result<serde_json::Value> {
     let cfg_file = std::env::temp_dir().join(format!("maniflow-bench-{}.toml", std::process::id()));
     std::fs::write(&cfg_file, cfg.to_toml())?;
     let script = repo_root().join("trainer/tests/reference/maniflow_ref.py");
@@ -218,11 +286,15 @@ pub fn reference_bench(cfg: &Config, batch: usize, steps: usize, threads: usize,
         .arg(&cfg_file)
         .args(["--batch", &batch.to_string(), "--steps", &steps.to_string(), "--threads", &threads.to_string()])
         .args(["--device", device, "--autocast", autocast_name(autocast)])
+        .args(profile.then_some("--profile"))
         .output()
         .with_context(|| format!("run {}", script.display()))?;
     let _ = std::fs::remove_file(&cfg_file);
     if !out.status.success() {
         anyhow::bail!("reference bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    if profile {
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).context("reference printed no JSON line")?;

@@ -59,7 +59,9 @@ pub fn train(spec: &str, dataset: &Path, out: &Path, steps: Option<u64>, resume:
     let opts = OpenOptions { image_keys: Some(cfg.encoder.cameras.clone()), ..Default::default() };
     let t0 = std::time::Instant::now();
     let ds = LeRobotDataset::open(dataset, &opts).with_context(|| format!("open dataset {}", dataset.display()))?;
-    let data = TrainData::new(&ds, &cfg, crate::train::parse_device(&cfg.train.device)?)?;
+    // A resumed (or imported) run keeps the normalisation its weights were trained with.
+    let fixed = if resume { Some(DataInfo::load(out)?.normalization) } else { None };
+    let data = TrainData::with_norms(&ds, &cfg, crate::train::parse_device(&cfg.train.device)?, fixed.as_ref())?;
     eprintln!(
         "dataset {}: {} episodes ({} train / {} val), {} frames, {} train windows; loaded in {:.1}s",
         dataset.display(),
@@ -103,6 +105,12 @@ pub fn train(spec: &str, dataset: &Path, out: &Path, steps: Option<u64>, resume:
         trainer.net.encoder.context_dim,
         cfg.train.device
     );
+    if !resume && cfg.train.steps == 0 {
+        // `--steps 0` (e.g. with --init): the initial weights become a step-0 checkpoint to export.
+        let ckpt = trainer.save_checkpoint()?;
+        println!("no training steps; wrote the initial weights as {}", ckpt.display());
+        return Ok(());
+    }
     let s = trainer.run(cfg.train.steps, LoggerOptions { quiet, ..Default::default() })?;
     println!(
         "trained {} steps in {:.1}s ({:.2} steps/s); final step {}; loss_flow {:.4} loss_ct {:.4}; run {}",

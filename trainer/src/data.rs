@@ -125,6 +125,18 @@ pub(crate) fn camera_frames(ds: &LeRobotDataset, key: &str, device: Device) -> R
 
 impl TrainData {
     pub fn new(ds: &LeRobotDataset, cfg: &Config, device: Device) -> Result<TrainData> {
+        Self::with_norms(ds, cfg, device, None)
+    }
+
+    /// As `new`, but with the normalisation of action, state and tactile taken from `fixed`
+    /// (a run's `data.json`) instead of the dataset's statistics: a resumed or imported run keeps
+    /// the normalisation its weights were trained with.
+    pub fn with_norms(
+        ds: &LeRobotDataset,
+        cfg: &Config,
+        device: Device,
+        fixed: Option<&BTreeMap<String, Normalization>>,
+    ) -> Result<TrainData> {
         let e = &cfg.encoder;
         let m = &cfg.model;
         let root = ds.root.display().to_string();
@@ -154,6 +166,8 @@ impl TrainData {
             },
             Fusion::Concat => Normalization::Identity,
         };
+        let a_norm = pick_norm(fixed, action_key, da, a_norm)?;
+        let s_norm = pick_norm(fixed, &e.state_key, ds_dim, s_norm)?;
         let an = Normalizer::new(&a_norm, da);
         let sn = Normalizer::new(&s_norm, ds_dim);
         let (action, action_raw) = feature(ds, action_key, &an, da)?;
@@ -167,6 +181,7 @@ impl TrainData {
                     max: f32s(stat(ds, key, "max")?),
                     eps: 1e-8,
                 };
+                let t_norm = pick_norm(fixed, key, *n, t_norm)?;
                 let tn = Normalizer::new(&t_norm, *n);
                 norms.insert(key.clone(), t_norm);
                 Some(feature(ds, key, &tn, *n)?.0)
@@ -215,6 +230,34 @@ impl TrainData {
             val_episodes,
             image_size: e.image_size,
             episode_of,
+            device,
+        })
+    }
+
+    /// No frames at all: the dims and normalisation of a model that was not trained here
+    /// (`maniflow-train import`). Such data can build, checkpoint and export a model, not train it.
+    pub fn without_frames(cfg: &Config, dims: ObsDims, norms: BTreeMap<String, Normalization>, device: Device) -> Result<TrainData> {
+        let action_key = cfg.data.action_key.as_str();
+        let a_norm = norms.get(action_key).with_context(|| format!("no normalisation for `{action_key}`"))?;
+        check_norm_len(action_key, a_norm, dims.action_dim)?;
+        let m = &cfg.model;
+        let spec = WindowSpec { n_obs_steps: m.n_obs_steps, horizon: m.horizon, n_action_steps: m.n_action_steps };
+        let empty = |d: usize| Tensor::zeros([0, d as i64], (Kind::Float, device));
+        Ok(TrainData {
+            action_norm: Normalizer::new(a_norm, dims.action_dim),
+            images: Vec::new(),
+            state: empty(dims.state_dim),
+            tactile: dims.tactile.as_ref().map(|(_, n)| empty(*n)),
+            action: empty(dims.action_dim),
+            action_raw: empty(dims.action_dim),
+            train: Windows::from_lengths(&[], spec),
+            val: Windows::from_lengths(&[], spec),
+            train_episodes: Vec::new(),
+            val_episodes: Vec::new(),
+            image_size: cfg.encoder.image_size,
+            episode_of: Vec::new(),
+            dims,
+            norms: Norms { by_key: norms },
             device,
         })
     }
@@ -274,5 +317,26 @@ impl TrainData {
 
     pub fn num_frames(&self) -> usize {
         self.episode_of.len()
+    }
+}
+
+fn check_norm_len(key: &str, n: &Normalization, dim: usize) -> Result<()> {
+    for (name, v) in n.stats() {
+        if v.len() != dim {
+            bail!("normalisation of `{key}`: {name} has {} values, the feature has {dim}", v.len());
+        }
+    }
+    Ok(())
+}
+
+/// The run's fixed normalisation of `key` when there is one (checked against the feature's size),
+/// else the one computed from the dataset.
+fn pick_norm(fixed: Option<&BTreeMap<String, Normalization>>, key: &str, dim: usize, computed: Normalization) -> Result<Normalization> {
+    match fixed.and_then(|f| f.get(key)) {
+        Some(n) => {
+            check_norm_len(key, n, dim).context("the run's data.json")?;
+            Ok(n.clone())
+        }
+        None => Ok(computed),
     }
 }

@@ -370,7 +370,11 @@ fn chunk_err(chunk: &[f32], expect: &[f32], info: &DataInfo, cfg: &Config) -> Re
     let mut err = 0f64;
     for (i, (a, b)) in chunk.iter().zip(expect).enumerate() {
         let r = match info.normalization.get(&cfg.data.action_key) {
-            Some(Normalization::Limits { min, max }) => ((max[i % da] - min[i % da]) / 2.0).max(1e-4) as f64,
+            // the normaliser's own scale: a constant dimension (range below LIMITS_RANGE_EPS) is shifted, not scaled
+            Some(Normalization::Limits { min, max }) => match max[i % da] - min[i % da] {
+                r if r < maniflow_runtime::policy::normalize::LIMITS_RANGE_EPS => 1.0,
+                r => (r / 2.0) as f64,
+            },
             _ => 1.0,
         };
         err = err.max(((a - b).abs() as f64) / r);

@@ -184,6 +184,7 @@ pub fn run(o: &GpuCheckOptions) -> Result<bool> {
                 tch::get_num_threads() as usize,
                 &name,
                 ac,
+                false,
             ) {
                 Ok(v) => {
                     let theirs = v["steps_per_s"].as_f64().unwrap_or(f64::NAN);

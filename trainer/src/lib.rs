@@ -15,6 +15,7 @@ pub mod data;
 pub mod export;
 pub mod gpu_check;
 pub mod health;
+pub mod import;
 pub mod metrics;
 pub mod model;
 pub mod objective;

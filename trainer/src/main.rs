@@ -59,6 +59,28 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// An upstream ManiFlow checkpoint (geyan21/ManiFlow_Policy image policy: a workspace
+    /// `.ckpt`, or a safetensors state dict with its hydra config.yaml) -> a run directory
+    /// (continue with `train --resume`) and, with --package, a policy package (parity-gated).
+    Import {
+        /// The upstream checkpoint: `*.ckpt` (a pickle: import only files you trust) or `*.safetensors`.
+        checkpoint: PathBuf,
+        /// Run directory to write (config.toml, data.json, import.json, a step-0 checkpoint).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also export a policy package here.
+        #[arg(long)]
+        package: Option<PathBuf>,
+        /// Upstream's hydra config.yaml for a safetensors state dict (default: `<stem>.yaml`
+        /// next to it, or the run directory's `.hydra/config.yaml`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Deploy the online model instead of the EMA model (upstream evaluates the EMA model).
+        #[arg(long)]
+        online: bool,
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Apply the health rules to a run's metrics; print verdicts, write plots and health.json.
     Health { run_dir: PathBuf },
     /// Write a small synthetic LeRobot v3.0 dataset with the SO-101 layout.
@@ -94,6 +116,9 @@ enum Command {
         /// off or bf16 (CUDA only; default: the config's `train.autocast`).
         #[arg(long, value_parser = parse_autocast)]
         autocast: Option<maniflow_trainer::cuda::Autocast>,
+        /// Time each phase of the step (augmentation, encoder, loss, backward, grad norm, AdamW, EMA).
+        #[arg(long)]
+        profile: bool,
     },
     /// The trainer's GPU check: one step on the GPU vs the CPU, bf16 vs f32,
     /// and steps/s next to PyTorch eager on the same GPU.
@@ -157,9 +182,17 @@ fn main() {
             })
         }
         Command::Health { run_dir } => health_cmd(&run_dir),
+        Command::Import { checkpoint, out, package, config, online, name } => import_cmd(&maniflow_trainer::import::ImportOptions {
+            checkpoint: &checkpoint,
+            out: &out,
+            package: package.as_deref(),
+            config: config.as_deref(),
+            online,
+            name: name.as_deref(),
+        }),
         Command::SynthDataset { out, episodes, frames, seed, video } => cli_train::synth(&out, episodes, frames, seed, video.as_deref()),
-        Command::Bench { config, batch, steps, reference, threads, device, autocast } => {
-            bench::run(&config, &bench::BenchOptions { batch, steps, reference, threads, device, autocast })
+        Command::Bench { config, batch, steps, reference, threads, device, autocast, profile } => {
+            bench::run(&config, &bench::BenchOptions { batch, steps, reference, threads, device, autocast, profile })
         }
         Command::GpuCheck { config, batch, device, steps, no_reference, tol } => {
             let o = maniflow_trainer::gpu_check::GpuCheckOptions { config, batch, device, steps, reference: !no_reference, tol };
@@ -172,6 +205,35 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn import_cmd(o: &maniflow_trainer::import::ImportOptions) -> Result<()> {
+    let r = maniflow_trainer::import::import(o)?;
+    let src = &r.source;
+    println!(
+        "imported {} ({} weights, upstream step {}, task {}): {} parameters",
+        o.checkpoint.display(),
+        src["weights"].as_str().unwrap_or("?"),
+        src["global_step"],
+        src["task_name"].as_str().unwrap_or("-"),
+        r.parameters
+    );
+    println!("cameras {}; state {}; normaliser from {} ({})", src["cameras"], src["state"], src["normalizer"].as_str().unwrap_or("?"), src["normalizer_modes"]);
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+    println!("run {} (checkpoint {}); continue training with `maniflow-train train --resume --config {0}/config.toml --out {0} --dataset ...`", r.run.display(), r.checkpoint.display());
+    if let Some(p) = &r.package {
+        println!(
+            "package {}: parity (ONNX Runtime vs tch, random inputs): encoder {:.3e}, velocity {:.3e}, runtime pipeline {:.3e} (limit {:.0e})",
+            p.out.display(),
+            p.encoder_err,
+            p.velocity_err,
+            p.pipeline_err,
+            export::PARITY_TOL
+        );
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

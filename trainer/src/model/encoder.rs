@@ -214,7 +214,9 @@ impl ObsEncoder {
                     }
                 }
                 parts.push(obs.state.shallow_clone());
-                Tensor::cat(&parts, 2).reshape([b, 1, -1])
+                // upstream's TimmObsEncoder: each key's (B, To, d) becomes (B, To*d), then keys are concatenated
+                let flat: Vec<Tensor> = parts.iter().map(|x| x.reshape([b, 1, -1])).collect();
+                Tensor::cat(&flat, 2)
             }
         }
     }

@@ -384,9 +384,10 @@ pub fn build_encoder(cfg: &Config, dims: &ObsDims, weights: &Weights) -> Result<
             parts.push(k.to_string());
         }
         parts.push(dims.state_key.clone());
-        let refs: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
-        let feat = g.concat(&refs, 2); // (B, To, per_step)
-        let ctx = g.reshape(&feat, &[-1, 1, dctx as i64]);
+        // upstream's TimmObsEncoder order: each key's (B, To, d) flattened to (B, 1, To*d), keys concatenated
+        let flat: Vec<String> = parts.iter().map(|x| g.reshape(x, &[0, 1, -1])).collect();
+        let refs: Vec<&str> = flat.iter().map(|s| s.as_str()).collect();
+        let ctx = g.concat(&refs, 2);
         g.output(&ctx, "context", &[batch(), fixed(1), fixed(dctx)]);
     }
     check_all_used(&g, weights, "obs_encoder.")?;
@@ -862,7 +863,7 @@ print("PARITY %.3e %.3e %.3e" % (np.abs(ctx - ref["context"]).max(), np.abs(vel 
         assert_eq!(names, ["head", "wrist", "tactile", "proprio"]);
         let up = preset("upstream-image");
         let dims = ObsDims::from_config(&up, 14, Some(32), 14);
-        assert_eq!(context_dims(&up, &dims), (1, 2 * (512 * 2 + 14)));
+        assert_eq!(context_dims(&up, &dims), (1, 1052)); // upstream robotwin: To 2 x (512 head + 14 state)
         assert!(modality_map(&up, &dims).is_empty());
         assert_eq!((feature_size(96), feature_size(224)), (3, 7));
     }

@@ -159,7 +159,8 @@ class ObsEncoder(nn.Module):
         if self.use_tactile:
             parts.append(obs[self.tactile_key])
         parts.append(state)
-        return torch.cat(parts, -1).reshape(b, 1, -1)
+        # upstream TimmObsEncoder: each key's (B, To, d) flattened to (B, To*d), keys concatenated
+        return torch.cat([x.reshape(b, 1, -1) for x in parts], -1)
 
 
 # ----------------------------------------------------------------------------- DiTX
@@ -496,15 +497,47 @@ def cmd_bench(a):
     actions = torch.rand(a.batch, cfg["model"]["horizon"], da, generator=g) * 2 - 1
     use_amp = a.autocast == "bf16" and dev.type == "cuda"
 
+    # Upstream's TimmObsEncoder applies its torchvision transforms to each camera's (B*To, 3, H, W)
+    # batch in every forward (one random draw per call): crop 95 % + resize back, rotation +-5 deg,
+    # colour jitter. Timed here when the config augments, as the trainer's step augments too.
+    augment = None
+    if cfg["encoder"].get("augment", False):
+        import torchvision.transforms as T
+        h = cfg["encoder"]["image_size"][0]
+        augment = nn.Sequential(T.RandomCrop(int(h * 0.95)), T.Resize(h, antialias=True),
+                                T.RandomRotation((-5.0, 5.0)), T.ColorJitter(0.3, 0.4, 0.5, 0.08))
+    prof = [0.0] * 5
+    clock = [time.perf_counter()]
+
+    def lap(i):
+        if a.profile:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            prof[i] += now - clock[0]
+            clock[0] = now
+
     def step(k):
+        clock[0] = time.perf_counter()
+        o = obs
+        if augment is not None:
+            o = dict(obs)
+            for key in cfg["encoder"]["cameras"]:
+                x = obs[key]
+                o[key] = augment(x.flatten(0, 1)).view(x.shape)
+        lap(0)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            loss = training_loss(net, ema, obs, actions, cfg, g)
+            loss = training_loss(net, ema, o, actions, cfg, g)
+        lap(1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        lap(2)
         if tr.get("grad_clip", 0) > 0:
             torch.nn.utils.clip_grad_norm_(net.parameters(), tr["grad_clip"])
         opt.step()
+        lap(3)
         ema_update(ema, net, k, tr["ema_max_decay"])
+        lap(4)
         return loss.item()
 
     for k in (1, 2):
@@ -518,6 +551,13 @@ def cmd_bench(a):
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     assert math.isfinite(loss), f"non-finite loss {loss}"
+    if a.profile:
+        names = ["augmentation", "forward (encoder + loss)", "backward", "clip + AdamW", "EMA update"]
+        total = sum(prof)
+        print(f"reference profile of one step ({a.steps} steps, mean):", file=sys.stderr)
+        for n, v in zip(names, prof):
+            print(f"  {1e3 * v / a.steps:8.1f} ms  {100 * v / max(total, 1e-12):5.1f} %  {n}", file=sys.stderr)
+        print(f"  {1e3 * total / a.steps:8.1f} ms  total", file=sys.stderr)
     print(json.dumps({"steps_per_s": a.steps / dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "batch": a.batch, "config": cfg.get("name") or a.config, "threads": torch.get_num_threads(),
                       "device": str(dev), "autocast": a.autocast if use_amp else "off"}))
@@ -578,6 +618,7 @@ def main(argv=None):
     b.add_argument("--steps", type=int, default=10)
     b.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     b.add_argument("--autocast", default="off", choices=("off", "bf16"))
+    b.add_argument("--profile", action="store_true", help="time each phase of the step (stderr)")
     ib = sub.add_parser("infer-bench")
     ib.add_argument("--config", required=True)
     ib.add_argument("--steps", type=int, default=1)
