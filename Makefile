@@ -87,8 +87,8 @@ bench-act: bootstrap
 ## each next to the PyTorch reference model timed in the same run (ratio and peak RSS).
 bench-train: bootstrap
 	cargo build --workspace --bins   # dev profile: dependencies (libtorch calls) optimised
-	target/debug/maniflow-train bench --config so101-cpu --batch 64 --steps 10 --threads 2 --reference
-	target/debug/maniflow-train bench --config upstream-image --batch 8 --steps 2 --threads 2 --reference
+	target/debug/maniflow-train bench --config so101-cpu --batch 64 --steps 10 --threads 2 --reference --profile
+	target/debug/maniflow-train bench --config upstream-image --batch 8 --steps 3 --threads 2 --reference --profile
 
 ## Regenerate the fixture packages (changes their sha256 if torch changes).
 fixtures: bootstrap

@@ -103,7 +103,8 @@ impl AdamW {
         for p in &self.params {
             let g = p.grad();
             if g.defined() {
-                let s = g.square().sum(Kind::Double);
+                // the norm in the gradient's precision (no f64 copy of every gradient), squared in f64
+                let s = g.norm().to_kind(Kind::Double).square();
                 acc = Some(match acc {
                     None => s,
                     Some(a) => a + s,
@@ -113,6 +114,10 @@ impl AdamW {
         acc.unwrap_or_else(|| Tensor::zeros([], (Kind::Double, Device::Cpu)))
     }
 
+    /// One AdamW step (torch.optim.AdamW's update, decoupled weight decay) on the gradients
+    /// scaled by `clip_scale`, in place: the gradients are scaled where they lie (they are
+    /// zeroed after every step) and the moments and the update need one temporary per tensor
+    /// (g^2, then the denominator), which matters for the 193 M-parameter upstream-image model.
     pub fn step(&mut self, lr: f64, betas: [f64; 2], eps: f64, wd: f64, clip_scale: f64) {
         self.step += 1;
         let k = self.step as i32;
@@ -121,25 +126,28 @@ impl AdamW {
         let bc2 = 1.0 - b2.powi(k);
         tch::no_grad(|| {
             for i in 0..self.params.len() {
-                let g = self.params[i].grad();
+                let mut g = self.params[i].grad();
                 if !g.defined() {
                     continue;
                 }
-                let g = if clip_scale != 1.0 { g * clip_scale } else { g };
-                let lr = lr * self.lr_mult[i];
-                let p = &mut self.params[i];
-                if self.decay[i] && wd > 0.0 {
-                    let _ = p.g_mul_scalar_(1.0 - lr * wd);
+                if clip_scale != 1.0 {
+                    let _ = g.g_mul_scalar_(clip_scale);
                 }
-                let m = &mut self.m[i];
-                let _ = m.g_mul_scalar_(b1);
-                let _ = m.g_add_(&(&g * (1.0 - b1)));
-                let v = &mut self.v[i];
-                let _ = v.g_mul_scalar_(b2);
-                let _ = v.g_add_(&(g.square() * (1.0 - b2)));
-                let denom = (&self.v[i] / bc2).sqrt() + eps;
-                let upd = (&self.m[i] / denom) * (lr / bc1);
-                let _ = self.params[i].g_sub_(&upd);
+                let lr = lr * self.lr_mult[i];
+                if self.decay[i] && wd > 0.0 {
+                    let _ = self.params[i].g_mul_scalar_(1.0 - lr * wd);
+                }
+                let _ = self.m[i].lerp_(&g, 1.0 - b1); // m = b1 m + (1 - b1) g
+                let _ = self.v[i].lerp_(&g.square(), 1.0 - b2); // v = b2 v + (1 - b2) g^2
+                if lr == 0.0 {
+                    continue;
+                }
+                // p -= lr / bc1 * m / (sqrt(v / bc2) + eps), as p += m / denom'
+                let mut denom = self.v[i].sqrt();
+                let _ = denom.g_div_scalar_(bc2.sqrt());
+                let _ = denom.g_add_scalar_(eps);
+                let _ = denom.g_mul_scalar_(-bc1 / lr);
+                let _ = self.params[i].addcdiv_(&self.m[i], &denom);
             }
         });
     }
@@ -203,8 +211,7 @@ pub fn ema_update(ema: &VarStore, online: &VarStore, decay: f64) {
     tch::no_grad(|| {
         for (name, mut e) in ema.variables() {
             if let Some(p) = on.get(&name) {
-                let _ = e.g_mul_scalar_(decay);
-                let _ = e.g_add_(&(p * (1.0 - decay)));
+                let _ = e.lerp_(p, 1.0 - decay); // e = decay e + (1 - decay) p, in place
             }
         }
     });

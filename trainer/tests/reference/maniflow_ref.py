@@ -544,6 +544,7 @@ def cmd_bench(a):
         step(k)
     if dev.type == "cuda":
         torch.cuda.synchronize()
+    prof[:] = [0.0] * len(prof)  # the warm-up steps are not profiled
     t0 = time.perf_counter()
     for k in range(3, 3 + a.steps):
         loss = step(k)
