@@ -203,7 +203,7 @@ impl TrainData {
             action_dim: da,
         };
         let (train_episodes, val_episodes) = split_episodes(ds.num_episodes(), cfg.data.val_ratio, cfg.train.seed);
-        let spec = WindowSpec { n_obs_steps: m.n_obs_steps, horizon: m.horizon, n_action_steps: m.n_action_steps };
+        let spec = window_spec(cfg);
         let train = Windows::new(ds, &train_episodes, spec);
         let val = Windows::new(ds, &val_episodes, spec);
         if train.len() < cfg.train.batch_size {
@@ -240,8 +240,7 @@ impl TrainData {
         let action_key = cfg.data.action_key.as_str();
         let a_norm = norms.get(action_key).with_context(|| format!("no normalisation for `{action_key}`"))?;
         check_norm_len(action_key, a_norm, dims.action_dim)?;
-        let m = &cfg.model;
-        let spec = WindowSpec { n_obs_steps: m.n_obs_steps, horizon: m.horizon, n_action_steps: m.n_action_steps };
+        let spec = window_spec(cfg);
         let empty = |d: usize| Tensor::zeros([0, d as i64], (Kind::Float, device));
         Ok(TrainData {
             action_norm: Normalizer::new(a_norm, dims.action_dim),
@@ -318,6 +317,12 @@ impl TrainData {
     pub fn num_frames(&self) -> usize {
         self.episode_of.len()
     }
+}
+
+/// The sample windows the model's horizon and observation steps ask for.
+fn window_spec(cfg: &Config) -> WindowSpec {
+    let m = &cfg.model;
+    WindowSpec { n_obs_steps: m.n_obs_steps, horizon: m.horizon, n_action_steps: m.n_action_steps }
 }
 
 fn check_norm_len(key: &str, n: &Normalization, dim: usize) -> Result<()> {
