@@ -13,7 +13,11 @@
 //! delivers every sample, decoded, to a sink closure running on a transport
 //! thread; malformed bytes arrive as `Err` (the caller counts them), never as a
 //! panic. Nothing here runs on the control thread.
+//!
+//! Images also travel without copies ([`image`]): a publisher lends the buffer
+//! the pixels are written into, a subscriber reads them where they arrived.
 
+pub mod image;
 pub mod ros2;
 pub mod zenoh_native;
 
@@ -23,7 +27,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::msg::RosMessage;
+use crate::msg::{Image, RosMessage};
+use image::{PublishImage, SharedImage};
 
 /// Which middleware carries the messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -292,6 +297,29 @@ pub trait Transport: Send + Sync {
     ) -> Result<Subscription, TransportError>;
     /// The wire name `topic` maps to (for logs and errors).
     fn wire_name(&self, topic: &str) -> String;
+    /// A `sensor_msgs/Image` publisher that lends its buffers: on native
+    /// zenoh, shared memory the pixels are written into; elsewhere an owned
+    /// message.
+    fn image_publisher(
+        &self,
+        topic: &str,
+        qos: Qos,
+    ) -> Result<Box<dyn PublishImage>, TransportError> {
+        Ok(Box::new(image::MessageImages(
+            self.publisher::<Image>(topic, qos)?,
+        )))
+    }
+    /// Subscribes `sensor_msgs/Image` keeping the received bytes (on native
+    /// zenoh with shared memory, the mapped buffer itself) instead of copying
+    /// them into an [`Image`].
+    fn subscribe_images(
+        &self,
+        topic: &str,
+        qos: Qos,
+        sink: Sink<SharedImage>,
+    ) -> Result<Subscription, TransportError> {
+        self.subscribe::<Image>(topic, qos, image::owned_sink(sink))
+    }
 }
 
 /// Any of the three transports, chosen at run time.
@@ -348,6 +376,29 @@ impl Transport for AnyTransport {
             AnyTransport::Zenoh(t) => t.wire_name(topic),
             AnyTransport::Ros2Dds(t) => t.wire_name(topic),
             AnyTransport::Ros2Zenoh(t) => t.wire_name(topic),
+        }
+    }
+    fn image_publisher(
+        &self,
+        topic: &str,
+        qos: Qos,
+    ) -> Result<Box<dyn PublishImage>, TransportError> {
+        match self {
+            AnyTransport::Zenoh(t) => t.image_publisher(topic, qos),
+            AnyTransport::Ros2Dds(t) => t.image_publisher(topic, qos),
+            AnyTransport::Ros2Zenoh(t) => t.image_publisher(topic, qos),
+        }
+    }
+    fn subscribe_images(
+        &self,
+        topic: &str,
+        qos: Qos,
+        sink: Sink<SharedImage>,
+    ) -> Result<Subscription, TransportError> {
+        match self {
+            AnyTransport::Zenoh(t) => t.subscribe_images(topic, qos, sink),
+            AnyTransport::Ros2Dds(t) => t.subscribe_images(topic, qos, sink),
+            AnyTransport::Ros2Zenoh(t) => t.subscribe_images(topic, qos, sink),
         }
     }
 }

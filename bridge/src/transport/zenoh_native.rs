@@ -11,6 +11,11 @@
 //! network instead to a peer that did not negotiate shared memory (another
 //! host, or shared memory off), transparently. Without a provider, or when the
 //! pool is exhausted, the payload goes as ordinary bytes.
+//!
+//! Images can skip both copies ([`super::image`]): [`Transport::image_publisher`]
+//! lends a shared-memory buffer with the CDR fields in place for the producer
+//! to write its pixels into, and [`Transport::subscribe_images`] hands the
+//! subscriber the mapped buffer itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -20,6 +25,7 @@ use zenoh::qos::{CongestionControl, Priority};
 use zenoh::shm::{GarbageCollect, PosixShmProviderBackend, ShmProvider};
 use zenoh::{Session, Wait};
 
+use super::image::{ImageLayout, ImageLoan, PublishImage, SharedImage};
 use super::{
     check_topic, wall_ns, Publish, Qos, Received, Sink, Subscription, Transport, TransportConfig,
     TransportError, TransportKind,
@@ -122,6 +128,70 @@ impl ZenohNative {
     pub fn key(&self, topic: &str) -> String {
         format!("{KEY_PREFIX}/{}/{}", self.robot, topic.trim_matches('/'))
     }
+
+    /// A publisher on `topic` with the settings of `qos`, and its key.
+    fn declare_publisher(
+        &self,
+        topic: &str,
+        qos: Qos,
+    ) -> Result<(zenoh::pubsub::Publisher<'static>, String), TransportError> {
+        check_topic(topic)?;
+        let key = self.key(topic);
+        let b = self.session.declare_publisher(key.clone());
+        let b = match qos {
+            Qos::Sensor => b
+                .congestion_control(CongestionControl::Drop)
+                .priority(Priority::DataHigh)
+                .express(true),
+            Qos::Command => b
+                .congestion_control(CongestionControl::Block)
+                .priority(Priority::RealTime)
+                .express(true),
+        };
+        let publisher = b.wait().map_err(|e| TransportError::Create {
+            topic: key.clone(),
+            what: "publisher",
+            message: e.to_string(),
+        })?;
+        Ok((publisher, key))
+    }
+
+    /// A subscriber on `topic` calling `on_sample(payload, receive instant,
+    /// receive wall clock ns)` for every sample (counted by kind).
+    fn declare_subscriber(
+        &self,
+        topic: &str,
+        on_sample: impl Fn(&ZBytes, std::time::Instant, i64) + Send + Sync + 'static,
+    ) -> Result<Subscription, TransportError> {
+        check_topic(topic)?;
+        let key = self.key(topic);
+        let counters = self.counters.clone();
+        let sub = self
+            .session
+            .declare_subscriber(key.clone())
+            .callback(move |sample| {
+                let recv = std::time::Instant::now();
+                let recv_wall_ns = wall_ns();
+                let payload = sample.payload();
+                let kind = if payload.as_shm().is_some() {
+                    &counters.received_shm
+                } else {
+                    &counters.received_bytes
+                };
+                kind.fetch_add(1, Ordering::Relaxed);
+                on_sample(payload, recv, recv_wall_ns);
+            })
+            .wait()
+            .map_err(|e| TransportError::Create {
+                topic: key.clone(),
+                what: "subscriber",
+                message: e.to_string(),
+            })?;
+        Ok(Subscription {
+            wire_name: key,
+            _guard: Box::new(sub),
+        })
+    }
 }
 
 struct ZPublisher {
@@ -210,6 +280,60 @@ impl<M: RosMessage + Send + Sync> Publish<M> for ZPublisher {
     }
 }
 
+/// [`PublishImage`] on native zenoh: loans in shared memory when it can.
+struct ZImagePublisher {
+    publisher: zenoh::pubsub::Publisher<'static>,
+    key: String,
+    shm: Arc<Shm>,
+    counters: Arc<Counters>,
+}
+
+impl PublishImage for ZImagePublisher {
+    fn loan(&self, frame_id: &str, layout: &ImageLayout) -> Result<ImageLoan, TransportError> {
+        let n = ImageLoan::cdr_len(frame_id, layout);
+        if n >= SHM_THRESHOLD {
+            if let Some(provider) = self.shm.provider() {
+                let buf = provider.alloc(n).with_policy::<GarbageCollect>().wait();
+                if let Ok(buf) = buf {
+                    return Ok(ImageLoan::shm(buf, frame_id, layout));
+                }
+            }
+        }
+        Ok(ImageLoan::heap(frame_id, layout))
+    }
+
+    fn publish(&self, loan: ImageLoan) -> Result<(), TransportError> {
+        let counter = if loan.in_shared_memory() {
+            &self.counters.published_shm
+        } else {
+            &self.counters.published_bytes
+        };
+        let payload = match loan.into_payload() {
+            Ok(z) => z,
+            Err(msg) => {
+                let mut buf = Vec::new();
+                encode(&msg, &mut buf).map_err(|e| self.error(e))?;
+                ZBytes::from(buf)
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.publisher.put(payload).wait().map_err(|e| self.error(e))
+    }
+
+    fn wire_name(&self) -> &str {
+        &self.key
+    }
+}
+
+impl ZImagePublisher {
+    fn error(&self, e: impl ToString) -> TransportError {
+        TransportError::Publish {
+            topic: self.key.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl Transport for ZenohNative {
     fn kind(&self) -> TransportKind {
         TransportKind::Zenoh
@@ -220,24 +344,7 @@ impl Transport for ZenohNative {
         topic: &str,
         qos: Qos,
     ) -> Result<Box<dyn Publish<M>>, TransportError> {
-        check_topic(topic)?;
-        let key = self.key(topic);
-        let b = self.session.declare_publisher(key.clone());
-        let b = match qos {
-            Qos::Sensor => b
-                .congestion_control(CongestionControl::Drop)
-                .priority(Priority::DataHigh)
-                .express(true),
-            Qos::Command => b
-                .congestion_control(CongestionControl::Block)
-                .priority(Priority::RealTime)
-                .express(true),
-        };
-        let publisher = b.wait().map_err(|e| TransportError::Create {
-            topic: key.clone(),
-            what: "publisher",
-            message: e.to_string(),
-        })?;
+        let (publisher, key) = self.declare_publisher(topic, qos)?;
         Ok(Box::new(ZPublisher {
             publisher,
             key,
@@ -252,68 +359,83 @@ impl Transport for ZenohNative {
         _qos: Qos,
         sink: Sink<M>,
     ) -> Result<Subscription, TransportError> {
-        check_topic(topic)?;
         let key = self.key(topic);
-        let k2 = key.clone();
         // zenoh may call back from several threads: serialise the sink. The
         // vector reassembles a payload that arrived in fragments (no shared
         // memory); it keeps its capacity, so a large image is copied into
         // memory already mapped rather than into a fresh allocation whose
         // pages fault in one by one (about 1 ms for 640x480 on a VM).
         let state = std::sync::Mutex::new((sink, Vec::<u8>::new()));
-        let counters = self.counters.clone();
-        let sub = self
-            .session
-            .declare_subscriber(key.clone())
-            .callback(move |sample| {
-                let recv = std::time::Instant::now();
-                let recv_wall_ns = wall_ns();
-                let payload = sample.payload();
-                let in_shm = if payload.as_shm().is_some() {
-                    &counters.received_shm
-                } else {
-                    &counters.received_bytes
-                };
-                in_shm.fetch_add(1, Ordering::Relaxed);
-                let Ok(mut guard) = state.lock() else { return };
-                let (sink, scratch) = &mut *guard;
-                // Borrowed when contiguous (always for shared memory): the
-                // decoder's copy into the message is then the only one.
-                let mut slices = payload.slices();
-                let bytes: &[u8] = match (slices.next(), slices.next()) {
-                    (None, _) => &[],
-                    (Some(one), None) => one,
-                    (Some(a), Some(b)) => {
-                        scratch.clear();
-                        scratch.reserve(payload.len());
-                        scratch.extend_from_slice(a);
-                        scratch.extend_from_slice(b);
-                        slices.for_each(|s| scratch.extend_from_slice(s));
-                        scratch
-                    }
-                };
-                let r = decode::<M>(bytes)
-                    .map(|msg| Received {
-                        msg,
-                        recv,
-                        recv_wall_ns,
-                        source_ns: None,
-                    })
-                    .map_err(|e| TransportError::Decode {
-                        topic: k2.clone(),
-                        message: e.to_string(),
-                    });
+        self.declare_subscriber(topic, move |payload, recv, recv_wall_ns| {
+            let Ok(mut guard) = state.lock() else { return };
+            let (sink, scratch) = &mut *guard;
+            // Borrowed when contiguous (always for shared memory): the
+            // decoder's copy into the message is then the only one.
+            let mut slices = payload.slices();
+            let bytes: &[u8] = match (slices.next(), slices.next()) {
+                (None, _) => &[],
+                (Some(one), None) => one,
+                (Some(a), Some(b)) => {
+                    scratch.clear();
+                    scratch.reserve(payload.len());
+                    scratch.extend_from_slice(a);
+                    scratch.extend_from_slice(b);
+                    slices.for_each(|s| scratch.extend_from_slice(s));
+                    scratch
+                }
+            };
+            let r = decode::<M>(bytes)
+                .map(|msg| Received {
+                    msg,
+                    recv,
+                    recv_wall_ns,
+                    source_ns: None,
+                })
+                .map_err(|e| TransportError::Decode {
+                    topic: key.clone(),
+                    message: e.to_string(),
+                });
+            sink(r);
+        })
+    }
+
+    fn image_publisher(
+        &self,
+        topic: &str,
+        qos: Qos,
+    ) -> Result<Box<dyn PublishImage>, TransportError> {
+        let (publisher, key) = self.declare_publisher(topic, qos)?;
+        Ok(Box::new(ZImagePublisher {
+            publisher,
+            key,
+            shm: self.shm.clone(),
+            counters: self.counters.clone(),
+        }))
+    }
+
+    fn subscribe_images(
+        &self,
+        topic: &str,
+        _qos: Qos,
+        sink: Sink<SharedImage>,
+    ) -> Result<Subscription, TransportError> {
+        let key = self.key(topic);
+        let sink = std::sync::Mutex::new(sink);
+        self.declare_subscriber(topic, move |payload, recv, recv_wall_ns| {
+            let r = SharedImage::from_payload(payload)
+                .map(|msg| Received {
+                    msg,
+                    recv,
+                    recv_wall_ns,
+                    source_ns: None,
+                })
+                .map_err(|e| TransportError::Decode {
+                    topic: key.clone(),
+                    message: e.to_string(),
+                });
+            if let Ok(mut sink) = sink.lock() {
                 sink(r);
-            })
-            .wait()
-            .map_err(|e| TransportError::Create {
-                topic: key.clone(),
-                what: "subscriber",
-                message: e.to_string(),
-            })?;
-        Ok(Subscription {
-            wire_name: key,
-            _guard: Box::new(sub),
+            }
         })
     }
 
@@ -384,6 +506,86 @@ mod tests {
                 }
             } else {
                 assert_eq!((pc.published_shm, sc.received_shm), (0, 0), "{pc:?} {sc:?}");
+            }
+        }
+    }
+
+    /// Loaned images to a borrowing subscriber and to a decoding one, shared
+    /// memory on and off: both see the same message; with shared memory the
+    /// borrowed image is the publisher's buffer (no copy on either side).
+    #[test]
+    fn loaned_images_arrive_borrowed_and_decoded() {
+        for (port, shm) in [(17963u16, true), (17964, false)] {
+            let ep = format!("tcp/127.0.0.1:{port}");
+            let base = TransportConfig {
+                robot: "loantest".into(),
+                shared_memory: shm,
+                ..TransportConfig::default()
+            };
+            let a = ZenohNative::open(&TransportConfig {
+                listen: vec![ep.clone()],
+                connect: vec![],
+                ..base.clone()
+            })
+            .unwrap();
+            let b = ZenohNative::open(&TransportConfig {
+                connect: vec![ep],
+                ..base
+            })
+            .unwrap();
+            let (tx, rx) = channel();
+            let (tx2, rx2) = channel();
+            let tx = std::sync::Mutex::new(tx);
+            let tx2 = std::sync::Mutex::new(tx2);
+            let _borrowing = b
+                .subscribe_images(
+                    "cam",
+                    Qos::Sensor,
+                    Box::new(move |r| {
+                        let _ = tx.lock().unwrap().send(r.map(|x| x.msg));
+                    }),
+                )
+                .unwrap();
+            let _decoding = b
+                .subscribe::<Image>(
+                    "cam",
+                    Qos::Sensor,
+                    Box::new(move |r| {
+                        let _ = tx2.lock().unwrap().send(r.map(|x| x.msg));
+                    }),
+                )
+                .unwrap();
+            let p = a.image_publisher("cam", Qos::Sensor).unwrap();
+            let pixels: Vec<u8> = (0..64 * 48 * 3).map(|i| (i * 7 % 256) as u8).collect();
+            let want =
+                Image::rgb8(Header::new(Time::from_nanos(42), "cam"), 64, 48, pixels).unwrap();
+            let layout = ImageLayout::packed("rgb8", 3, 64, 48).unwrap();
+            let mut got = None;
+            for _ in 0..100 {
+                let mut loan = p.loan("cam", &layout).unwrap();
+                assert_eq!(loan.in_shared_memory(), shm);
+                loan.data_mut().copy_from_slice(&want.data);
+                loan.set_stamp(want.header.stamp);
+                assert_eq!(loan.view().to_image(), want);
+                p.publish(loan).unwrap();
+                if let Ok(r) = rx.recv_timeout(Duration::from_millis(100)) {
+                    got = Some(r.unwrap());
+                    break;
+                }
+            }
+            let got = got.expect("no image arrived");
+            assert_eq!(got.view().to_image(), want, "shm {shm}");
+            let decoded = rx2.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+            assert_eq!(decoded, want, "shm {shm}");
+            let pc = a.shm_counts();
+            if shm {
+                assert!(pc.published_shm > 0 && pc.published_bytes == 0, "{pc:?}");
+                if std::path::Path::new("/dev/shm").is_dir() {
+                    assert!(got.in_shared_memory());
+                }
+            } else {
+                assert!(!got.in_shared_memory());
+                assert_eq!(pc.published_shm, 0, "{pc:?}");
             }
         }
     }

@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use crossbeam::atomic::AtomicCell;
 use maniflow_bridge::msg::{
-    CompressedImage, Float32MultiArray, Float64MultiArray, Header, Image, JointState, Time,
+    CompressedImage, Float32MultiArray, Float64MultiArray, Header, JointState, Time,
 };
 use maniflow_bridge::sim::{Expert, SimConfig, SimWorld};
 use maniflow_bridge::so101::{JOINT_NAMES, N_JOINTS};
+use maniflow_bridge::transport::image::{ImageLayout, PublishImage};
 use maniflow_bridge::transport::{
     wall_ns, AnyTransport, Qos, Transport, TransportConfig, TransportKind, DEFAULT_ENDPOINT,
 };
@@ -45,6 +46,19 @@ pub const SILENT_AFTER: Duration = Duration::from_secs(5);
 
 /// The report for an awaited topic that delivered nothing (both are RELIABLE
 /// subscriptions, which a BEST_EFFORT publisher does not match in ROS 2).
+/// Publishes one rendered frame from a loaned buffer.
+fn publish_frame(
+    p: &dyn PublishImage,
+    header: &Header,
+    layout: &ImageLayout,
+    pixels: &[u8],
+) -> anyhow::Result<()> {
+    let mut loan = p.loan(&header.frame_id, layout)?;
+    loan.set_stamp(header.stamp);
+    loan.fill(pixels)?;
+    Ok(p.publish(loan)?)
+}
+
 fn silent_message(t: &AnyTransport, tc: &TransportConfig, command: bool) -> String {
     let topic = if command {
         "joint_command"
@@ -192,8 +206,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let t = AnyTransport::open(&tc, "so101_sim")
         .with_context(|| format!("opening the {} transport", tc.kind))?;
     let js_pub = t.publisher::<JointState>("joint_states", Qos::Sensor)?;
-    let head_pub = t.publisher::<Image>("head/image_raw", Qos::Sensor)?;
-    let wrist_pub = t.publisher::<Image>("wrist/image_raw", Qos::Sensor)?;
+    // Rendered frames go out from loaned buffers (shared memory on native zenoh).
+    let head_pub = t.image_publisher("head/image_raw", Qos::Sensor)?;
+    let wrist_pub = t.image_publisher("wrist/image_raw", Qos::Sensor)?;
+    let layout = ImageLayout::packed("rgb8", 3, a.width as u32, a.height as u32)?;
     let (head_jpg, wrist_jpg) = if a.jpeg {
         (
             Some(t.publisher::<CompressedImage>("head/image_raw/compressed", Qos::Sensor)?),
@@ -474,10 +490,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
             let h = Header::new(stamp, "head_camera");
             let w = Header::new(stamp, "wrist_camera");
-            let hi = Image::rgb8(h.clone(), a.width as u32, a.height as u32, head.clone())?;
-            let wi = Image::rgb8(w.clone(), a.width as u32, a.height as u32, wrist.clone())?;
-            let _ = head_pub.publish(&hi);
-            let _ = wrist_pub.publish(&wi);
+            let _ = publish_frame(head_pub.as_ref(), &h, &layout, &head);
+            let _ = publish_frame(wrist_pub.as_ref(), &w, &layout, &wrist);
             if let (Some(hp), Some(wp)) = (&head_jpg, &wrist_jpg) {
                 if let Ok(j) =
                     maniflow_bridge::camera::encode_jpeg_rgb(&head, a.width, a.height, 90)

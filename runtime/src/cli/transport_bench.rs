@@ -11,6 +11,9 @@
 //!
 //! Pairs (`--transports`, default all):
 //! - `zenoh`, `zenoh-shm`: ours to ours over native zenoh, shared memory off / on
+//!   (images from loaned buffers, received without a copy: `transport::image`)
+//! - `zenoh-shm-copy`: the same with shared memory on, but images published as
+//!   an owned `Image` and decoded into one (two copies), for comparison
 //! - `ros2-zenoh`, `ros2-dds`: ours to ours over rmw_zenoh and DDS (RustDDS)
 //! - `python-zenoh`, `python-zenoh-shm`: two eclipse-zenoh Python processes
 //!   (`tests/bench/transport_peer.py`, the .venv), shared memory off / on
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::stats::{Latency, Percentiles};
 use maniflow_bridge::msg::{decode, encode, encode_to_writer, encode_vec, Image};
+use maniflow_bridge::transport::image::ImageView;
 use maniflow_bridge::transport::TransportKind;
 use serde::Serialize;
 use serde_json::Value;
@@ -86,11 +90,14 @@ pub struct Args {
     pub peer_connect: Option<String>,
     #[arg(long, hide = true, default_value_t = false)]
     pub echo: bool,
+    #[arg(long, hide = true, default_value_t = false)]
+    pub peer_copy_images: bool,
 }
 
-const ALL: [&str; 7] = [
+const ALL: [&str; 8] = [
     "zenoh",
     "zenoh-shm",
+    "zenoh-shm-copy",
     "ros2-zenoh",
     "ros2-dds",
     "python-zenoh",
@@ -128,6 +135,9 @@ pub struct Breakdown {
     pub encode_vec_us: f64,
     pub encode_exact_buffer_us: f64,
     pub decode_us: f64,
+    /// Reading the same bytes as a borrowed `ImageView` (what a zero-copy
+    /// subscriber does instead of decoding).
+    pub view_us: f64,
     pub memcpy_us: f64,
 }
 
@@ -155,6 +165,7 @@ enum Cmd {
         listen: Option<String>,
         connect: Option<String>,
         echo: bool,
+        copy_images: bool,
         domain: u16,
     },
     Python {
@@ -173,6 +184,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             listen: a.peer_listen.clone(),
             connect: a.peer_connect.clone(),
             echo: a.echo,
+            copy_images: a.peer_copy_images,
             width: a.width,
             height: a.height,
             domain_id: a.domain_id,
@@ -243,21 +255,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let port = a.port + i as u16;
         let ep = format!("tcp/127.0.0.1:{port}");
         let domain = a.domain_id + i as u16;
-        let rust = |kind, shm, listen: bool, echo| Cmd::Rust {
+        let rust = |kind, shm, listen: bool, copy_images| Cmd::Rust {
             kind,
             shm,
             listen: listen.then(|| ep.clone()),
             connect: (!listen).then(|| ep.clone()),
-            echo,
+            echo: false,
+            copy_images,
             domain,
         };
-        let rust_pair = |kind, shm, label: String| Pair {
+        let rust_pair_with = |kind, shm, copy, label: String| Pair {
             path: "maniflow -> maniflow",
             transport: label,
-            publisher: rust(kind, shm, true, false),
-            subscriber: rust(kind, shm, false, false),
+            publisher: rust(kind, shm, true, copy),
+            subscriber: rust(kind, shm, false, copy),
             rtt_path: None,
         };
+        let rust_pair = |kind, shm, label| rust_pair_with(kind, shm, false, label);
         let py_zenoh = |shm: &str| Pair {
             path: "python -> python",
             transport: format!("eclipse-zenoh, shm {shm}"),
@@ -295,6 +309,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 true,
                 "zenoh, shm on".into(),
             )),
+            "zenoh-shm-copy" => pairs.push(rust_pair_with(
+                TransportKind::Zenoh,
+                true,
+                true,
+                "zenoh copying, shm on".into(),
+            )),
             "ros2-zenoh" => pairs.push(rust_pair(
                 TransportKind::Ros2Zenoh,
                 true,
@@ -322,6 +342,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         listen: None,
                         connect: None,
                         echo: true,
+                        copy_images: false,
                         domain,
                     },
                     rtt_path: Some("rclpy -> maniflow -> rclpy"),
@@ -443,6 +464,7 @@ fn spawn(cmd: &Cmd, name: &str, role: &str, w: u32, h: u32) -> anyhow::Result<Pe
             listen,
             connect,
             echo,
+            copy_images,
             domain,
         } => {
             // This very binary, even if a rebuild replaced the file meanwhile.
@@ -468,6 +490,9 @@ fn spawn(cmd: &Cmd, name: &str, role: &str, w: u32, h: u32) -> anyhow::Result<Pe
             }
             if *echo {
                 c.arg("--echo");
+            }
+            if *copy_images {
+                c.arg("--peer-copy-images");
             }
             Peer::spawn(name, c)
         }
@@ -563,6 +588,10 @@ fn breakdown(w: u32, h: u32) -> anyhow::Result<Breakdown> {
         let m = decode::<Image>(&bytes);
         std::hint::black_box(m.is_ok());
     });
+    let view_us = p50(n, || {
+        let v = ImageView::parse(std::hint::black_box(&bytes));
+        std::hint::black_box(v.is_ok());
+    });
     let src = img.data.clone();
     let mut dst = vec![0u8; src.len()];
     let memcpy_us = p50(n, || {
@@ -573,6 +602,7 @@ fn breakdown(w: u32, h: u32) -> anyhow::Result<Breakdown> {
         encode_vec_us,
         encode_exact_buffer_us,
         decode_us,
+        view_us,
         memcpy_us,
     })
 }
@@ -633,6 +663,10 @@ fn print_table(rows: &[Row], b: &Breakdown) {
             ("maniflow -> maniflow", "zenoh, shm on"),
             ("maniflow -> maniflow", "zenoh, shm off"),
         ),
+        (
+            ("maniflow -> maniflow", "zenoh, shm on"),
+            ("maniflow -> maniflow", "zenoh copying, shm on"),
+        ),
         (("rclpy -> maniflow", "DDS"), ("rclpy -> rclpy", "DDS")),
         (
             ("rclpy -> maniflow -> rclpy", "DDS"),
@@ -670,8 +704,8 @@ fn print_table(rows: &[Row], b: &Breakdown) {
         }
     }
     println!(
-        "one image in-process, p50: encode into a new Vec {:.0} us, into an exact-size buffer {:.0} us, decode {:.0} us, memcpy of the pixels {:.0} us",
-        b.encode_vec_us, b.encode_exact_buffer_us, b.decode_us, b.memcpy_us
+        "one image in-process, p50: encode into a new Vec {:.0} us, into an exact-size buffer {:.0} us, decode {:.0} us, borrowed view {:.1} us, memcpy of the pixels {:.0} us",
+        b.encode_vec_us, b.encode_exact_buffer_us, b.decode_us, b.view_us, b.memcpy_us
     );
 }
 

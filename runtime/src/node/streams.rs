@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use crossbeam::atomic::AtomicCell;
 use maniflow_bridge::msg::{CompressedImage, Float32MultiArray, Image, JointState};
+use maniflow_bridge::transport::image::ImageView;
 use maniflow_bridge::so101::{JOINT_NAMES, N_JOINTS};
 use serde::Serialize;
 
@@ -124,7 +125,12 @@ pub struct JointSample {
 
 /// Header stamp in ns, or `fallback` when the sender left it at zero.
 fn stamp_or(h: &maniflow_bridge::msg::Header, fallback: i64) -> i64 {
-    let ns = h.stamp.sec as i64 * 1_000_000_000 + h.stamp.nanosec as i64;
+    time_or(h.stamp, fallback)
+}
+
+/// A stamp in ns since the epoch, or `fallback` for an unset (zero) stamp.
+fn time_or(t: maniflow_bridge::msg::Time, fallback: i64) -> i64 {
+    let ns = t.sec as i64 * 1_000_000_000 + t.nanosec as i64;
     if ns == 0 {
         fallback
     } else {
@@ -174,29 +180,40 @@ pub struct ImageSlot {
 /// Largest accepted image side (pixels).
 pub const MAX_SIDE: u32 = 8192;
 
-/// Validates a raw Image into `slot` fields (takes its buffer; compacts padded rows).
-pub fn image_from_msg(m: Image, slot: &mut ImageSlot) -> Result<(), String> {
-    let order = match m.encoding.as_str() {
+/// Checks a raw image's layout: (colour order, width, height, step, packed row bytes).
+fn check_raw(
+    encoding: &str,
+    width: u32,
+    height: u32,
+    step: u32,
+    len: usize,
+) -> Result<(ColorOrder, usize, usize, usize, usize), String> {
+    let order = match encoding {
         "rgb8" => ColorOrder::Rgb,
         "bgr8" => ColorOrder::Bgr,
         e => return Err(format!("encoding {e:?} not supported (rgb8, bgr8)")),
     };
-    if m.width == 0 || m.height == 0 || m.width > MAX_SIDE || m.height > MAX_SIDE {
-        return Err(format!("size {}x{} out of range", m.width, m.height));
+    if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+        return Err(format!("size {width}x{height} out of range"));
     }
-    let (w, h) = (m.width as usize, m.height as usize);
+    let (w, h) = (width as usize, height as usize);
     let row = w * 3;
-    let step = m.step as usize;
+    let step = step as usize;
     if step < row {
         return Err(format!("step {step} < width * 3 = {row}"));
     }
     let need = step * (h - 1) + row;
-    if m.data.len() < need {
+    if len < need {
         return Err(format!(
-            "data has {} bytes, {w}x{h} with step {step} needs {need}",
-            m.data.len()
+            "data has {len} bytes, {w}x{h} with step {step} needs {need}"
         ));
     }
+    Ok((order, w, h, step, row))
+}
+
+/// Validates a raw Image into `slot` fields (takes its buffer; compacts padded rows).
+pub fn image_from_msg(m: Image, slot: &mut ImageSlot) -> Result<(), String> {
+    let (order, w, h, step, row) = check_raw(&m.encoding, m.width, m.height, m.step, m.data.len())?;
     let mut data = m.data;
     if step != row {
         for y in 1..h {
@@ -205,6 +222,24 @@ pub fn image_from_msg(m: Image, slot: &mut ImageSlot) -> Result<(), String> {
     }
     data.truncate(row * h);
     slot.data = data;
+    slot.width = w;
+    slot.height = h;
+    slot.order = Some(order);
+    Ok(())
+}
+
+/// Validates a borrowed image and copies its pixels into `slot` (the slot's
+/// buffer is reused; padded rows are compacted).
+pub fn image_from_view(v: &ImageView<'_>, slot: &mut ImageSlot) -> Result<(), String> {
+    let (order, w, h, step, row) = check_raw(v.encoding, v.width, v.height, v.step, v.data.len())?;
+    slot.data.clear();
+    if step == row {
+        slot.data.extend_from_slice(&v.data[..row * h]);
+    } else {
+        for y in 0..h {
+            slot.data.extend_from_slice(&v.data[y * step..y * step + row]);
+        }
+    }
     slot.width = w;
     slot.height = h;
     slot.order = Some(order);
@@ -350,6 +385,30 @@ pub fn image_input(m: Image, recv_ns: u64, recv_wall: i64) -> Result<(ImageSlot,
     };
     image_from_msg(m, &mut slot)?;
     Ok((slot, stamp))
+}
+
+/// I/O thread: validates a received image (borrowed, e.g. straight from
+/// shared memory) into `spare`, then swaps it into the stream's slot; `spare`
+/// gets the previous frame's buffer back, so no frame allocates.
+pub fn on_image_view(
+    s: &ImageStream,
+    v: &ImageView<'_>,
+    recv_ns: u64,
+    recv_wall: i64,
+    spare: &mut ImageSlot,
+) {
+    s.counters.received.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = image_from_view(v, spare) {
+        s.counters.reject(Reject::Invalid, e);
+        return;
+    }
+    spare.recv_ns = recv_ns;
+    spare.stamp_ns = time_or(v.stamp, recv_wall);
+    if let Ok(mut slot) = s.slot.lock() {
+        spare.seq = slot.seq + 1;
+        std::mem::swap(&mut *slot, spare);
+    }
+    s.counters.accepted.fetch_add(1, Ordering::Relaxed);
 }
 
 pub fn compressed_input(
@@ -520,6 +579,54 @@ mod tests {
             step,
             data: (0..len).map(|i| i as u8).collect(),
         }
+    }
+
+    #[test]
+    fn borrowed_images_validate_like_owned_ones_and_reuse_buffers() {
+        use maniflow_bridge::transport::image::ImageView;
+        // The same cases as image_from_msg: one check for both paths.
+        for m in [
+            img(2, 2, 8, "bgr8", 16),
+            img(2, 2, 6, "mono16", 12),
+            img(2, 2, 6, "rgb8", 11),
+            img(2, 2, 5, "rgb8", 12),
+            img(0, 2, 0, "rgb8", 0),
+        ] {
+            let (mut a, mut b) = (ImageSlot::default(), ImageSlot::default());
+            let borrowed = image_from_view(&ImageView::of(&m), &mut a);
+            let owned = image_from_msg(m, &mut b);
+            assert_eq!(borrowed, owned);
+            if owned.is_ok() {
+                assert_eq!(
+                    (a.data, a.width, a.height, a.order),
+                    (b.data, b.width, b.height, b.order)
+                );
+            }
+        }
+        let s = ImageStream {
+            name: "head".into(),
+            slot: Mutex::new(ImageSlot::default()),
+            counters: StreamCounters::default(),
+            max_age_ns: 500_000_000,
+        };
+        let mut spare = ImageSlot::default();
+        let first = img(2, 2, 8, "rgb8", 16);
+        on_image_view(&s, &ImageView::of(&first), 10, 99, &mut spare);
+        let second = img(2, 2, 6, "rgb8", 12);
+        on_image_view(&s, &ImageView::of(&second), 20, 99, &mut spare);
+        {
+            let slot = s.slot.lock().unwrap();
+            assert_eq!(slot.data, second.data);
+            assert_eq!((slot.seq, slot.recv_ns, slot.stamp_ns), (2, 20, 1_000_000_005));
+        }
+        // The first frame's buffer came back as the spare, ready for reuse.
+        assert_eq!(spare.data, vec![0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13]);
+        let mut bad = img(2, 2, 6, "rgb8", 12);
+        bad.encoding = "yuv422".into();
+        on_image_view(&s, &ImageView::of(&bad), 30, 99, &mut spare);
+        let c = s.counters.counts();
+        assert_eq!((c.received, c.accepted, c.invalid), (3, 2, 1));
+        assert_eq!(s.slot.lock().unwrap().seq, 2);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam::atomic::AtomicCell;
 use maniflow_bridge::msg::{
-    CompressedImage, Float32MultiArray, Float64MultiArray, Image, JointState,
+    CompressedImage, Float32MultiArray, Float64MultiArray, JointState,
 };
 use maniflow_bridge::so101::N_JOINTS;
 use maniflow_bridge::transport::{AnyTransport, Qos, Subscription, Transport, TransportError};
@@ -157,26 +157,29 @@ pub(super) fn subscribe_all(
                     }
                 }),
             ),
-            _ => t.subscribe::<Image>(
-                topic,
-                Qos::Sensor,
-                Box::new(move |r| {
-                    let Some(s) = pick_stream(&inp, idx) else {
-                        return;
-                    };
-                    match r {
-                        Err(e) => streams::on_image(s, Err(err(e)), Reject::Malformed),
-                        Ok(x) => {
-                            let now = inp.clock.ns_of(x.recv);
-                            streams::on_image(
-                                s,
-                                streams::image_input(x.msg, now, x.recv_wall_ns),
-                                Reject::Invalid,
-                            )
+            // Raw images are read where they arrived (on native zenoh, the
+            // publisher's shared memory) and copied once, into a buffer that
+            // the slot hands back frame after frame.
+            _ => {
+                let mut spare = streams::ImageSlot::default();
+                t.subscribe_images(
+                    topic,
+                    Qos::Sensor,
+                    Box::new(move |r| {
+                        let Some(s) = pick_stream(&inp, idx) else {
+                            return;
+                        };
+                        match r {
+                            Err(e) => streams::on_image(s, Err(err(e)), Reject::Malformed),
+                            Ok(x) => {
+                                let now = inp.clock.ns_of(x.recv);
+                                let v = x.msg.view();
+                                streams::on_image_view(s, &v, now, x.recv_wall_ns, &mut spare)
+                            }
                         }
-                    }
-                }),
-            ),
+                    }),
+                )
+            }
         }
     };
     // Cameras with a `source` are read directly (node::cameras), not subscribed.

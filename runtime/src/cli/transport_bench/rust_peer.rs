@@ -11,6 +11,13 @@
 //! publish call, i.e. serialising and handing the sample to the transport) and
 //! `TOPIC.callback` (subscriber: the transport's receive callback - stamp,
 //! before decoding).
+//!
+//! Images go the zero-copy way unless `--peer-copy-images`: the publisher
+//! stamps, loans a buffer ([`Transport::image_publisher`], shared memory on
+//! native zenoh), writes the frame's pixels into it and publishes; the
+//! subscriber's latency ends once it holds the received image borrowed where
+//! it arrived ([`Transport::subscribe_images`]). With `--peer-copy-images`,
+//! an owned `Image` is published and decoded, as ROS 2 client libraries do.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
@@ -19,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use maniflow_bridge::msg::{Header, Image, JointState, RosMessage, Time};
+use maniflow_bridge::transport::image::{ImageLayout, ImageView, PublishImage};
 use maniflow_bridge::transport::{
     wall_ns, AnyTransport, Publish, Qos, Subscription, Transport, TransportConfig, TransportKind,
 };
@@ -37,6 +45,8 @@ pub struct PeerArgs {
     pub listen: Option<String>,
     pub connect: Option<String>,
     pub echo: bool,
+    /// Images as owned messages (publish `&Image`, decode into `Image`).
+    pub copy_images: bool,
     pub width: u32,
     pub height: u32,
     pub domain_id: u16,
@@ -82,6 +92,59 @@ impl Stamped for Image {
 
 fn say(v: serde_json::Value) {
     println!("{v}");
+}
+
+/// Stamps `m` (just before it is serialised) and publishes it.
+fn stamp<M: Stamped + RosMessage>(m: &mut M, frame: &str, p: &dyn Publish<M>) -> anyhow::Result<()> {
+    let h = m.header_mut();
+    if h.frame_id != frame {
+        h.frame_id = frame.into();
+    }
+    h.stamp = Time::from_nanos(wall_ns());
+    Ok(p.publish(m)?)
+}
+
+/// The image publisher: owned messages or loans.
+enum Images {
+    Copy(Box<dyn Publish<Image>>),
+    Loan(Box<dyn PublishImage>),
+}
+
+impl Images {
+    fn new(t: &AnyTransport, topic: &str, copy: bool) -> anyhow::Result<Images> {
+        Ok(if copy {
+            Images::Copy(t.publisher::<Image>(topic, Qos::Sensor)?)
+        } else {
+            Images::Loan(t.image_publisher(topic, Qos::Sensor)?)
+        })
+    }
+
+    /// Publishes `img`'s pixels from `frame`: a loan is stamped first, then
+    /// filled (the producer writing its frame), then published.
+    fn send(&self, img: &mut Image, frame: &str) -> anyhow::Result<()> {
+        match self {
+            Images::Copy(p) => stamp(img, frame, p.as_ref()),
+            Images::Loan(p) => {
+                let t = Time::from_nanos(wall_ns());
+                let view = ImageView::of(img);
+                send_view(p.as_ref(), &view, frame, t)
+            }
+        }
+    }
+}
+
+/// Loans a buffer for `v`'s layout, copies its pixels in and publishes it.
+fn send_view(p: &dyn PublishImage, v: &ImageView<'_>, frame: &str, t: Time) -> anyhow::Result<()> {
+    let layout = ImageLayout {
+        width: v.width,
+        height: v.height,
+        encoding: v.encoding.to_string(),
+        step: v.step,
+    };
+    let mut loan = p.loan(frame, &layout)?;
+    loan.set_stamp(t);
+    loan.fill(v.data)?;
+    Ok(p.publish(loan)?)
 }
 
 fn stdin_lines() -> Receiver<Option<String>> {
@@ -134,25 +197,13 @@ fn publisher(
     lines: &Receiver<Option<String>>,
 ) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
     let pj = t.publisher::<JointState>(TOPICS[0].1, Qos::Sensor)?;
-    let pi = t.publisher::<Image>(TOPICS[1].1, Qos::Sensor)?;
     let mut js = joint("bench");
     let mut img = image("bench", p.width, p.height);
+    let images = Images::new(t, TOPICS[1].1, p.copy_images)?;
     let mut send = |topic: &str, frame: &str| -> anyhow::Result<()> {
-        fn stamp<M: Stamped + RosMessage>(
-            m: &mut M,
-            frame: &str,
-            p: &dyn Publish<M>,
-        ) -> anyhow::Result<()> {
-            let h = m.header_mut();
-            if h.frame_id != frame {
-                h.frame_id = frame.into();
-            }
-            h.stamp = Time::from_nanos(wall_ns());
-            Ok(p.publish(m)?)
-        }
         match topic {
             "joint" => stamp(&mut js, frame, pj.as_ref()),
-            "image" => stamp(&mut img, frame, pi.as_ref()),
+            "image" => images.send(&mut img, frame),
             other => anyhow::bail!("unknown topic {other}"),
         }
     };
@@ -220,22 +271,50 @@ where
         Qos::Sensor,
         Box::new(move |r| {
             let Ok(x) = r else { return };
-            let now = wall_ns();
             let h = x.msg.header();
-            if let Ok(mut g) = rec.lock() {
-                if g.0.insert(name) {
-                    say(json!({ "heard": name }));
-                }
-                if h.frame_id == "bench" {
-                    let stamp = h.stamp.as_nanos();
-                    g.1.entry(name.to_string()).or_default().push(now - stamp);
-                    g.1.entry(format!("{name}.callback"))
-                        .or_default()
-                        .push(x.recv_wall_ns - stamp);
-                }
-            }
+            record(&rec, name, &h.frame_id, h.stamp.as_nanos(), x.recv_wall_ns);
             if let Some(e) = &echo {
                 let _ = e.publish(&x.msg);
+            }
+        }),
+    )?)
+}
+
+/// Records one sample: the first one of a topic is announced, "bench" ones
+/// give a latency (now - stamp) and a callback time (receive - stamp).
+fn record(rec: &Record, name: &'static str, frame_id: &str, stamp: i64, recv_wall_ns: i64) {
+    let now = wall_ns();
+    if let Ok(mut g) = rec.lock() {
+        if g.0.insert(name) {
+            say(json!({ "heard": name }));
+        }
+        if frame_id == "bench" {
+            g.1.entry(name.to_string()).or_default().push(now - stamp);
+            g.1.entry(format!("{name}.callback"))
+                .or_default()
+                .push(recv_wall_ns - stamp);
+        }
+    }
+}
+
+/// Like [`listen`] for images received where they arrived (no decode copy).
+fn listen_images(
+    t: &AnyTransport,
+    name: &'static str,
+    topic: &str,
+    rec: &Record,
+    echo: Option<Box<dyn PublishImage>>,
+) -> anyhow::Result<Subscription> {
+    let rec = rec.clone();
+    Ok(t.subscribe_images(
+        topic,
+        Qos::Sensor,
+        Box::new(move |r| {
+            let Ok(x) = r else { return };
+            let v = x.msg.view();
+            record(&rec, name, v.frame_id, v.stamp.as_nanos(), x.recv_wall_ns);
+            if let Some(e) = &echo {
+                let _ = send_view(e.as_ref(), &v, v.frame_id, v.stamp);
             }
         }),
     )?)
@@ -247,17 +326,27 @@ fn subscriber(
     lines: &Receiver<Option<String>>,
 ) -> anyhow::Result<BTreeMap<String, Vec<i64>>> {
     let rec: Record = Arc::default();
-    let (ej, ei) = if p.echo {
-        (
-            Some(t.publisher::<JointState>(&format!("{}_echo", TOPICS[0].1), Qos::Sensor)?),
-            Some(t.publisher::<Image>(&format!("{}_echo", TOPICS[1].1), Qos::Sensor)?),
-        )
+    let ej = match p.echo {
+        true => Some(t.publisher::<JointState>(&format!("{}_echo", TOPICS[0].1), Qos::Sensor)?),
+        false => None,
+    };
+    let image_echo = format!("{}_echo", TOPICS[1].1);
+    let image_sub = if p.copy_images {
+        let ei = match p.echo {
+            true => Some(t.publisher::<Image>(&image_echo, Qos::Sensor)?),
+            false => None,
+        };
+        listen::<Image>(t, TOPICS[1].0, TOPICS[1].1, &rec, ei)?
     } else {
-        (None, None)
+        let ei = match p.echo {
+            true => Some(t.image_publisher(&image_echo, Qos::Sensor)?),
+            false => None,
+        };
+        listen_images(t, TOPICS[1].0, TOPICS[1].1, &rec, ei)?
     };
     let _subs = [
         listen::<JointState>(t, TOPICS[0].0, TOPICS[0].1, &rec, ej)?,
-        listen::<Image>(t, TOPICS[1].0, TOPICS[1].1, &rec, ei)?,
+        image_sub,
     ];
     say(json!({"ready": true}));
     while let Ok(Some(_)) = lines.recv() {}
