@@ -293,6 +293,10 @@ impl PublishImage for ZImagePublisher {
         let n = ImageLoan::cdr_len(frame_id, layout);
         if n >= SHM_THRESHOLD {
             if let Some(provider) = self.shm.provider() {
+                // Reclaim the buffers subscribers have let go of first, so the
+                // allocator hands the last ones out again (still in cache)
+                // instead of walking the whole pool (16 MiB: cold memory).
+                provider.garbage_collect();
                 let buf = provider.alloc(n).with_policy::<GarbageCollect>().wait();
                 if let Ok(buf) = buf {
                     return Ok(ImageLoan::shm(buf, frame_id, layout));

@@ -125,6 +125,11 @@ pub struct Row {
     /// decoding); `latency_us` ends once the message is decoded.
     pub publish_call_us: Option<Percentiles>,
     pub to_callback_us: Option<Percentiles>,
+    /// Images from loans: the publish call's three parts (loan a buffer,
+    /// write the pixels into it, hand it to zenoh).
+    pub loan_us: Option<Percentiles>,
+    pub fill_us: Option<Percentiles>,
+    pub put_us: Option<Percentiles>,
     /// Why the row has no numbers.
     pub skipped: Option<String>,
 }
@@ -391,6 +396,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 shm: None,
                 publish_call_us: None,
                 to_callback_us: None,
+                loan_us: None,
+                fill_us: None,
+                put_us: None,
                 skipped: why,
             }
         };
@@ -417,6 +425,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         |v: &Value, key: String| v.get(&key).is_some().then(|| to_latency(v, &key));
                     row.publish_call_us = detail(&out.round_trip, format!("{name}.publish"));
                     row.to_callback_us = detail(&out.one_way, format!("{name}.callback"));
+                    row.loan_us = detail(&out.round_trip, format!("{name}.loan"));
+                    row.fill_us = detail(&out.round_trip, format!("{name}.fill"));
+                    row.put_us = detail(&out.round_trip, format!("{name}.put"));
                     rows.push(row);
                     if let Some(rp) = pair.rtt_path {
                         let mut row = blank(name, rp, "round trip", out.failed.get(name).cloned());
@@ -700,6 +711,14 @@ fn print_table(rows: &[Row], b: &Breakdown) {
                 c.p99_us,
                 r.latency_us.p50_us,
                 r.latency_us.p99_us
+            );
+        }
+    }
+    for r in rows {
+        if let (Some(l), Some(f), Some(p)) = (&r.loan_us, &r.fill_us, &r.put_us) {
+            println!(
+                "  {:<32} image publish call = loan {:.0} / {:.0} + write pixels {:.0} / {:.0} + put {:.0} / {:.0}",
+                r.transport, l.p50_us, l.p99_us, f.p50_us, f.p99_us, p.p50_us, p.p99_us
             );
         }
     }

@@ -105,46 +105,76 @@ fn stamp<M: Stamped + RosMessage>(m: &mut M, frame: &str, p: &dyn Publish<M>) ->
 }
 
 /// The image publisher: owned messages or loans.
-enum Images {
+struct Images {
+    publisher: ImagePublisher,
+    /// Loans only: ns spent in `loan`, `fill` and `put` (the publish call),
+    /// per "bench" image.
+    phases: Mutex<BTreeMap<&'static str, Vec<i64>>>,
+}
+
+enum ImagePublisher {
     Copy(Box<dyn Publish<Image>>),
     Loan(Box<dyn PublishImage>),
 }
 
 impl Images {
     fn new(t: &AnyTransport, topic: &str, copy: bool) -> anyhow::Result<Images> {
-        Ok(if copy {
-            Images::Copy(t.publisher::<Image>(topic, Qos::Sensor)?)
+        let publisher = if copy {
+            ImagePublisher::Copy(t.publisher::<Image>(topic, Qos::Sensor)?)
         } else {
-            Images::Loan(t.image_publisher(topic, Qos::Sensor)?)
+            ImagePublisher::Loan(t.image_publisher(topic, Qos::Sensor)?)
+        };
+        Ok(Images {
+            publisher,
+            phases: Mutex::default(),
         })
     }
 
     /// Publishes `img`'s pixels from `frame`: a loan is stamped first, then
     /// filled (the producer writing its frame), then published.
     fn send(&self, img: &mut Image, frame: &str) -> anyhow::Result<()> {
-        match self {
-            Images::Copy(p) => stamp(img, frame, p.as_ref()),
-            Images::Loan(p) => {
+        match &self.publisher {
+            ImagePublisher::Copy(p) => stamp(img, frame, p.as_ref()),
+            ImagePublisher::Loan(p) => {
                 let t = Time::from_nanos(wall_ns());
                 let view = ImageView::of(img);
-                send_view(p.as_ref(), &view, frame, t)
+                let phases = send_view(p.as_ref(), &view, frame, t)?;
+                if frame == "bench" {
+                    if let Ok(mut m) = self.phases.lock() {
+                        for (name, ns) in ["loan", "fill", "put"].into_iter().zip(phases) {
+                            m.entry(name).or_default().push(ns);
+                        }
+                    }
+                }
+                Ok(())
             }
         }
     }
 }
 
-/// Loans a buffer for `v`'s layout, copies its pixels in and publishes it.
-fn send_view(p: &dyn PublishImage, v: &ImageView<'_>, frame: &str, t: Time) -> anyhow::Result<()> {
+/// Loans a buffer for `v`'s layout, copies its pixels in and publishes it;
+/// returns the ns each of the three took.
+fn send_view(
+    p: &dyn PublishImage,
+    v: &ImageView<'_>,
+    frame: &str,
+    t: Time,
+) -> anyhow::Result<[i64; 3]> {
     let layout = ImageLayout {
         width: v.width,
         height: v.height,
         encoding: v.encoding.to_string(),
         step: v.step,
     };
+    let t0 = Instant::now();
     let mut loan = p.loan(frame, &layout)?;
+    let t1 = Instant::now();
     loan.set_stamp(t);
     loan.fill(v.data)?;
-    Ok(p.publish(loan)?)
+    let t2 = Instant::now();
+    p.publish(loan)?;
+    let ns = |a: Instant, b: Instant| (b - a).as_nanos() as i64;
+    Ok([ns(t0, t1), ns(t1, t2), ns(t2, Instant::now())])
 }
 
 fn stdin_lines() -> Receiver<Option<String>> {
@@ -234,7 +264,7 @@ fn publisher(
                 let n: u64 = n.parse()?;
                 let period = Duration::from_secs_f64(1.0 / hz.parse::<f64>()?);
                 let start = Instant::now();
-                let calls = spent.entry(format!("{topic}.publish")).or_default();
+                let mut calls = Vec::with_capacity(n as usize);
                 for i in 0..n {
                     let target = start + period * i as u32;
                     let now = Instant::now();
@@ -244,6 +274,10 @@ fn publisher(
                     let t0 = Instant::now();
                     send(topic, "bench")?;
                     calls.push(t0.elapsed().as_nanos() as i64);
+                }
+                spent.insert(format!("{topic}.publish"), calls);
+                for (phase, ns) in images.phases.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default() {
+                    spent.entry(format!("{topic}.{phase}")).or_default().extend(ns);
                 }
                 say(json!({"done": topic}));
             }
