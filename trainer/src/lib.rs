@@ -16,6 +16,7 @@ pub mod export;
 pub mod gpu_check;
 pub mod health;
 pub mod import;
+pub mod malloc;
 pub mod metrics;
 pub mod model;
 pub mod objective;

@@ -148,6 +148,7 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    maniflow_trainer::malloc::keep_freed_memory();
     let r = match cli.command {
         Command::Train { config, dataset, out, steps, resume, init, quiet, device } => match act::act_config_text(&config) {
             Ok(Some(text)) => train_act(text, &dataset, &out, steps, resume, init.as_deref(), quiet, device.as_deref()),
