@@ -208,10 +208,30 @@ def camera_backbone_prefix(sd, key, origin):
     fail(f"{origin}: camera `{key}` of shape_meta has no weights (`{base}convnet.*`)")
 
 
-def map_names(sd, cams, origin):
-    """Upstream policy state dict -> (our names -> tensor), refusing anything unknown."""
+IMAGES = "observation.images."
+
+
+def camera_keys(rgb, camera_map, origin):
+    """The dataset key of each upstream rgb key (`observation.images.<key>` unless `--camera
+    UP=KEY` says otherwise), in upstream's order, and the modality name our encoder gives it."""
+    unknown = sorted(set(camera_map) - set(rgb))
+    if unknown:
+        fail(f"--camera {unknown[0]}=...: {origin} has no rgb key `{unknown[0]}` (its rgb keys: {', '.join(rgb)})")
+    cams = [camera_map.get(k, IMAGES + k) for k in rgb]
+    for k, key in zip(rgb, cams):
+        name = key[len(IMAGES):]
+        if not key.startswith(IMAGES) or not name or "." in name:
+            fail(f"--camera {k}={key}: a camera's dataset key is {IMAGES}<name> (one name, no dots)")
+    if len(set(cams)) != len(cams):
+        fail(f"--camera: two upstream cameras map to one dataset key ({', '.join(cams)})")
+    return cams, {k: key[len(IMAGES):] for k, key in zip(rgb, cams)}
+
+
+def map_names(sd, short, origin):
+    """Upstream policy state dict -> (our names -> tensor), refusing anything unknown.
+    `short`: upstream rgb key -> our camera's modality name (the key's last part)."""
     out, unknown = {}, []
-    prefixes = {camera_backbone_prefix(sd, k, origin): f"obs_encoder.{k}.backbone." for k in cams}
+    prefixes = {camera_backbone_prefix(sd, k, origin): f"obs_encoder.{m}.backbone." for k, m in short.items()}
     for name, t in sd.items():
         if name.startswith("normalizer."):
             continue
@@ -316,7 +336,8 @@ def to_manifest_norm(field, p, dim, where):
 
 # ---------------------------------------------------------------- main
 
-def derive(run, origin, weights_choice):
+def derive(run, origin, weights_choice, camera_map=None):
+    camera_map = camera_map or {}
     cfg = run["cfg"]
     register_resolvers()
     target = str(get(cfg, "policy._target_", origin, default="", required=False))
@@ -394,9 +415,9 @@ def derive(run, origin, weights_choice):
         fail(f"{origin}: model.vis_cond_obs_emb.weight takes {dc} inputs, but n_obs_steps {to} x "
              f"({8 * width} x {len(rgb)} cameras + {state_dim} state) = {expect_dc}")
 
-    cams = [f"observation.images.{k}" for k in rgb]
-    weights = map_names(use, rgb, origin)
-    online = map_names(sd, rgb, origin)
+    cams, short = camera_keys(rgb, camera_map, origin)
+    weights = map_names(use, short, origin)
+    online = map_names(sd, short, origin)
 
     norm_fields, where = normalizer_params(run, origin)
     if "action" not in norm_fields:
@@ -484,16 +505,24 @@ def main(argv=None):
     ap.add_argument("--config", help="side file (upstream's hydra config.yaml) for a .safetensors state dict")
     ap.add_argument("--weights", choices=["ema", "model"], default="ema",
                     help="which weights to deploy when the checkpoint has both (default: the EMA model, as upstream evaluates)")
+    ap.add_argument("--camera", action="append", default=[], metavar="UPSTREAM=KEY",
+                    help="the dataset key of an upstream rgb key (default observation.images.<key>)")
     a = ap.parse_args(argv)
     path = Path(a.checkpoint)
     try:
+        camera_map = {}
+        for item in a.camera:
+            up, sep, key = item.partition("=")
+            if not sep or not up or not key:
+                fail(f"--camera {item}: expected UPSTREAM=KEY, e.g. head_cam=observation.images.head")
+            camera_map[up] = key
         if not path.is_file():
             fail(f"{path}: no such file")
         if path.suffix == ".safetensors":
             run = load_safetensors(path, a.config)
         else:
             run = load_ckpt(path)
-        info, weights, online = derive(run, str(path), a.weights)
+        info, weights, online = derive(run, str(path), a.weights, camera_map)
         from safetensors.torch import save_file
         out = Path(a.out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,10 @@ pub struct ImportOptions<'a> {
     /// Deploy the EMA weights (default) or the online model.
     pub online: bool,
     pub name: Option<&'a str>,
+    /// `UPSTREAM=KEY`: the dataset key of an upstream rgb key (default
+    /// `observation.images.<key>`), so the run trains on a dataset that names
+    /// its cameras differently.
+    pub cameras: &'a [String],
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +173,9 @@ fn convert(o: &ImportOptions, dir: &Path) -> Result<()> {
         cmd.arg("--config").arg(c);
     }
     cmd.args(["--weights", if o.online { "model" } else { "ema" }]);
+    for c in o.cameras {
+        cmd.arg("--camera").arg(c);
+    }
     let out = cmd.output().with_context(|| {
         format!("run {} (the checkpoint reader needs Python with torch, omegaconf, dill, safetensors: `make bootstrap`, or set MANIFLOW_PYTHON)", python.display())
     })?;

@@ -80,6 +80,10 @@ enum Command {
         online: bool,
         #[arg(long)]
         name: Option<String>,
+        /// `UPSTREAM=KEY`, repeatable: the dataset key of an upstream camera (default
+        /// `observation.images.<upstream key>`), e.g. `head_cam=observation.images.head`.
+        #[arg(long = "camera", value_name = "UPSTREAM=KEY")]
+        cameras: Vec<String>,
     },
     /// Apply the health rules to a run's metrics; print verdicts, write plots and health.json.
     Health { run_dir: PathBuf },
@@ -183,13 +187,14 @@ fn main() {
             })
         }
         Command::Health { run_dir } => health_cmd(&run_dir),
-        Command::Import { checkpoint, out, package, config, online, name } => import_cmd(&maniflow_trainer::import::ImportOptions {
+        Command::Import { checkpoint, out, package, config, online, name, cameras } => import_cmd(&maniflow_trainer::import::ImportOptions {
             checkpoint: &checkpoint,
             out: &out,
             package: package.as_deref(),
             config: config.as_deref(),
             online,
             name: name.as_deref(),
+            cameras: &cameras,
         }),
         Command::SynthDataset { out, episodes, frames, seed, video } => cli_train::synth(&out, episodes, frames, seed, video.as_deref()),
         Command::Bench { config, batch, steps, reference, threads, device, autocast, profile } => {

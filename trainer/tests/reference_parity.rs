@@ -154,6 +154,45 @@ fn upstream_checkpoint_becomes_a_package_with_upstream_parity() {
     assert_eq!(check_package(&ckpt4, &pkg4)["state_mode"].as_str(), Some("mean_std"));
 }
 
+/// An imported run trains on: `import --camera` gives upstream's camera the dataset's key,
+/// `train --resume` continues from the step-0 checkpoint on an SO-101 LeRobot dataset with
+/// the checkpoint's normalisation, and the result exports with its parity gates.
+#[test]
+fn imported_run_continues_training_on_a_lerobot_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = d.join("upstream");
+    upstream_py(&["write", "--config", &upstream_fixture(), "--out", up.to_str().unwrap(), "--small", "--so101", "--seed", "6"]);
+    let ckpt = up.join("checkpoints/latest.ckpt");
+    let ckpt = ckpt.to_str().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let e = fails(&["import", ckpt, "--out", &s(&d.join("bad")), "--camera", "wrist_cam=observation.images.wrist"]);
+    assert!(e.contains("no rgb key `wrist_cam`") && e.contains("head_cam"), "{e}");
+    let e = fails(&["import", ckpt, "--out", &s(&d.join("bad")), "--camera", "head_cam=head"]);
+    assert!(e.contains("observation.images.<name>"), "{e}");
+    assert!(!d.join("bad").join("checkpoints").exists());
+
+    let run = d.join("run");
+    ok(&["import", ckpt, "--out", &s(&run), "--camera", "head_cam=observation.images.head"]);
+    let cfg = Config::load(&run.join("config.toml")).unwrap();
+    assert_eq!(cfg.encoder.cameras, vec!["observation.images.head".to_string()]);
+    assert_eq!(cfg.train.batch_size, 8);
+    let data_json = std::fs::read_to_string(run.join("data.json")).unwrap();
+    let ds = synth(d, 3, 30, 2);
+    let out = ok(&["train", "--config", &s(&run.join("config.toml")), "--dataset", &s(&ds), "--out", &s(&run), "--steps", "3", "--resume", "--quiet"]);
+    eprintln!("{out}");
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), "step-00000003", "{out}");
+    // the checkpoint's normalisation, not the dataset's
+    assert_eq!(std::fs::read_to_string(run.join("data.json")).unwrap(), data_json);
+    let m = read_metrics(&run);
+    let last = m.iter().rev().find(|r| r["step"] == 3).unwrap_or_else(|| panic!("no step 3 in metrics: {m:?}"));
+    let loss = last["train_loss"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{last}");
+    ok(&["export", &s(&run), "--out", &s(&d.join("pkg")), "--ema"]);
+    assert!(d.join("pkg/policy.toml").is_file());
+}
+
 #[test]
 fn upstream_checkpoint_mismatches_are_named() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ The `.ckpt` is `torch.save(payload, f, pickle_module=dill)` with payload = {"cfg
 DictConfig, "state_dicts": {"model", "ema_model", "optimizer"}, "pickles": {"global_step",
 "epoch", "_output_dir"} as dill.dumps bytes}, as upstream's workspace `save_checkpoint` does.
 
-    upstream_ckpt.py write  --config YAML --out DIR [--small] [--seed S] [--gaussian-state] [--drop NAME]
+    upstream_ckpt.py write  --config YAML --out DIR [--small] [--so101] [--seed S] [--gaussian-state] [--drop NAME]
     upstream_ckpt.py shapes --config YAML --out shapes.json
     upstream_ckpt.py check  --ckpt DIR/latest.ckpt --package PKG [--seed S]
 """
@@ -50,7 +50,7 @@ def register():
         OmegaConf.register_new_resolver("now", lambda fmt="": "now")
 
 
-def load_cfg(path, small):
+def load_cfg(path, small, so101=False):
     register()
     cfg = OmegaConf.load(path)
     if small:  # a network the size of a unit test, same structure
@@ -58,6 +58,12 @@ def load_cfg(path, small):
         cfg.policy.visual_cond_len = 8
         cfg.policy.diffusion_timestep_embed_dim = cfg.policy.diffusion_target_t_embed_dim = 32
         cfg.robotwin_task.shape_meta.obs.head_cam.shape = [3, 64, 64]
+    if so101:  # a task with an SO-101's shapes (6 joints, 96 x 96 head camera), batch 8
+        sm = cfg.robotwin_task.shape_meta
+        sm.obs.head_cam.shape = [3, 96, 96]
+        sm.obs.agent_pos.shape = [6]
+        sm.action.shape = [6]
+        cfg.dataloader.batch_size = 8
     return cfg
 
 
@@ -162,7 +168,7 @@ def randomise(policy, seed):
 
 
 def cmd_write(a):
-    cfg = load_cfg(a.config, a.small)
+    cfg = load_cfg(a.config, a.small, a.so101)
     torch.manual_seed(a.seed)
     policy = Policy(cfg)
     randomise(policy, a.seed)
@@ -314,6 +320,7 @@ def main(argv=None):
     w.add_argument("--config", required=True)
     w.add_argument("--out", required=True)
     w.add_argument("--small", action="store_true")
+    w.add_argument("--so101", action="store_true", help="6-d state and action, 96 x 96 head camera, batch 8")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--gaussian-state", action="store_true")
     w.add_argument("--drop", action="append", help="leave this tensor out of policy.safetensors (a broken export)")
