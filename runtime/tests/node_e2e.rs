@@ -816,6 +816,7 @@ fn rmw_zenoh_keys_and_liveliness_tokens_of_sim_and_node() {
         Entity { node: sim_n, kind: "MP", topic: "head/image_raw", ros_type: "sensor_msgs/msg/Image", qos: SENSOR },
         Entity { node: sim_n, kind: "MP", topic: "wrist/image_raw", ros_type: "sensor_msgs/msg/Image", qos: SENSOR },
         Entity { node: sim_n, kind: "MP", topic: "tactile", ros_type: "std_msgs/msg/Float32MultiArray", qos: SENSOR },
+        Entity { node: sim_n, kind: "MP", topic: "tactile/image", ros_type: "sensor_msgs/msg/Image", qos: SENSOR },
         Entity { node: sim_n, kind: "MP", topic: "episode", ros_type: "std_msgs/msg/Float64MultiArray", qos: COMMAND },
         Entity { node: sim_n, kind: "MS", topic: "episode_control", ros_type: "std_msgs/msg/Float64MultiArray", qos: COMMAND },
         Entity { node: sim_n, kind: "MS", topic: "joint_command", ros_type: "std_msgs/msg/Float64MultiArray", qos: COMMAND },

@@ -46,6 +46,7 @@
 
 pub mod expert;
 pub mod render;
+pub mod tactile;
 
 pub use expert::{locate_cube, CubeEstimate, Expert};
 pub use render::PinholeCamera;
@@ -90,6 +91,14 @@ pub const GRASP_SQUEEZE_RAD: f64 = 0.05;
 pub const RELEASE_SQUEEZE_RAD: f64 = 0.02;
 /// Gravity (m/s^2) for a released cube.
 pub const GRAVITY: f64 = 9.81;
+/// Mixed into the seed of the tactile images' noise stream.
+const TACTILE_NOISE_SEED: u64 = 0x7AC7_11E5;
+/// The pad area on a finger in the gripper frame, the taxels' too: 40 mm along
+/// the finger from 2 mm above the tip, 20 mm across.
+pub const PAD_AREA: tactile::PadArea = tactile::PadArea {
+    z: (FINGER_TIP_Z + 0.002, FINGER_TIP_Z + 0.042),
+    y: (FIXED_FINGER.0[1] - 0.01, FIXED_FINGER.0[1] + 0.01),
+};
 
 /// Simulator settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +123,28 @@ pub struct SimConfig {
     pub cube_bearing_max_rad: f64,
     /// Pressure per radian of squeeze.
     pub tactile_gain: f64,
+    /// Tactile image rows per pad (along the finger), see [`tactile`].
+    #[serde(default = "default_tactile_side")]
+    pub tactile_image_rows: usize,
+    /// Tactile image columns per pad (across the finger).
+    #[serde(default = "default_tactile_side")]
+    pub tactile_image_cols: usize,
+    /// Standard deviation of the tactile images' sensor noise (pressure units).
+    #[serde(default = "default_tactile_noise")]
+    pub tactile_noise_std: f64,
+    /// Load shift of the tactile images under slip (see [`tactile`]).
+    #[serde(default = "default_tactile_shear")]
+    pub tactile_shear_gain: f64,
+}
+
+fn default_tactile_side() -> usize {
+    16
+}
+fn default_tactile_noise() -> f64 {
+    0.01
+}
+fn default_tactile_shear() -> f64 {
+    10.0
 }
 
 impl Default for SimConfig {
@@ -129,6 +160,10 @@ impl Default for SimConfig {
             cube_radius_m: (0.15, 0.21),
             cube_bearing_max_rad: 0.7,
             tactile_gain: 5.0,
+            tactile_image_rows: default_tactile_side(),
+            tactile_image_cols: default_tactile_side(),
+            tactile_noise_std: default_tactile_noise(),
+            tactile_shear_gain: default_tactile_shear(),
         }
     }
 }
@@ -184,6 +219,13 @@ pub struct SimWorld {
     cube_state: CubeState,
     /// Commanded squeeze beyond contact (rad), 0 when not touching.
     squeeze: f64,
+    /// The cube's centre in the gripper frame (z, y) at the last step while
+    /// squeezed, and its velocity against the pads since then (m/s).
+    contact_prev: Option<(f64, f64)>,
+    slip: (f64, f64),
+    /// The tactile images' noise stream (its own, so the other draws of an
+    /// episode do not depend on whether images are rendered).
+    tactile_rng: ChaCha8Rng,
 }
 
 /// Contact of the moving finger with the cube.
@@ -209,6 +251,9 @@ impl SimWorld {
             cube: Isometry3::identity(),
             cube_state: CubeState::Resting,
             squeeze: 0.0,
+            contact_prev: None,
+            slip: (0.0, 0.0),
+            tactile_rng: ChaCha8Rng::seed_from_u64(0),
         };
         w.reset(0);
         w
@@ -231,6 +276,10 @@ impl SimWorld {
         self.cmd = home;
         self.time = 0.0;
         self.squeeze = 0.0;
+        self.contact_prev = None;
+        self.slip = (0.0, 0.0);
+        self.tactile_rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ TACTILE_NOISE_SEED);
+        self.tactile_rng.set_stream(episode);
         self.cube_state = CubeState::Resting;
         let (r0, r1) = self.cfg.cube_radius_m;
         let r = if r1 > r0 {
@@ -337,6 +386,75 @@ impl SimWorld {
                 }
             }
         }
+        self.track_slip(&gripper, dt);
+    }
+
+    /// Velocity of the cube against the pads while squeezed (0 otherwise).
+    fn track_slip(&mut self, gripper: &Isometry3<f64>, dt: f64) {
+        if self.squeeze <= 0.0 {
+            self.contact_prev = None;
+            self.slip = (0.0, 0.0);
+            return;
+        }
+        let c = (gripper.inverse() * self.cube).translation.vector;
+        let now = (c.z, c.y);
+        self.slip = match self.contact_prev {
+            Some(p) => ((now.0 - p.0) / dt, (now.1 - p.1) / dt),
+            None => (0.0, 0.0),
+        };
+        self.contact_prev = Some(now);
+    }
+
+    /// Tactile pressure images of both pads ([`tactile`]): pad 0 (fixed finger)
+    /// then pad 1 (moving finger, columns mirrored: it faces the other way),
+    /// each `tactile_image_rows x tactile_image_cols`, row-major, into the first
+    /// [`Self::tactile_image_len`] entries of `out`, with sensor noise drawn
+    /// from the episode's tactile stream.
+    pub fn tactile_image(&mut self, out: &mut [f32]) {
+        let (rows, cols) = (self.cfg.tactile_image_rows, self.cfg.tactile_image_cols);
+        let per_pad = rows * cols;
+        let n = self.tactile_image_len().min(out.len());
+        out[..n].fill(0.0);
+        let im = tactile::TactileImaging {
+            rows,
+            cols,
+            shear_gain: self.cfg.tactile_shear_gain,
+        };
+        let contact = (self.squeeze > 0.0).then(|| {
+            let c = (self.gripper_pose().inverse() * self.cube)
+                .translation
+                .vector;
+            tactile::FaceContact {
+                centre: (c.z, c.y),
+                half: self.cfg.cube_size_m / 2.0,
+                pressure: self.cfg.tactile_gain * self.squeeze,
+                slip: self.slip,
+            }
+        });
+        for pad in 0..2 {
+            let Some(dst) = out.get_mut(pad * per_pad..(pad + 1) * per_pad) else {
+                break;
+            };
+            tactile::render_pad(&PAD_AREA, contact.as_ref(), &im, dst);
+            if pad == 1 {
+                for row in dst.chunks_mut(cols.max(1)) {
+                    row.reverse();
+                }
+            }
+        }
+        let std = self.cfg.tactile_noise_std;
+        let rng = &mut self.tactile_rng;
+        tactile::add_noise(&mut out[..n], std, || {
+            // Box-Muller from two uniform draws.
+            let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+            let u2: f64 = rng.random_range(0.0..1.0);
+            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        });
+    }
+
+    /// Cells of [`Self::tactile_image`]: 2 pads x rows x cols.
+    pub fn tactile_image_len(&self) -> usize {
+        2 * self.cfg.tactile_image_rows * self.cfg.tactile_image_cols
     }
 
     /// Pose of the `gripper` link for the current joints.
@@ -725,6 +843,62 @@ mod tests {
         run(&mut w, 1.0);
         assert!((w.cube_position()[2] - h).abs() < 1e-9);
         assert!(!w.success());
+    }
+
+    /// A grasped cube's face on the pads: the image is its footprint (exact area overlap,
+    /// so the image and the taxels carry the same total load per pad), pad 1 is pad 0
+    /// mirrored, noise is seeded per episode, and nothing touches before the grasp.
+    #[test]
+    fn tactile_images_show_the_grasped_face() {
+        let quiet = SimConfig {
+            tactile_noise_std: 0.0,
+            ..SimConfig::default()
+        };
+        let mut w = SimWorld::new(quiet.clone());
+        w.reset(3);
+        let mut img = vec![1.0f32; w.tactile_image_len()];
+        assert_eq!(img.len(), 2 * 16 * 16);
+        w.tactile_image(&mut img);
+        assert!(img.iter().all(|&v| v == 0.0));
+        grasp(&mut w);
+        assert!(w.is_grasped());
+        w.tactile_image(&mut img);
+        let mut taxels = vec![0.0f32; w.taxel_count()];
+        w.tactile(&mut taxels);
+        let (p0, p1) = img.split_at(256);
+        // Load = sum of pressure x cell area; cells are 1/256 of the pad, taxels 1/16.
+        let load = |v: &[f32], cells: f32| v.iter().sum::<f32>() / cells;
+        assert!(load(p0, 256.0) > 0.0);
+        assert!((load(p0, 256.0) - load(&taxels[..16], 16.0)).abs() < 1e-4 * load(p0, 256.0));
+        for r in 0..16 {
+            let mut mirrored = p1[r * 16..(r + 1) * 16].to_vec();
+            mirrored.reverse();
+            assert_eq!(mirrored, p0[r * 16..(r + 1) * 16].to_vec(), "row {r}");
+        }
+        // Rows nearest the tip carry the face, the far end of the pad does not.
+        let row = |r: usize| p0[r * 16..(r + 1) * 16].iter().sum::<f32>();
+        assert!(
+            row(0) > 0.0 && row(15) == 0.0,
+            "{:?}",
+            (0..16).map(row).collect::<Vec<_>>()
+        );
+        // Still grasped, nothing slides: no shear.
+        assert_eq!(w.slip, (0.0, 0.0));
+
+        let noisy = |episode| {
+            let mut w = SimWorld::new(SimConfig::default());
+            w.reset(episode);
+            let mut img = vec![0.0f32; w.tactile_image_len()];
+            w.tactile_image(&mut img);
+            img
+        };
+        let (a, b, c) = (noisy(3), noisy(3), noisy(4));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a.iter().all(|&v| v >= 0.0) && a.iter().any(|&v| v > 0.0));
+        let mean = a.iter().sum::<f32>() / a.len() as f32;
+        // Half-normal noise floor of std 0.01 where nothing touches: mean 0.01 / sqrt(2 pi).
+        assert!((mean - 0.00399).abs() < 0.001, "{mean}");
     }
 
     #[test]

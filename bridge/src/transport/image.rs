@@ -34,7 +34,12 @@ pub struct ImageLayout {
 
 impl ImageLayout {
     /// Rows of `width * channels` bytes, no padding.
-    pub fn packed(encoding: &str, channels: u32, width: u32, height: u32) -> Result<Self, MsgError> {
+    pub fn packed(
+        encoding: &str,
+        channels: u32,
+        width: u32,
+        height: u32,
+    ) -> Result<Self, MsgError> {
         let step = width.checked_mul(channels).ok_or_else(|| {
             MsgError::Invalid(format!("{encoding} image {width} wide: step overflows u32"))
         })?;
@@ -127,7 +132,11 @@ impl ImageIndex {
             CDR_BE => false,
             other => return Err(MsgError::BadEncapsulation(other)),
         };
-        let mut r = Reader { cdr, pos: 4, little };
+        let mut r = Reader {
+            cdr,
+            pos: 4,
+            little,
+        };
         let sec = r.u32()? as i32;
         let nanosec = r.u32()?;
         let frame_id = r.string("header.frame_id")?;

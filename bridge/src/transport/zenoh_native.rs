@@ -321,7 +321,10 @@ impl PublishImage for ZImagePublisher {
             }
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.publisher.put(payload).wait().map_err(|e| self.error(e))
+        self.publisher
+            .put(payload)
+            .wait()
+            .map_err(|e| self.error(e))
     }
 
     fn wire_name(&self) -> &str {

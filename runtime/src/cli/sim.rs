@@ -1,6 +1,8 @@
 //! `maniflow sim`: the simulated SO-101 (bridge::sim) as its own process on the
 //! same transports as a real arm: joint states at `--joint-rate` (100 Hz), head
-//! and wrist images and tactile taxels at `--fps` (30), commands in from
+//! and wrist images, tactile taxels and the pads' tactile pressure images
+//! (`tactile/image`, 32FC1, pad 0 above pad 1, see bridge::sim::tactile) at
+//! `--fps` (30), commands in from
 //! `joint_command` (Float64MultiArray, LeRobot units). `--expert` drives the
 //! scripted expert instead, and publishes its commands on `joint_command` (what
 //! `maniflow record` stores as the action). Episodes reset on success (after a
@@ -219,6 +221,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (None, None)
     };
     let tac_pub = t.publisher::<Float32MultiArray>("tactile", Qos::Sensor)?;
+    let tac_img_pub = t.image_publisher("tactile/image", Qos::Sensor)?;
     let ep_pub = t.publisher::<Float64MultiArray>(EPISODE_TOPIC, Qos::Command)?;
     let expert_pub = if a.expert {
         Some(t.publisher::<Float64MultiArray>("joint_command", Qos::Command)?)
@@ -350,6 +353,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut head = vec![0u8; n_px];
     let mut wrist = vec![0u8; n_px];
     let mut taxels = vec![0.0f32; world.taxel_count()];
+    let mut pressure = vec![0.0f32; world.tactile_image_len()];
+    let mut pressure_bytes = Vec::with_capacity(pressure.len() * 4);
+    let (pr, pc) = (
+        world.config().tactile_image_rows as u32,
+        world.config().tactile_image_cols as u32,
+    );
+    let pressure_layout = ImageLayout::packed("32FC1", 4, pc, 2 * pr)?;
     let dt = 1.0 / a.joint_rate;
     let frame_dt = 1.0 / a.fps;
     let start = Instant::now();
@@ -438,6 +448,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             world.render_head(&mut head);
             world.render_wrist(&mut wrist);
             world.tactile(&mut taxels);
+            world.tactile_image(&mut pressure);
         }
         if waiting {
             // Frozen at the episode's start: sensors only, the clock does not run.
@@ -506,6 +517,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
             tac_msg.data.copy_from_slice(&taxels);
             let _ = tac_pub.publish(&tac_msg);
+            maniflow_bridge::sim::tactile::to_32fc1_bytes(&pressure, &mut pressure_bytes);
+            let th = Header::new(stamp, "tactile_pads");
+            let _ = publish_frame(tac_img_pub.as_ref(), &th, &pressure_layout, &pressure_bytes);
             frame_count += 1;
         }
         // Episode bookkeeping.

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use crossbeam::atomic::AtomicCell;
 use maniflow_bridge::msg::{CompressedImage, Float32MultiArray, Image, JointState};
-use maniflow_bridge::transport::image::ImageView;
 use maniflow_bridge::so101::{JOINT_NAMES, N_JOINTS};
+use maniflow_bridge::transport::image::ImageView;
 use serde::Serialize;
 
 use super::config::JointUnits;
@@ -237,7 +237,8 @@ pub fn image_from_view(v: &ImageView<'_>, slot: &mut ImageSlot) -> Result<(), St
         slot.data.extend_from_slice(&v.data[..row * h]);
     } else {
         for y in 0..h {
-            slot.data.extend_from_slice(&v.data[y * step..y * step + row]);
+            slot.data
+                .extend_from_slice(&v.data[y * step..y * step + row]);
         }
     }
     slot.width = w;
@@ -617,7 +618,10 @@ mod tests {
         {
             let slot = s.slot.lock().unwrap();
             assert_eq!(slot.data, second.data);
-            assert_eq!((slot.seq, slot.recv_ns, slot.stamp_ns), (2, 20, 1_000_000_005));
+            assert_eq!(
+                (slot.seq, slot.recv_ns, slot.stamp_ns),
+                (2, 20, 1_000_000_005)
+            );
         }
         // The first frame's buffer came back as the spare, ready for reuse.
         assert_eq!(spare.data, vec![0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13]);

@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam::atomic::AtomicCell;
-use maniflow_bridge::msg::{
-    CompressedImage, Float32MultiArray, Float64MultiArray, JointState,
-};
+use maniflow_bridge::msg::{CompressedImage, Float32MultiArray, Float64MultiArray, JointState};
 use maniflow_bridge::so101::N_JOINTS;
 use maniflow_bridge::transport::{AnyTransport, Qos, Subscription, Transport, TransportError};
 

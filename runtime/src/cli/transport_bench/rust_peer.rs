@@ -95,7 +95,11 @@ fn say(v: serde_json::Value) {
 }
 
 /// Stamps `m` (just before it is serialised) and publishes it.
-fn stamp<M: Stamped + RosMessage>(m: &mut M, frame: &str, p: &dyn Publish<M>) -> anyhow::Result<()> {
+fn stamp<M: Stamped + RosMessage>(
+    m: &mut M,
+    frame: &str,
+    p: &dyn Publish<M>,
+) -> anyhow::Result<()> {
     let h = m.header_mut();
     if h.frame_id != frame {
         h.frame_id = frame.into();
@@ -276,8 +280,16 @@ fn publisher(
                     calls.push(t0.elapsed().as_nanos() as i64);
                 }
                 spent.insert(format!("{topic}.publish"), calls);
-                for (phase, ns) in images.phases.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default() {
-                    spent.entry(format!("{topic}.{phase}")).or_default().extend(ns);
+                for (phase, ns) in images
+                    .phases
+                    .lock()
+                    .map(|mut p| std::mem::take(&mut *p))
+                    .unwrap_or_default()
+                {
+                    spent
+                        .entry(format!("{topic}.{phase}"))
+                        .or_default()
+                        .extend(ns);
                 }
                 say(json!({"done": topic}));
             }
