@@ -16,12 +16,16 @@
 /// themselves (then nothing is changed).
 pub const OVERRIDES: [&str; 3] = ["MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"];
 
+/// Set to `default` to keep glibc's own heap behaviour (e.g. to give memory
+/// back to a device that needs it while a long run idles).
+pub const OPT_OUT: &str = "MANIFLOW_GLIBC_HEAP";
+
 /// What [`keep_freed_memory`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Heap {
     /// mmap off, trimming off.
     KeepFreed,
-    /// The user's own `MALLOC_*` settings were left alone.
+    /// The user's own `MALLOC_*` settings, or [`OPT_OUT`], were left alone.
     UserSettings,
     /// Not glibc: nothing to do.
     Unsupported,
@@ -29,7 +33,8 @@ pub enum Heap {
 
 /// Call once at start, before the first large allocation.
 pub fn keep_freed_memory() -> Heap {
-    if OVERRIDES.iter().any(|k| std::env::var_os(k).is_some()) {
+    let opted_out = std::env::var(OPT_OUT).is_ok_and(|v| v == "default");
+    if opted_out || OVERRIDES.iter().any(|k| std::env::var_os(k).is_some()) {
         return Heap::UserSettings;
     }
     apply()
