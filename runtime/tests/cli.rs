@@ -430,6 +430,10 @@ fn transport_bench_two_processes_shm_and_skipped_peer() {
         .find(|r| r["message"] == "Image 640x480 rgb8")
         .unwrap();
     assert_eq!(img["bytes"], 921_652);
+    // Images go out from loaned buffers: the publish call's three parts are reported.
+    for k in ["loan_us", "fill_us", "put_us"] {
+        assert_eq!(img[k]["count"].as_u64(), Some(5), "{k}: {img}");
+    }
     // "N of M samples in shm": on Linux the same-host subscriber maps the buffers.
     let shm = img["shm"].as_str().unwrap();
     if std::path::Path::new("/dev/shm").is_dir() {
