@@ -23,6 +23,7 @@ pub mod objective;
 pub mod onnx;
 pub mod presets;
 pub mod rng;
+pub mod tactile_mae;
 pub mod train;
 
 /// Unit tests that seed and draw from libtorch's global generator hold this, so

@@ -1,0 +1,10 @@
+//! Tactile MAE pretraining (seed 001, `shared/design/METRICS.md` "Tactile MAE"): a masked
+//! autoencoder on tactile images with a static objective (reconstruct one masked frame) and a
+//! dynamic one (reconstruct three masked frames, predict the fourth), trained jointly (mode 2)
+//! with weights alpha and beta.
+//!
+//! So far: the objective ([`objective`]): patches, 75 % random masking, the losses and every
+//! seed-001 batch metric with its identities. The ViT encoder/decoder, the training loop and
+//! `maniflow-train pretrain-tactile` are not written yet (issue 20).
+
+pub mod objective;
