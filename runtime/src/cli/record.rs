@@ -619,6 +619,7 @@ fn record_topics(
     // Episodes handed to the writer to save (it confirms them asynchronously).
     let mut queued_saves = 0usize;
     let mut last_trigger_stamp: i64 = i64::MIN;
+    let mut last_trigger_at = Instant::now();
     let mut last_start_req = Instant::now() - Duration::from_secs(1);
     let mut sim_started = false;
     let mut incomplete = 0u64;
@@ -724,12 +725,18 @@ fn record_topics(
                 .map_err(|_| anyhow::anyhow!("recorder state poisoned"))?;
             let c0 = &g.cams[0];
             let new = c0.slot.is_some() && c0.stamp_ns != last_trigger_stamp;
+            // Every camera holds this frame, and the taxels (unstamped) were read again
+            // since the last frame: they may arrive just after the images of their frame
+            // (a fast shared-memory image overtakes them). Or 15 ms have passed.
+            let taxels_caught_up = tactile_topic.is_none()
+                || g.taxels.as_ref().is_some_and(|(_, r)| *r > last_trigger_at);
             let settled = c0
                 .recv
                 .is_some_and(|r| r.elapsed() >= Duration::from_millis(15))
-                || g.cams.iter().all(|c| c.stamp_ns == c0.stamp_ns);
+                || (g.cams.iter().all(|c| c.stamp_ns == c0.stamp_ns) && taxels_caught_up);
             if new && settled {
                 last_trigger_stamp = c0.stamp_ns;
+                last_trigger_at = Instant::now();
                 let now = Instant::now();
                 let fresh =
                     |r: Instant, ms: u64| now.duration_since(r) <= Duration::from_millis(ms);
