@@ -449,6 +449,22 @@ pub trait PublishImage: Send + Sync {
     fn loan(&self, frame_id: &str, layout: &ImageLayout) -> Result<ImageLoan, TransportError>;
     /// Publishes a loan of this publisher.
     fn publish(&self, loan: ImageLoan) -> Result<(), TransportError>;
+    /// Loans a buffer, copies `pixels` (exactly `step * height` bytes) into it
+    /// and publishes it with `header`'s frame and stamp.
+    fn publish_pixels(
+        &self,
+        header: &crate::msg::Header,
+        layout: &ImageLayout,
+        pixels: &[u8],
+    ) -> Result<(), TransportError> {
+        let mut loan = self.loan(&header.frame_id, layout)?;
+        loan.set_stamp(header.stamp);
+        loan.fill(pixels).map_err(|e| TransportError::Publish {
+            topic: self.wire_name().to_string(),
+            message: e.to_string(),
+        })?;
+        self.publish(loan)
+    }
     /// The name on the wire.
     fn wire_name(&self) -> &str;
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 
 use zenoh::bytes::ZBytes;
 use zenoh::qos::{CongestionControl, Priority};
-use zenoh::shm::{GarbageCollect, PosixShmProviderBackend, ShmProvider};
+use zenoh::shm::{GarbageCollect, PosixShmProviderBackend, ShmProvider, ZShmMut};
 use zenoh::{Session, Wait};
 
 use super::image::{ImageLayout, ImageLoan, PublishImage, SharedImage};
@@ -30,7 +30,7 @@ use super::{
     check_topic, wall_ns, Publish, Qos, Received, Sink, Subscription, Transport, TransportConfig,
     TransportError, TransportKind,
 };
-use crate::msg::{decode, encode, encode_to_writer, RosMessage};
+use crate::msg::{decode, encode, encode_to_writer, MsgError, RosMessage};
 
 /// Key prefix of our own key space.
 pub const KEY_PREFIX: &str = "maniflow";
@@ -129,12 +129,8 @@ impl ZenohNative {
         format!("{KEY_PREFIX}/{}/{}", self.robot, topic.trim_matches('/'))
     }
 
-    /// A publisher on `topic` with the settings of `qos`, and its key.
-    fn declare_publisher(
-        &self,
-        topic: &str,
-        qos: Qos,
-    ) -> Result<(zenoh::pubsub::Publisher<'static>, String), TransportError> {
+    /// A publisher on `topic` with the settings of `qos` (messages and image loans).
+    fn declare_publisher(&self, topic: &str, qos: Qos) -> Result<ZPublisher, TransportError> {
         check_topic(topic)?;
         let key = self.key(topic);
         let b = self.session.declare_publisher(key.clone());
@@ -153,7 +149,12 @@ impl ZenohNative {
             what: "publisher",
             message: e.to_string(),
         })?;
-        Ok((publisher, key))
+        Ok(ZPublisher {
+            publisher,
+            key,
+            shm: self.shm.clone(),
+            counters: self.counters.clone(),
+        })
     }
 
     /// A subscriber on `topic` calling `on_sample(payload, receive instant,
@@ -194,6 +195,25 @@ impl ZenohNative {
     }
 }
 
+/// A decoded sample with its receive times, or the decode error naming `key`.
+fn received<M>(
+    r: Result<M, MsgError>,
+    key: &str,
+    recv: std::time::Instant,
+    recv_wall_ns: i64,
+) -> Result<Received<M>, TransportError> {
+    r.map(|msg| Received {
+        msg,
+        recv,
+        recv_wall_ns,
+        source_ns: None,
+    })
+    .map_err(|e| TransportError::Decode {
+        topic: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
 struct ZPublisher {
     publisher: zenoh::pubsub::Publisher<'static>,
     key: String,
@@ -222,6 +242,24 @@ impl ZPublisher {
         }
     }
 
+    /// A shared-memory buffer of `n` bytes, or `None` (no provider, pool
+    /// exhausted). `reclaim_first`: collect the buffers subscribers have let
+    /// go of before allocating, so the allocator hands the last ones out again
+    /// (still in cache) instead of walking the whole pool (cold memory).
+    fn shm_buffer(&self, n: usize, reclaim_first: bool) -> Option<ZShmMut> {
+        // Created by zenoh on first use (a pool of `transport/shared_memory/
+        // transport_optimization/pool_size` bytes, 16 MiB by default).
+        let provider = self.shm.provider()?;
+        if reclaim_first {
+            provider.garbage_collect();
+        }
+        provider
+            .alloc(n)
+            .with_policy::<GarbageCollect>()
+            .wait()
+            .ok()
+    }
+
     /// `msg` encoded straight into a shared-memory buffer of its exact size,
     /// or `None` (no provider, small message, pool exhausted).
     fn encode_shm<M: RosMessage>(&self, msg: &M) -> Result<Option<ZBytes>, TransportError> {
@@ -233,16 +271,7 @@ impl ZPublisher {
         if count.0 < SHM_THRESHOLD {
             return Ok(None);
         }
-        // Created by zenoh on first use (a pool of `transport/shared_memory/
-        // transport_optimization/pool_size` bytes, 16 MiB by default).
-        let Some(provider) = self.shm.provider() else {
-            return Ok(None);
-        };
-        let Ok(mut buf) = provider
-            .alloc(count.0)
-            .with_policy::<GarbageCollect>()
-            .wait()
-        else {
+        let Some(mut buf) = self.shm_buffer(count.0, false) else {
             return Ok(None);
         };
         let mut w: &mut [u8] = buf.as_mut();
@@ -280,30 +309,17 @@ impl<M: RosMessage + Send + Sync> Publish<M> for ZPublisher {
     }
 }
 
-/// [`PublishImage`] on native zenoh: loans in shared memory when it can.
-struct ZImagePublisher {
-    publisher: zenoh::pubsub::Publisher<'static>,
-    key: String,
-    shm: Arc<Shm>,
-    counters: Arc<Counters>,
-}
-
-impl PublishImage for ZImagePublisher {
+/// Images from loans: in shared memory when the session has it.
+impl PublishImage for ZPublisher {
     fn loan(&self, frame_id: &str, layout: &ImageLayout) -> Result<ImageLoan, TransportError> {
         let n = ImageLoan::cdr_len(frame_id, layout);
-        if n >= SHM_THRESHOLD {
-            if let Some(provider) = self.shm.provider() {
-                // Reclaim the buffers subscribers have let go of first, so the
-                // allocator hands the last ones out again (still in cache)
-                // instead of walking the whole pool (16 MiB: cold memory).
-                provider.garbage_collect();
-                let buf = provider.alloc(n).with_policy::<GarbageCollect>().wait();
-                if let Ok(buf) = buf {
-                    return Ok(ImageLoan::shm(buf, frame_id, layout));
-                }
-            }
-        }
-        Ok(ImageLoan::heap(frame_id, layout))
+        let buf = (n >= SHM_THRESHOLD)
+            .then(|| self.shm_buffer(n, true))
+            .flatten();
+        Ok(match buf {
+            Some(buf) => ImageLoan::shm(buf, frame_id, layout),
+            None => ImageLoan::heap(frame_id, layout),
+        })
     }
 
     fn publish(&self, loan: ImageLoan) -> Result<(), TransportError> {
@@ -332,15 +348,6 @@ impl PublishImage for ZImagePublisher {
     }
 }
 
-impl ZImagePublisher {
-    fn error(&self, e: impl ToString) -> TransportError {
-        TransportError::Publish {
-            topic: self.key.clone(),
-            message: e.to_string(),
-        }
-    }
-}
-
 impl Transport for ZenohNative {
     fn kind(&self) -> TransportKind {
         TransportKind::Zenoh
@@ -351,13 +358,7 @@ impl Transport for ZenohNative {
         topic: &str,
         qos: Qos,
     ) -> Result<Box<dyn Publish<M>>, TransportError> {
-        let (publisher, key) = self.declare_publisher(topic, qos)?;
-        Ok(Box::new(ZPublisher {
-            publisher,
-            key,
-            shm: self.shm.clone(),
-            counters: self.counters.clone(),
-        }))
+        Ok(Box::new(self.declare_publisher(topic, qos)?))
     }
 
     fn subscribe<M: RosMessage + Send + Sync + 'static>(
@@ -391,17 +392,7 @@ impl Transport for ZenohNative {
                     scratch
                 }
             };
-            let r = decode::<M>(bytes)
-                .map(|msg| Received {
-                    msg,
-                    recv,
-                    recv_wall_ns,
-                    source_ns: None,
-                })
-                .map_err(|e| TransportError::Decode {
-                    topic: key.clone(),
-                    message: e.to_string(),
-                });
+            let r = received(decode::<M>(bytes), &key, recv, recv_wall_ns);
             sink(r);
         })
     }
@@ -411,13 +402,7 @@ impl Transport for ZenohNative {
         topic: &str,
         qos: Qos,
     ) -> Result<Box<dyn PublishImage>, TransportError> {
-        let (publisher, key) = self.declare_publisher(topic, qos)?;
-        Ok(Box::new(ZImagePublisher {
-            publisher,
-            key,
-            shm: self.shm.clone(),
-            counters: self.counters.clone(),
-        }))
+        Ok(Box::new(self.declare_publisher(topic, qos)?))
     }
 
     fn subscribe_images(
@@ -429,17 +414,7 @@ impl Transport for ZenohNative {
         let key = self.key(topic);
         let sink = std::sync::Mutex::new(sink);
         self.declare_subscriber(topic, move |payload, recv, recv_wall_ns| {
-            let r = SharedImage::from_payload(payload)
-                .map(|msg| Received {
-                    msg,
-                    recv,
-                    recv_wall_ns,
-                    source_ns: None,
-                })
-                .map_err(|e| TransportError::Decode {
-                    topic: key.clone(),
-                    message: e.to_string(),
-                });
+            let r = received(SharedImage::from_payload(payload), &key, recv, recv_wall_ns);
             if let Ok(mut sink) = sink.lock() {
                 sink(r);
             }

@@ -735,9 +735,9 @@ fn record_topics(
                 .is_some_and(|r| r.elapsed() >= Duration::from_millis(15))
                 || (g.cams.iter().all(|c| c.stamp_ns == c0.stamp_ns) && taxels_caught_up);
             if new && settled {
-                last_trigger_stamp = c0.stamp_ns;
-                last_trigger_at = Instant::now();
                 let now = Instant::now();
+                last_trigger_stamp = c0.stamp_ns;
+                last_trigger_at = now;
                 let fresh =
                     |r: Instant, ms: u64| now.duration_since(r) <= Duration::from_millis(ms);
                 let ok = g.joints.is_some_and(|(_, r)| fresh(r, 200))

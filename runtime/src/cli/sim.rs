@@ -25,7 +25,7 @@ use maniflow_bridge::msg::{
 };
 use maniflow_bridge::sim::{Expert, SimConfig, SimWorld};
 use maniflow_bridge::so101::{JOINT_NAMES, N_JOINTS};
-use maniflow_bridge::transport::image::{ImageLayout, PublishImage};
+use maniflow_bridge::transport::image::ImageLayout;
 use maniflow_bridge::transport::{
     wall_ns, AnyTransport, Qos, Transport, TransportConfig, TransportKind, DEFAULT_ENDPOINT,
 };
@@ -48,19 +48,6 @@ pub const SILENT_AFTER: Duration = Duration::from_secs(5);
 
 /// The report for an awaited topic that delivered nothing (both are RELIABLE
 /// subscriptions, which a BEST_EFFORT publisher does not match in ROS 2).
-/// Publishes one rendered frame from a loaned buffer.
-fn publish_frame(
-    p: &dyn PublishImage,
-    header: &Header,
-    layout: &ImageLayout,
-    pixels: &[u8],
-) -> anyhow::Result<()> {
-    let mut loan = p.loan(&header.frame_id, layout)?;
-    loan.set_stamp(header.stamp);
-    loan.fill(pixels)?;
-    Ok(p.publish(loan)?)
-}
-
 fn silent_message(t: &AnyTransport, tc: &TransportConfig, command: bool) -> String {
     let topic = if command {
         "joint_command"
@@ -501,8 +488,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
             let h = Header::new(stamp, "head_camera");
             let w = Header::new(stamp, "wrist_camera");
-            let _ = publish_frame(head_pub.as_ref(), &h, &layout, &head);
-            let _ = publish_frame(wrist_pub.as_ref(), &w, &layout, &wrist);
+            let _ = head_pub.publish_pixels(&h, &layout, &head);
+            let _ = wrist_pub.publish_pixels(&w, &layout, &wrist);
             if let (Some(hp), Some(wp)) = (&head_jpg, &wrist_jpg) {
                 if let Ok(j) =
                     maniflow_bridge::camera::encode_jpeg_rgb(&head, a.width, a.height, 90)
@@ -519,7 +506,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let _ = tac_pub.publish(&tac_msg);
             maniflow_bridge::sim::tactile::to_32fc1_bytes(&pressure, &mut pressure_bytes);
             let th = Header::new(stamp, "tactile_pads");
-            let _ = publish_frame(tac_img_pub.as_ref(), &th, &pressure_layout, &pressure_bytes);
+            let _ = tac_img_pub.publish_pixels(&th, &pressure_layout, &pressure_bytes);
             frame_count += 1;
         }
         // Episode bookkeeping.

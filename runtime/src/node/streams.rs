@@ -366,15 +366,19 @@ pub fn on_image(s: &ImageStream, r: Result<(ImageSlot, i64), String>, kind: Reje
     s.counters.received.fetch_add(1, Ordering::Relaxed);
     match r {
         Err(e) => s.counters.reject(kind, e),
-        Ok((mut img, stamp)) => {
-            img.stamp_ns = stamp;
-            if let Ok(mut slot) = s.slot.lock() {
-                img.seq = slot.seq + 1;
-                std::mem::swap(&mut *slot, &mut img);
-            }
-            s.counters.accepted.fetch_add(1, Ordering::Relaxed);
-        }
+        Ok((mut img, stamp)) => store(s, &mut img, stamp),
     }
+}
+
+/// Swaps a validated frame into the stream's slot (stamped, numbered); `img`
+/// gets the previous frame back.
+fn store(s: &ImageStream, img: &mut ImageSlot, stamp: i64) {
+    img.stamp_ns = stamp;
+    if let Ok(mut slot) = s.slot.lock() {
+        img.seq = slot.seq + 1;
+        std::mem::swap(&mut *slot, img);
+    }
+    s.counters.accepted.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Wraps a decoded Image message into a slot (validation errors are Invalid).
@@ -404,12 +408,7 @@ pub fn on_image_view(
         return;
     }
     spare.recv_ns = recv_ns;
-    spare.stamp_ns = time_or(v.stamp, recv_wall);
-    if let Ok(mut slot) = s.slot.lock() {
-        spare.seq = slot.seq + 1;
-        std::mem::swap(&mut *slot, spare);
-    }
-    s.counters.accepted.fetch_add(1, Ordering::Relaxed);
+    store(s, spare, time_or(v.stamp, recv_wall));
 }
 
 pub fn compressed_input(
