@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use maniflow_runtime::dataset::{LeRobotDataset, OpenOptions};
 use maniflow_runtime::node::record::{
     EXTRA_ACHIEVED_FPS, EXTRA_DEVIATION, EXTRA_DROPPED, EXTRA_FLAGGED, EXTRA_SUCCESS,
-    RATE_TOLERANCE,
+    RATE_TOLERANCE, TACTILE_IMAGE,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -82,6 +82,12 @@ fn check_recorded(ds: &LeRobotDataset, min_episodes: usize) {
         let tac1: f32 = ds.vector("observation.tactile", r.end - 1).iter().sum();
         assert_eq!(tac0, 0.0, "episode {ep}");
         assert!(tac1 > 0.05, "episode {ep}: taxels at the end sum to {tac1}");
+        // The pads' pressure images (launch/so101.toml records them): sensor noise
+        // only at the start, the cube's footprint at the end.
+        let p0: f32 = ds.vector(TACTILE_IMAGE, r.start).iter().sum();
+        let p1: f32 = ds.vector(TACTILE_IMAGE, r.end - 1).iter().sum();
+        assert_eq!(ds.vector(TACTILE_IMAGE, r.start).len(), 2 * 16 * 16);
+        assert!(p0 < 4.0 && p1 > 10.0 * p0.max(0.1), "episode {ep}: pressure sums {p0} -> {p1}");
         // Images change over the episode (the arm moves into the head view).
         let h0 = ds.image("observation.images.head", r.start);
         let h1 = ds.image("observation.images.head", r.end - 1);
@@ -189,7 +195,17 @@ fn dump_expected(ds: &LeRobotDataset, dir: &Path) {
         }
         write(k, "uint8", vec![n, h, w, c], b);
     }
-    for k in ["observation.state", "observation.tactile", "action"] {
+    let pressure: Vec<&str> = ds
+        .info
+        .features
+        .iter()
+        .filter(|(_, f)| f.is_pressure_image())
+        .map(|(k, _)| k)
+        .collect();
+    for k in ["observation.state", "observation.tactile", "action"]
+        .into_iter()
+        .chain(pressure)
+    {
         let d = ds.vector(k, 0).len();
         let mut b = Vec::with_capacity(n * d * 4);
         for i in 0..n {
@@ -207,7 +223,7 @@ fn dump_expected(ds: &LeRobotDataset, dir: &Path) {
         .map(|(k, f)| {
             (
                 k.to_string(),
-                serde_json::json!({"dtype": f.dtype, "shape": f.shape, "names": f.names}),
+                serde_json::json!({"dtype": f.dtype, "shape": f.shape, "names": f.names, "info": f.info}),
             )
         })
         .collect();
@@ -283,7 +299,7 @@ fn record_in_process_writes_the_same_layout() {
         serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
     println!("LeRobot read the recorded dataset: {last}");
     assert_eq!(last["frames"].as_u64().unwrap() as usize, ds.num_frames());
-    for k in ["observation.state", "observation.tactile", "action"] {
+    for k in ["observation.state", "observation.tactile", "action", TACTILE_IMAGE] {
         assert_eq!(last[format!("{k}_mismatches")], 0, "{k}");
     }
 }

@@ -8,8 +8,11 @@ manifest.json:
    "features": {key: {"dtype": "video"|"image"|"float32", "shape": [...], "names": [...]}},
    "arrays": {key: {"dtype": "uint8"|"float32", "shape": [frames, ...], "file": "<name>.bin"}}}
 
-Arrays: every camera (frames x H x W x 3, uint8 RGB) and VECTOR_KEYS
-(frames x dim, float32), in dataset (global index) order.
+Arrays: every camera (frames x H x W x 3, uint8 RGB), VECTOR_KEYS
+(frames x dim, float32) and every pressure image (frames x H*W, float32
+pressures as our reader returns them), in dataset (global index) order.
+A pressure image feature carries `"info": {"tactile.encoding": "mono16",
+"tactile.pressure_per_count": s}` in the manifest, as in meta/info.json.
 """
 
 import json
@@ -18,6 +21,14 @@ from pathlib import Path
 import numpy as np
 
 VECTOR_KEYS = ("observation.state", "observation.tactile", "action")
+
+
+def pressure_scale(spec: dict):
+    """The pressure per stored count of a pressure image feature, else None."""
+    info = spec.get("info") or {}
+    if info.get("tactile.encoding") != "mono16":
+        return None
+    return float(info["tactile.pressure_per_count"])
 
 
 def load(d: Path):

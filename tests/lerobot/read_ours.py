@@ -11,6 +11,9 @@ DIR is what the writer was given, dumped by trainer/tests/lerobot_roundtrip.rs
 - vectors (state, tactile, action): bit-exact float32;
 - frame_index / episode_index / index / task_index / task exact, timestamp
   = frame_index / fps within 1e-6;
+- pressure images (16-bit grey PNG): LeRobot's float32 counts times the
+  feature's `tactile.pressure_per_count` bit-exact against our reader's
+  pressures, stats min/max in counts exact;
 - images: PNG features exact; video features within `--max-mae` mean absolute
   error (grey levels, per frame over all pixels and channels), and in each
   episode the decoded frames must match their own source frames better than
@@ -38,7 +41,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from expected import VECTOR_KEYS, load  # noqa: E402
+from expected import VECTOR_KEYS, load, pressure_scale  # noqa: E402
 
 BASE_KEYS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 
@@ -55,6 +58,16 @@ def to_hwc_u8(t) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(1, 2, 0))
 
 
+def pressure_keys(ds) -> dict:
+    """{key: pressure_per_count} of the pressure image features in LeRobot's meta."""
+    out = {}
+    for k, f in ds.meta.features.items():
+        s = pressure_scale(f)
+        if s is not None:
+            out[k] = s
+    return out
+
+
 def load_lerobot(root: Path):
     """Every frame of the dataset through LeRobotDataset.__getitem__."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -62,14 +75,21 @@ def load_lerobot(root: Path):
     t0 = time.time()
     ds = LeRobotDataset("local/x", root=root, video_backend="pyav", return_uint8=True)
     t_open = time.time() - t0
-    cams = list(ds.meta.camera_keys)
-    got = {k: [] for k in (*VECTOR_KEYS, *cams, *BASE_KEYS, "task")}
+    press = pressure_keys(ds)
+    cams = [k for k in ds.meta.camera_keys if k not in press]
+    got = {k: [] for k in (*VECTOR_KEYS, *cams, *press, *BASE_KEYS, "task")}
     for i in range(len(ds)):
         item = ds[i]
         for k in VECTOR_KEYS:
             got[k].append(item[k].numpy())
         for k in cams:
             got[k].append(to_hwc_u8(item[k]))
+        for k, scale in press.items():
+            counts = item[k].numpy()
+            if counts.dtype != np.float32 or counts.ndim != 3 or counts.shape[0] != 1:
+                raise AssertionError(f"{k}: LeRobot returned {counts.dtype}{counts.shape}, expected float32 (1, H, W)")
+            got[k].append((counts.reshape(-1).astype(np.float64) * scale).astype(np.float32))
+            got.setdefault(k + "#counts", []).append(counts.reshape(-1))
         for k in BASE_KEYS:
             got[k].append(item[k].item())
         got["task"].append(item["task"])
@@ -128,9 +148,11 @@ def compare(ds, got, exp, video: bool, max_mae: float):
             g = list(g) if isinstance(g, (list, tuple)) else g
             if g != w:
                 fail.append(f"feature {key}.{field}: lerobot {g!r}, wrote {w!r}")
-    cams = [k for k, s in man["features"].items() if s["dtype"] in ("image", "video")]
-    if list(m.camera_keys) != cams:
-        fail.append(f"camera_keys: lerobot {list(m.camera_keys)}, wrote {cams}")
+    all_cams = [k for k, s in man["features"].items() if s["dtype"] in ("image", "video")]
+    if list(m.camera_keys) != all_cams:
+        fail.append(f"camera_keys: lerobot {list(m.camera_keys)}, wrote {all_cams}")
+    press = {k: pressure_scale(s) for k, s in man["features"].items() if pressure_scale(s) is not None}
+    cams = [k for k in all_cams if k not in press]
     want_video = cams if video else []
     if list(m.video_keys) != want_video:
         fail.append(f"video_keys: lerobot {list(m.video_keys)}, expected {want_video}")
@@ -183,6 +205,28 @@ def compare(ds, got, exp, video: bool, max_mae: float):
             if (err > 0).any() if exact else (err > 1e-5 * (1 + np.abs(want))).any():
                 fail.append(f"stats {k}.{name}: max error {err.max():.3g}")
 
+    # Pressure images: bit-exact pressures, stats in counts.
+    for k, scale in press.items():
+        g, w = got.get(k), arr[k]
+        if g is None or g.shape != w.shape:
+            fail.append(f"{k}: lerobot {None if g is None else g.shape}, wrote {w.shape}")
+            continue
+        bad = g.view(np.uint32) != w.view(np.uint32)
+        meas[f"{k}_mismatches"] = int(bad.sum())
+        meas[f"{k}_max_pressure"] = float(w.max())
+        if bad.any():
+            f, j = np.argwhere(bad)[0]
+            fail.append(f"{k}: {int(bad.sum())} cells differ, first frame {f} [{j}]: {g[f, j]!r} vs {w[f, j]!r}")
+        st = (m.stats or {}).get(k)
+        counts = got[k + "#counts"]
+        if st is None:
+            fail.append(f"stats for {k} missing")
+            continue
+        for name, want in (("min", counts.min()), ("max", counts.max())):
+            gs = float(np.asarray(st[name]).reshape(-1)[0])
+            if gs != float(want):
+                fail.append(f"stats {k}.{name}: {gs} in meta, {want} in the frames")
+
     # Images.
     for k in cams:
         g, w = got[k].astype(np.int16), arr[k].astype(np.int16)
@@ -218,7 +262,8 @@ def compare(ds, got, exp, video: bool, max_mae: float):
 def self_test(ds, got, exp, video, max_mae):
     """Each corruption of the expectation must be caught."""
     man, arr = exp
-    cams = [k for k, s in man["features"].items() if s["dtype"] in ("image", "video")]
+    press = [k for k, s in man["features"].items() if pressure_scale(s) is not None]
+    cams = [k for k, s in man["features"].items() if s["dtype"] in ("image", "video") and k not in press]
     n = len(got["index"])
 
     def ulp(a):
@@ -239,7 +284,7 @@ def self_test(ds, got, exp, video, max_mae):
         a[1:l] = a[0 : l - 1].copy()
         return a
 
-    cases = [(f"{k} +1 ulp", k, ulp) for k in VECTOR_KEYS] + [(f"{k} pixel", k, pixel) for k in cams]
+    cases = [(f"{k} +1 ulp", k, ulp) for k in (*VECTOR_KEYS, *press)] + [(f"{k} pixel", k, pixel) for k in cams]
     cases += [(f"{k} frame shift", k, shift) for k in cams]
     caught = 0
     for name, key, fn in cases:

@@ -181,6 +181,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             video,
             task: a.task.clone(),
             keep_failed: a.keep_failed,
+            tactile_image_key: cfg
+                .streams
+                .iter()
+                .find(|(_, s)| s.kind == StreamType::PressureImage)
+                .map(|(n, _)| format!("observation.{n}")),
             ..InProcessOptions::default()
         };
         let mut saved = 0usize;
@@ -300,7 +305,36 @@ struct Latest {
     joints: Option<([f32; 6], Instant)>,
     cams: Vec<CamLatest>,
     taxels: Option<(Vec<f32>, Instant)>,
+    /// Pressure image streams, in config order: `(stamp ns, height, width, cells)`.
+    pressure: Vec<Option<(i64, usize, usize, Vec<f32>)>>,
     action: Option<([f32; 6], Instant)>,
+}
+
+/// Subscribes pressure image stream `i` (32FC1) into `latest.pressure[i]`.
+fn subscribe_pressure(
+    t: &AnyTransport,
+    i: usize,
+    name: &str,
+    topic: &str,
+    latest: &Arc<Mutex<Latest>>,
+    c: &Arc<Counters>,
+) -> anyhow::Result<maniflow_bridge::transport::Subscription> {
+    let (l, c, name) = (latest.clone(), c.clone(), name.to_string());
+    Ok(t.subscribe::<Image>(
+        topic,
+        Qos::Sensor,
+        Box::new(move |r| match r {
+            Err(e) => c.bad(&name, true, e.to_string()),
+            Ok(x) => match crate::node::streams::pressure_input(&x.msg, x.recv_wall_ns) {
+                Err(e) => c.bad(&name, false, e),
+                Ok(p) => {
+                    if let Ok(mut g) = l.lock() {
+                        g.pressure[i] = Some(p);
+                    }
+                }
+            },
+        }),
+    )?)
 }
 
 #[derive(Default)]
@@ -404,6 +438,7 @@ fn record_topics(
     let mut cam_names: Vec<(String, String, StreamType)> = Vec::new();
     let mut joints: Option<(String, crate::node::config::JointUnits)> = None;
     let mut tactile_topic: Option<String> = None;
+    let mut pressure_names: Vec<(String, String)> = Vec::new();
     for (name, s) in &cfg.streams {
         match s.kind {
             StreamType::Image | StreamType::CompressedImage => {
@@ -416,6 +451,7 @@ fn record_topics(
                 ))
             }
             StreamType::Taxels => tactile_topic = Some(s.topic.clone()),
+            StreamType::PressureImage => pressure_names.push((name.clone(), s.topic.clone())),
         }
     }
     let teleop = a.leader.is_some();
@@ -435,6 +471,7 @@ fn record_topics(
     }
     let latest = Arc::new(Mutex::new(Latest {
         cams: (0..cam_names.len()).map(|_| CamLatest::default()).collect(),
+        pressure: vec![None; pressure_names.len()],
         ..Default::default()
     }));
     let counters = Arc::new(Counters::default());
@@ -535,6 +572,9 @@ fn record_topics(
                 }
             }),
         )?);
+    }
+    for (i, (name, topic)) in pressure_names.iter().enumerate() {
+        subs.push(subscribe_pressure(&t, i, name, topic, &latest, &counters)?);
     }
     let action_topic = if teleop {
         "(leader arm)".to_string()
@@ -733,7 +773,9 @@ fn record_topics(
             let settled = c0
                 .recv
                 .is_some_and(|r| r.elapsed() >= Duration::from_millis(15))
-                || (g.cams.iter().all(|c| c.stamp_ns == c0.stamp_ns) && taxels_caught_up);
+                || (g.cams.iter().all(|c| c.stamp_ns == c0.stamp_ns)
+                    && g.pressure.iter().all(|p| p.as_ref().is_some_and(|p| p.0 == c0.stamp_ns))
+                    && taxels_caught_up);
             if new && settled {
                 let now = Instant::now();
                 last_trigger_stamp = c0.stamp_ns;
@@ -746,14 +788,20 @@ fn record_topics(
                         .iter()
                         .all(|c| c.slot.is_some() && c.recv.is_some_and(|r| fresh(r, 500)))
                     && (tactile_topic.is_none()
-                        || g.taxels.as_ref().is_some_and(|(_, r)| fresh(*r, 500)));
+                        || g.taxels.as_ref().is_some_and(|(_, r)| fresh(*r, 500)))
+                    && g.pressure.iter().all(Option::is_some);
                 if ok {
                     if writer.is_none() {
                         let Some(cams) = features_cams(&g) else {
                             continue;
                         };
                         let taxels = g.taxels.as_ref().map_or(0, |(v, _)| v.len());
-                        let features = so101_features(&cams, taxels);
+                        let pressure: Vec<(String, usize, usize)> = pressure_names
+                            .iter()
+                            .zip(&g.pressure)
+                            .filter_map(|((n, _), p)| p.as_ref().map(|p| (format!("observation.{n}"), p.1, p.2)))
+                            .collect();
+                        let features = so101_features(&cams, taxels, &pressure);
                         let w = DatasetWriter::create_with(
                             &a.out,
                             fps.round().max(1.0) as u32,
@@ -785,6 +833,11 @@ fn record_topics(
                     }
                     if let Some((q, _)) = g.action {
                         f = f.vector(ACTION, q.to_vec());
+                    }
+                    for ((n, _), p) in pressure_names.iter().zip(&g.pressure) {
+                        if let Some(p) = p {
+                            f = f.vector(format!("observation.{n}"), p.3.clone());
+                        }
                     }
                     Some((f, c0.stamp_ns))
                 } else {

@@ -41,6 +41,12 @@ pub const DEFAULT_FEATURE_KEYS: [(&str, &str); 5] = [
     ("task_index", "int64"),
 ];
 
+/// `features.<key>.info` entries of a pressure image: the encoding (16-bit grey
+/// PNG) and the pressure of one stored count.
+pub const PRESSURE_ENCODING_KEY: &str = "tactile.encoding";
+pub const PRESSURE_ENCODING: &str = "mono16";
+pub const PRESSURE_SCALE_KEY: &str = "tactile.pressure_per_count";
+
 /// One entry of `info.json` `features`: `{"dtype", "shape", "names", "info"?}`.
 /// Cameras have dtype `"image"` or `"video"` and shape `[H, W, C]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,7 +57,8 @@ pub struct FeatureSpec {
     /// a dict (older datasets: `{"motors": [...]}`) or null.
     #[serde(default)]
     pub names: Option<Value>,
-    /// Video stream description (`video.codec`, `video.fps`, ...), video features only.
+    /// Video stream description (`video.codec`, `video.fps`, ...) of video features;
+    /// the encoding and scale of pressure images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Value>,
     #[serde(flatten)]
@@ -95,6 +102,36 @@ impl FeatureSpec {
         }
     }
 
+    /// A single-channel pressure image `(H, W, 1)` (tactile pads), stored as 16-bit
+    /// grey PNG (`"image"`): a stored count times `pressure_per_count` is the
+    /// pressure. LeRobot reads such an image as float32 `(1, H, W)` counts
+    /// (its uint16 path, the one depth maps take); our reader returns pressures.
+    pub fn pressure_image(height: usize, width: usize, pressure_per_count: f64) -> Self {
+        FeatureSpec {
+            dtype: "image".into(),
+            shape: vec![height, width, 1],
+            names: Some(Value::from(vec!["height", "width", "channels"])),
+            info: Some(serde_json::json!({
+                PRESSURE_ENCODING_KEY: PRESSURE_ENCODING,
+                PRESSURE_SCALE_KEY: pressure_per_count,
+            })),
+            extra: Default::default(),
+        }
+    }
+
+    /// `Some((H, W, pressure_per_count))` for a pressure image feature.
+    pub fn pressure_image_shape(&self) -> Option<(usize, usize, f64)> {
+        let info = self.info.as_ref()?;
+        if self.dtype != "image" || info.get(PRESSURE_ENCODING_KEY)?.as_str()? != PRESSURE_ENCODING {
+            return None;
+        }
+        let scale = info.get(PRESSURE_SCALE_KEY)?.as_f64()?;
+        match self.shape[..] {
+            [h, w, 1] => Some((h, w, scale)),
+            _ => None,
+        }
+    }
+
     pub(crate) fn scalar(dtype: &str) -> Self {
         FeatureSpec {
             dtype: dtype.into(),
@@ -105,8 +142,19 @@ impl FeatureSpec {
         }
     }
 
+    /// An RGB camera (`"image"` or `"video"`; pressure images are not cameras).
     pub fn is_camera(&self) -> bool {
-        self.dtype == "image" || self.dtype == "video"
+        (self.dtype == "image" || self.dtype == "video") && !self.is_pressure_image()
+    }
+
+    /// Marked as a pressure image ([`Self::pressure_image`]), whatever its shape.
+    pub fn is_pressure_image(&self) -> bool {
+        self.dtype == "image"
+            && self
+                .info
+                .as_ref()
+                .and_then(|i| i.get(PRESSURE_ENCODING_KEY))
+                .is_some()
     }
 
     /// Numeric dtypes LeRobot stores as `datasets.Value` (or lists of them).
@@ -381,6 +429,23 @@ impl Info {
                     format!("features.{k}.shape"),
                     format!("{:?} is not a valid shape", f.shape),
                 ));
+            }
+            if f.is_pressure_image() {
+                match f.pressure_image_shape() {
+                    Some((_, _, s)) if s.is_finite() && s > 0.0 => {}
+                    _ => {
+                        return Err(DatasetError::invalid(
+                            path,
+                            format!("features.{k}"),
+                            format!(
+                                "a pressure image needs shape (H, W, 1), {PRESSURE_ENCODING_KEY} = \"{PRESSURE_ENCODING}\" \
+                                 and a positive {PRESSURE_SCALE_KEY} (found shape {:?}, info {})",
+                                f.shape,
+                                f.info.as_ref().map_or("null".into(), |i| i.to_string())
+                            ),
+                        ))
+                    }
+                }
             }
             if f.is_camera() {
                 match f.hwc() {

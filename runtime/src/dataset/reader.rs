@@ -210,6 +210,15 @@ impl LeRobotDataset {
             .iter()
             .map(|(k, n, _)| (k.clone(), (*n, vec![0f32; total * n])))
             .collect();
+        // Pressure images: decoded into pressures, read like vectors of H * W values.
+        let pressure: Vec<(String, usize, usize, f64)> = info
+            .features
+            .iter()
+            .filter_map(|(k, f)| f.pressure_image_shape().map(|(h, w, s)| (k.to_string(), h, w, s)))
+            .collect();
+        for (k, h, w, _) in &pressure {
+            vectors.insert(k.clone(), (h * w, vec![0f32; total * h * w]));
+        }
         let mut timestamps = vec![0f32; total];
         let mut task_index = vec![0u32; total];
         let mut filled = vec![false; total];
@@ -245,6 +254,11 @@ impl LeRobotDataset {
                     let (vals, src_float) =
                         parquet_io::numeric_feature(column(b, k, &path)?.as_ref(), *n, k, &path)?;
                     cols.push((k, *n, vals, *is_float || src_float));
+                }
+                let mut press_cols = Vec::new();
+                for (k, h, w, scale) in &pressure {
+                    let rows = parquet_io::image_bytes(column(b, k, &path)?.as_ref(), k, &path)?;
+                    press_cols.push((k, h * w, (*h, *w, *scale), rows));
                 }
                 let mut img_cols = Vec::new();
                 for k in &image_keys {
@@ -329,6 +343,19 @@ impl LeRobotDataset {
                         if let Some((_, dst)) = vectors.get_mut(k.as_str()) {
                             dst[g * n..(g + 1) * n].copy_from_slice(row);
                         }
+                    }
+                    for (k, n, (h, w, scale), rows) in &press_cols {
+                        let Some((_, dst)) = vectors.get_mut(k.as_str()) else {
+                            continue;
+                        };
+                        decode_pressure_png(&rows[r], *h, *w, *scale, &mut dst[g * n..(g + 1) * n])
+                            .map_err(|msg| {
+                                DatasetError::invalid(
+                                    &path,
+                                    k.as_str(),
+                                    format!("row {r} (episode {e}, frame {}): {msg}", fr_idx[r]),
+                                )
+                            })?;
                     }
                     for (k, rows) in &img_cols {
                         let Some(col) = images.get_mut(k.as_str()) else {
@@ -648,6 +675,71 @@ pub(crate) fn decode_png(
         png::ColorType::Indexed => return Err("indexed PNG was not expanded".into()),
     }
     Ok(())
+}
+
+/// Decodes a 16-bit grey PNG (a pressure image, `h x w`) into pressures:
+/// `dst[i] = count * pressure_per_count`.
+pub(crate) fn decode_pressure_png(
+    bytes: &[u8],
+    h: usize,
+    w: usize,
+    pressure_per_count: f64,
+    dst: &mut [f32],
+) -> std::result::Result<(), String> {
+    if !bytes.starts_with(b"\x89PNG") {
+        return Err("pressure image bytes are not PNG".into());
+    }
+    let dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = dec.read_info().map_err(|e| format!("corrupt PNG: {e}"))?;
+    let size = reader.output_buffer_size().ok_or("PNG too large")?;
+    let mut buf = vec![0u8; size];
+    let frame = reader
+        .next_frame(&mut buf)
+        .map_err(|e| format!("corrupt PNG: {e}"))?;
+    if (frame.color_type, frame.bit_depth) != (png::ColorType::Grayscale, png::BitDepth::Sixteen) {
+        return Err(format!(
+            "pressure image is {:?} {:?}, expected 16-bit grey (mono16)",
+            frame.color_type, frame.bit_depth
+        ));
+    }
+    if (frame.height as usize, frame.width as usize) != (h, w) || dst.len() != h * w {
+        return Err(format!(
+            "PNG is {}x{} (HxW), info.json shape says {h}x{w}",
+            frame.height, frame.width
+        ));
+    }
+    for (d, s) in dst.iter_mut().zip(buf.chunks_exact(2)) {
+        *d = (f64::from(u16::from_be_bytes([s[0], s[1]])) * pressure_per_count) as f32;
+    }
+    Ok(())
+}
+
+/// Quantises pressures to counts of `pressure_per_count` (rounded, clamped to
+/// the u16 range: below 0 reads 0, above the range saturates).
+pub(crate) fn pressure_counts(pressures: &[f32], pressure_per_count: f64, out: &mut Vec<u16>) {
+    out.clear();
+    out.extend(
+        pressures
+            .iter()
+            .map(|&p| (f64::from(p) / pressure_per_count).round().clamp(0.0, 65535.0) as u16),
+    );
+}
+
+/// Encodes counts as a 16-bit grey PNG (what LeRobot reads as a uint16 image).
+pub(crate) fn encode_pressure_png(counts: &[u16], h: usize, w: usize) -> Result<Vec<u8>> {
+    let bytes: Vec<u8> = counts.iter().flat_map(|c| c.to_be_bytes()).collect();
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Sixteen);
+        enc.set_compression(png::Compression::Fast);
+        let err = |e: png::EncodingError| DatasetError::Usage(format!("PNG encoding: {e}"));
+        let mut wr = enc.write_header().map_err(err)?;
+        wr.write_image_data(&bytes).map_err(err)?;
+        wr.finish().map_err(err)?;
+    }
+    Ok(out)
 }
 
 /// Encodes RGB u8 HWC as PNG (what HF `datasets` embeds for `Image` features).

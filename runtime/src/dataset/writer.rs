@@ -1,6 +1,7 @@
 //! [`DatasetWriter`]: records episodes into a LeRobot v3.0 dataset.
 //!
 //! Frames are buffered per episode (float vectors as-is, `image` cameras as PNG,
+//! pressure images (given as float vectors) as 16-bit grey PNG of counts,
 //! `video` cameras streamed into one ffmpeg encoder per camera as they arrive).
 //! `save_episode` then commits the episode; every file it touches is written to a
 //! temporary name and renamed over the old one, in this order:
@@ -31,7 +32,7 @@ use super::meta::{
     Info, VideoRef, DEFAULT_EPISODES_PATH, DEFAULT_FEATURE_KEYS, INFO_PATH,
 };
 use super::parquet_io::{self, EpisodeColumns};
-use super::reader::encode_png;
+use super::reader::{encode_png, encode_pressure_png, pressure_counts};
 use super::stats::{self, ImageStatsAcc, Stats};
 use super::video::{self, EpisodeEncoder, VideoCodec};
 
@@ -187,7 +188,14 @@ impl DatasetWriter {
                 )));
             }
             let mut f: FeatureSpec = f.clone();
-            if f.is_camera() {
+            if f.is_pressure_image() {
+                if !f.pressure_image_shape().is_some_and(|(_, _, s)| s.is_finite() && s > 0.0) {
+                    return Err(DatasetError::Usage(format!(
+                        "pressure image {k}: shape {:?} / info {:?} is not (H, W, 1) with a positive scale",
+                        f.shape, f.info
+                    )));
+                }
+            } else if f.is_camera() {
                 let Some((h, w, 3)) = f.hwc().filter(|_| f.shape.len() == 3 && f.shape[2] == 3)
                 else {
                     return Err(DatasetError::Usage(format!(
@@ -275,7 +283,23 @@ impl DatasetWriter {
             if DEFAULT_FEATURE_KEYS.iter().any(|(d, _)| *d == k) {
                 continue;
             }
-            if f.is_camera() {
+            if let Some((h, w, _)) = f.pressure_image_shape() {
+                let v = frame.vectors.get(k).ok_or_else(|| {
+                    DatasetError::Usage(format!("frame lacks pressure image {k}"))
+                })?;
+                if v.len() != h * w {
+                    return Err(DatasetError::Usage(format!(
+                        "pressure image {k}: {} values, expected {h} x {w}",
+                        v.len()
+                    )));
+                }
+                if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(DatasetError::Usage(format!(
+                        "pressure image {k}: cell {j} is {}",
+                        v[j]
+                    )));
+                }
+            } else if f.is_camera() {
                 let img = frame
                     .images
                     .get(k)
@@ -343,7 +367,19 @@ impl DatasetWriter {
                 .add_frame(img);
         }
         for (k, v) in frame.vectors {
-            self.buf.vectors.entry(k).or_default().extend_from_slice(&v);
+            let pressure = self.info.features.get(&k).and_then(|f| f.pressure_image_shape());
+            match pressure {
+                // Stored as counts (PNG), and the counts kept for the stats.
+                Some((h, w, scale)) => {
+                    let mut counts = Vec::with_capacity(v.len());
+                    pressure_counts(&v, scale, &mut counts);
+                    let png = encode_pressure_png(&counts, h, w)?;
+                    self.buf.images.entry(k.clone()).or_default().push(png);
+                    let acc = self.buf.vectors.entry(k).or_default();
+                    acc.extend(counts.iter().map(|&c| f32::from(c)));
+                }
+                None => self.buf.vectors.entry(k).or_default().extend_from_slice(&v),
+            }
         }
         self.buf.tasks.push(frame.task);
         self.buf.len += 1;
@@ -455,7 +491,15 @@ impl DatasetWriter {
         // Episode stats (LeRobot computes them for every non-string feature).
         let mut st = Stats::default();
         for (k, f) in self.info.features.iter() {
-            let fs = if f.is_camera() {
+            let fs = if let Some((h, w, _)) = f.pressure_image_shape() {
+                // Over every cell of every frame, in stored counts (what LeRobot reads).
+                let Some(v) = buf.vectors.get(k) else { continue };
+                let vals: Vec<f64> = v.iter().map(|&x| f64::from(x)).collect();
+                let mut fs = stats::vector_stats(&vals, len * h * w, 1);
+                fs.shape = vec![1, 1, 1];
+                fs.count = len as u64;
+                fs
+            } else if f.is_camera() {
                 match buf.image_stats.get(k) {
                     Some(acc) => acc.finish(),
                     None => continue,

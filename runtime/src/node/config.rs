@@ -175,6 +175,9 @@ pub enum StreamType {
     Taxels,
     /// sensor_msgs/JointState.
     JointState,
+    /// sensor_msgs/Image `32FC1` pressure image of the tactile pads (recorded as
+    /// `observation.<name>`).
+    PressureImage,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -407,7 +410,7 @@ impl NodeConfig {
                         "streams.tactile.type = {k:?}: must be taxels, image or compressed_image"
                     ))
                 }
-                (_, StreamType::Image | StreamType::CompressedImage) => {}
+                (_, StreamType::Image | StreamType::CompressedImage | StreamType::PressureImage) => {}
                 (n, k) => {
                     return Err(format!(
                     "streams.{n}.type = {k:?}: a camera stream must be image or compressed_image"

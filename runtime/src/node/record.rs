@@ -3,7 +3,8 @@
 //! The dataset layout is the SO-101 one of [`crate::dataset::synth`]:
 //! `observation.images.<camera>` (RGB, stored as video or PNG),
 //! `observation.state` (six `<joint>.pos`, LeRobot units), `observation.tactile`
-//! (taxels, float32) and `action` (the command sent to the arm: absolute joint
+//! (taxels, float32), optionally `observation.tactile_image` (the pads' pressure
+//! images, 16-bit grey PNG, see [`PRESSURE_PER_COUNT`]) and `action` (the command sent to the arm: absolute joint
 //! targets, like a leader arm), robot_type `so101_follower`.
 //!
 //! Every episode is committed atomically by [`DatasetWriter::save_episode`]: a
@@ -45,9 +46,20 @@ pub fn camera_key(name: &str) -> String {
     format!("observation.images.{name}")
 }
 
-/// The SO-101 features for cameras `(name, height, width)` and `taxels` taxels
-/// (0: no tactile feature).
-pub fn so101_features(cameras: &[(String, usize, usize)], taxels: usize) -> Features {
+/// Feature key of the pads' pressure images (`observation.tactile_image`).
+pub const TACTILE_IMAGE: &str = "observation.tactile_image";
+/// Pressure of one stored count of a recorded pressure image: 16-bit counts of
+/// 1/1000 of the simulator's pressure unit (range 0 to 65.535; the simulator's
+/// squeeze reaches about 2.5, 5 under slip).
+pub const PRESSURE_PER_COUNT: f64 = 1e-3;
+
+/// The SO-101 features for cameras `(name, height, width)`, `taxels` taxels
+/// (0: no tactile feature) and pressure images `(key, height, width)`.
+pub fn so101_features(
+    cameras: &[(String, usize, usize)],
+    taxels: usize,
+    pressure: &[(String, usize, usize)],
+) -> Features {
     let mut f = Features::default();
     for (name, h, w) in cameras {
         f.insert(camera_key(name), FeatureSpec::camera(*h, *w));
@@ -57,6 +69,9 @@ pub fn so101_features(cameras: &[(String, usize, usize)], taxels: usize) -> Feat
         let names: Vec<String> = (0..taxels).map(|i| format!("taxel_{i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         f.insert(TACTILE, FeatureSpec::vector(&refs));
+    }
+    for (key, h, w) in pressure {
+        f.insert(key.clone(), FeatureSpec::pressure_image(*h, *w, PRESSURE_PER_COUNT));
     }
     f.insert(ACTION, FeatureSpec::vector(&JOINT_NAMES));
     f
@@ -205,6 +220,9 @@ pub struct InProcessOptions {
     pub task: String,
     pub keep_failed: bool,
     pub ffmpeg: Option<PathBuf>,
+    /// Record the pads' pressure images (both pads stacked) under this feature key
+    /// (e.g. [`TACTILE_IMAGE`]).
+    pub tactile_image_key: Option<String>,
 }
 
 impl Default for InProcessOptions {
@@ -220,6 +238,7 @@ impl Default for InProcessOptions {
             task: SIM_TASK.into(),
             keep_failed: false,
             ffmpeg: None,
+            tactile_image_key: None,
         }
     }
 }
@@ -244,7 +263,14 @@ pub fn record_sim_expert_in_process(
         ("head".to_string(), cfg.image_height, cfg.image_width),
         ("wrist".to_string(), cfg.image_height, cfg.image_width),
     ];
-    let features = so101_features(&cams, world.taxel_count());
+    let pad_rows = cfg.tactile_image_rows;
+    let pressure_shape = (2 * pad_rows, cfg.tactile_image_cols);
+    let pressure_feats: Vec<(String, usize, usize)> = opts
+        .tactile_image_key
+        .iter()
+        .map(|k| (k.clone(), pressure_shape.0, pressure_shape.1))
+        .collect();
+    let features = so101_features(&cams, world.taxel_count(), &pressure_feats);
     let wopts = WriterOptions {
         ffmpeg: opts.ffmpeg.clone(),
         ..Default::default()
@@ -256,6 +282,7 @@ pub fn record_sim_expert_in_process(
     let mut head = vec![0u8; n_px];
     let mut wrist = vec![0u8; n_px];
     let mut taxels = vec![0.0f32; world.taxel_count()];
+    let mut pressure = vec![0.0f32; world.tactile_image_len()];
     let dt = 1.0 / opts.joint_rate;
     let frame_dt = 1.0 / opts.fps;
     let (head_key, wrist_key) = (camera_key("head"), camera_key("wrist"));
@@ -277,6 +304,9 @@ pub fn record_sim_expert_in_process(
                 world.render_head(&mut head);
                 world.render_wrist(&mut wrist);
                 world.tactile(&mut taxels);
+                if opts.tactile_image_key.is_some() {
+                    world.tactile_image(&mut pressure);
+                }
                 let q = world.joint_positions();
                 cmd = expert.act(&head, &q, &taxels, t_sim);
                 world.set_command(&cmd);
@@ -285,14 +315,16 @@ pub fn record_sim_expert_in_process(
             if frame_due {
                 next_frame_t += frame_dt;
                 let state = world.joint_positions();
-                w.add_frame(
-                    Frame::new(opts.task.clone())
-                        .image(head_key.clone(), head.clone())
-                        .image(wrist_key.clone(), wrist.clone())
-                        .vector(STATE, state.to_vec())
-                        .vector(TACTILE, taxels.clone())
-                        .vector(ACTION, cmd.to_vec()),
-                )?;
+                let mut f = Frame::new(opts.task.clone())
+                    .image(head_key.clone(), head.clone())
+                    .image(wrist_key.clone(), wrist.clone())
+                    .vector(STATE, state.to_vec())
+                    .vector(TACTILE, taxels.clone())
+                    .vector(ACTION, cmd.to_vec());
+                if let Some(k) = &opts.tactile_image_key {
+                    f = f.vector(k.clone(), pressure.clone());
+                }
+                w.add_frame(f)?;
                 timing.push((t_sim * 1e9).round() as i64);
             }
             let t_ep = world.time();

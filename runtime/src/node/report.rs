@@ -304,7 +304,7 @@ pub(super) fn silent_stream_message(
         );
     }
     let ty = match s.kind {
-        StreamType::Image => "sensor_msgs/msg/Image",
+        StreamType::Image | StreamType::PressureImage => "sensor_msgs/msg/Image",
         StreamType::CompressedImage => "sensor_msgs/msg/CompressedImage",
         StreamType::Taxels => "std_msgs/msg/Float32MultiArray",
         StreamType::JointState => "sensor_msgs/msg/JointState",

@@ -411,6 +411,39 @@ pub fn on_image_view(
     store(s, spare, time_or(v.stamp, recv_wall));
 }
 
+/// A pressure image (tactile pads) from an Image message: `32FC1`, either byte
+/// order, rows `step` bytes apart. Returns its stamp (or `recv_wall` when
+/// unset), height, width and row-major pressures; every cell must be finite.
+pub fn pressure_input(m: &Image, recv_wall: i64) -> Result<(i64, usize, usize, Vec<f32>), String> {
+    if m.encoding != "32FC1" {
+        return Err(format!(
+            "pressure image encoding {:?}: expected 32FC1 (float pressure per cell)",
+            m.encoding
+        ));
+    }
+    let (h, w) = (m.height as usize, m.width as usize);
+    let row = w.checked_mul(4).ok_or("width overflows")?;
+    let step = m.step as usize;
+    if h == 0 || w == 0 || step < row {
+        return Err(format!("pressure image {h}x{w} with step {step} (needs >= {row})"));
+    }
+    let need = step.checked_mul(h - 1).and_then(|n| n.checked_add(row)).ok_or("size overflows")?;
+    if m.data.len() < need {
+        return Err(format!("pressure image {h}x{w}: {} bytes, needs {need}", m.data.len()));
+    }
+    let mut out = Vec::with_capacity(h * w);
+    for r in 0..h {
+        for c in m.data[r * step..r * step + row].chunks_exact(4) {
+            let b = [c[0], c[1], c[2], c[3]];
+            out.push(if m.is_bigendian != 0 { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) });
+        }
+    }
+    if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+        return Err(format!("pressure image cell {i} (row {}, column {}) is {}", i / w, i % w, out[i]));
+    }
+    Ok((stamp_or(&m.header, recv_wall), h, w, out))
+}
+
 pub fn compressed_input(
     m: CompressedImage,
     recv_ns: u64,
@@ -539,6 +572,57 @@ mod tests {
             velocity: vec![],
             effort: vec![],
         }
+    }
+
+    fn pressure_msg(enc: &str, big: bool, h: u32, w: u32, step: u32, cells: &[f32]) -> Image {
+        let mut data = Vec::new();
+        for r in 0..h as usize {
+            for c in 0..w as usize {
+                let v = cells[r * w as usize + c];
+                data.extend_from_slice(&if big { v.to_be_bytes() } else { v.to_le_bytes() });
+            }
+            data.resize((r + 1) * step as usize, 0xAB);
+        }
+        Image {
+            header: Header::new(Time { sec: 3, nanosec: 5 }, "tactile_pads"),
+            height: h,
+            width: w,
+            encoding: enc.into(),
+            is_bigendian: u8::from(big),
+            step,
+            data,
+        }
+    }
+
+    #[test]
+    fn pressure_images_decode_both_byte_orders_and_refuse_bad_input() {
+        let cells: Vec<f32> = (0..6).map(|i| i as f32 * 0.25).collect();
+        for big in [false, true] {
+            // Rows padded to 16 bytes: the padding is skipped.
+            let (stamp, h, w, v) = pressure_input(&pressure_msg("32FC1", big, 2, 3, 16, &cells), 7).unwrap();
+            assert_eq!((stamp, h, w), (3_000_000_005, 2, 3));
+            assert_eq!(v, cells);
+        }
+        let ok = pressure_msg("32FC1", false, 2, 3, 12, &cells);
+        let mut unstamped = ok.clone();
+        unstamped.header.stamp = Time::default();
+        assert_eq!(pressure_input(&unstamped, 7).unwrap().0, 7);
+        let e = pressure_input(&pressure_msg("mono16", false, 2, 3, 12, &cells), 0).unwrap_err();
+        assert!(e.contains("mono16") && e.contains("32FC1"), "{e}");
+        let mut short = ok.clone();
+        short.data.pop();
+        assert!(pressure_input(&short, 0).unwrap_err().contains("23 bytes, needs 24"));
+        let mut narrow = ok.clone();
+        narrow.step = 8;
+        assert!(pressure_input(&narrow, 0).unwrap_err().contains("step 8"));
+        let mut nan = cells.clone();
+        nan[4] = f32::NAN;
+        let e = pressure_input(&pressure_msg("32FC1", false, 2, 3, 12, &nan), 0).unwrap_err();
+        assert!(e.contains("cell 4 (row 1, column 1) is NaN"), "{e}");
+        let mut huge = ok;
+        huge.height = u32::MAX;
+        huge.width = u32::MAX;
+        assert!(pressure_input(&huge, 0).is_err());
     }
 
     #[test]
