@@ -1,6 +1,7 @@
 //! Checkpoints: atomic directory writes and bit-exact resume.
 //!
 //! Layout: `RUN_DIR/checkpoints/step-00000500/{model,ema,optimizer}.safetensors`
+//! (no `ema` for runs without one)
 //! + `state.json`, and `RUN_DIR/checkpoints/latest` naming the last complete one.
 //! A checkpoint is written into `.tmp-step-...`, every file is fsynced, the
 //! directory is renamed into place, and only then is `latest` replaced
@@ -29,6 +30,10 @@ pub struct TrainState {
     /// sha256 of the resolved config, to refuse resuming with another config.
     pub config_sha256: String,
     pub seed: u64,
+    /// Run-specific values a resume continues from (tactile MAE pretraining:
+    /// best loss and epoch, seconds trained).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, f64>,
 }
 
 pub const KEEP: usize = 3;
@@ -62,7 +67,8 @@ fn crash_hook(step: u64) {
 
 pub struct Saved<'a> {
     pub model: &'a [(String, Tensor)],
-    pub ema: &'a [(String, Tensor)],
+    /// EMA weights (runs without an EMA write none).
+    pub ema: Option<&'a [(String, Tensor)]>,
     pub optimizer: &'a [(String, Tensor)],
     pub state: &'a TrainState,
 }
@@ -88,7 +94,9 @@ pub fn save(run: &Path, s: &Saved) -> Result<PathBuf> {
     };
     write("model.safetensors", s.model)?;
     crash_hook(s.state.step);
-    write("ema.safetensors", s.ema)?;
+    if let Some(ema) = s.ema {
+        write("ema.safetensors", ema)?;
+    }
     write("optimizer.safetensors", s.optimizer)?;
     let sp = tmp.join("state.json");
     fs::write(&sp, serde_json::to_vec_pretty(s.state)?).with_context(|| format!("write {}", sp.display()))?;
@@ -137,7 +145,7 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
     }
     let name = fs::read_to_string(&lp).with_context(|| format!("read {}", lp.display()))?;
     let p = dir.join(name.trim());
-    for f in ["model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json"] {
+    for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
         if !p.join(f).is_file() {
             bail!("{}: `latest` names {} but its {f} is missing", lp.display(), p.display());
         }

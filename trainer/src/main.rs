@@ -87,6 +87,31 @@ enum Command {
     },
     /// Apply the health rules to a run's metrics; print verdicts, write plots and health.json.
     Health { run_dir: PathBuf },
+    /// Pretrain the tactile MAE (seed 001, joint static + dynamic) on a dataset's
+    /// pressure images (`observation.tactile_image`, recorded by `maniflow record`).
+    PretrainTactile {
+        /// LeRobot v3.0 dataset with a pressure image feature.
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Run directory (config, data.json, metrics, TensorBoard, plots, checkpoints).
+        #[arg(long)]
+        out: PathBuf,
+        /// Config (default: the defaults of trainer/configs/tactile-mae.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Epochs (overrides pretrain.epochs; a resumed run may be extended).
+        #[arg(long)]
+        epochs: Option<u64>,
+        /// Continue from the run directory's last checkpoint, bit-exactly.
+        #[arg(long)]
+        resume: bool,
+        /// Where to train: cpu, cuda, cuda:N (overrides pretrain.device).
+        #[arg(long)]
+        device: Option<String>,
+        /// No progress bar; one line per epoch.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Write a small synthetic LeRobot v3.0 dataset with the SO-101 layout.
     SynthDataset {
         #[arg(long)]
@@ -187,6 +212,9 @@ fn main() {
             })
         }
         Command::Health { run_dir } => health_cmd(&run_dir),
+        Command::PretrainTactile { dataset, out, config, epochs, resume, device, quiet } => {
+            pretrain_tactile_cmd(&dataset, &out, config.as_deref(), maniflow_trainer::tactile_mae::pretrain::PretrainOptions { resume, epochs, device, quiet })
+        }
         Command::Import { checkpoint, out, package, config, online, name, cameras } => import_cmd(&maniflow_trainer::import::ImportOptions {
             checkpoint: &checkpoint,
             out: &out,
@@ -267,6 +295,36 @@ fn train_act(
         s.last_state_ratio,
         out.display()
     );
+    Ok(())
+}
+
+fn pretrain_tactile_cmd(
+    dataset: &std::path::Path,
+    out: &std::path::Path,
+    config: Option<&std::path::Path>,
+    o: maniflow_trainer::tactile_mae::pretrain::PretrainOptions,
+) -> Result<()> {
+    let s = maniflow_trainer::tactile_mae::pretrain::pretrain(config, dataset, out, &o)?;
+    println!(
+        "pretrained {} steps ({} epochs) in {:.1}s: best epoch {} (loss_total {:.5}); {} non-finite steps, {} spikes; run {}",
+        s.steps,
+        s.epochs,
+        s.total_time_seconds,
+        s.best_epoch,
+        s.best_loss,
+        s.nonfinite_steps,
+        s.spikes,
+        out.display()
+    );
+    if let Some(m) = s.last_epoch {
+        println!(
+            "last epoch: loss_static {:.5} loss_dynamic {:.5} loss_ratio {:.3}; `maniflow-train health {}` for the verdict",
+            m.loss_static,
+            m.loss_dynamic,
+            m.loss_ratio,
+            out.display()
+        );
+    }
     Ok(())
 }
 

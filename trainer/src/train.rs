@@ -372,7 +372,7 @@ pub fn guard_step(
 
 /// Test hook: `MANIFLOW_TEST_INJECT=nan@5,nan@6,spike@30` corrupts those steps'
 /// loss (nan: NaN loss; spike: x100 targets) to exercise the guards.
-fn injected(step: u64, kind: &str) -> bool {
+pub(crate) fn injected(step: u64, kind: &str) -> bool {
     std::env::var("MANIFLOW_TEST_INJECT")
         .map(|v| v.split(',').any(|e| e.trim() == format!("{kind}@{step}")))
         .unwrap_or(false)
@@ -423,6 +423,7 @@ impl<'a> Trainer<'a> {
             spike_window: Vec::new(),
             config_sha256: config_sha(&cfg),
             seed: cfg.train.seed,
+            extra: Default::default(),
         };
         Ok(Trainer { cfg, run: run.to_path_buf(), data, vs, net, ema_vs, ema, opt, state, device })
     }
@@ -455,7 +456,7 @@ impl<'a> Trainer<'a> {
             &self.run,
             &Saved {
                 model: &sorted_vars(&self.vs),
-                ema: &sorted_vars(&self.ema_vs),
+                ema: Some(&sorted_vars(&self.ema_vs)),
                 optimizer: &self.opt.state_tensors(),
                 state: &self.state,
             },

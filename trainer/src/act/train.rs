@@ -327,6 +327,7 @@ pub fn train(
         spike_window: Vec::new(),
         config_sha256: config_sha(&cfg),
         seed: tc.seed,
+        extra: Default::default(),
     };
     let total = tc.steps;
     let mut logger = MetricsLogger::new(
@@ -451,7 +452,7 @@ pub fn train(
                 out,
                 &Saved {
                     model: &model_t,
-                    ema: &[],
+                    ema: None,
                     optimizer: &opt.state_tensors(),
                     state: &state,
                 },

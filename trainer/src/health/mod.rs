@@ -1,6 +1,7 @@
 //! `maniflow-train health RUN_DIR`: the health rules of METRICS.md (seed 000's
 //! checklist) applied to a run's `metrics.jsonl`, printed as a verdict table,
-//! written to `health.json`, with plots in `plots/`.
+//! written to `health.json`, with plots in `plots/`. Tactile MAE pretraining
+//! runs (they log `batch/loss_total`) get seed 001's rules instead ([`mae`]).
 //!
 //! Choices where METRICS.md leaves room:
 //! - Records sharing a step are merged first ([`crate::metrics::merge_by_step`]).
@@ -21,6 +22,7 @@
 //!   a healthy-range check gives OK / INFO / N/A and never changes the overall
 //!   verdict, which is HEALTHY or `WARN (n rules)`.
 
+pub mod mae;
 pub mod plots;
 
 use crate::metrics::{merge_by_step, read_json_lines, read_jsonl, Record};
@@ -364,6 +366,74 @@ fn val_train_ratios(records: &[Record], first: u64) -> Vec<(u64, f64)> {
 
 /// Apply every rule to `records` (any order; merged by step here).
 #[allow(clippy::vec_init_then_push)]
+/// The rules every run gets: NaN/Inf in any metric, spike and non-finite events.
+fn stability_checks(recs: &[Record], events: &[SpikeEvent]) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let nonfinite: Vec<Obs> = recs
+        .iter()
+        .filter_map(|r| {
+            let bad: Vec<&str> = r
+                .scalars
+                .iter()
+                .filter(|(_, v)| !v.is_finite())
+                .map(|(k, _)| k.as_str())
+                .collect();
+            (!bad.is_empty()).then(|| Obs {
+                step: r.step,
+                value: f64::NAN,
+                score: bad.len() as f64,
+                bad: true,
+                label: format!("{} = ", bad.join(",")),
+            })
+        })
+        .collect();
+    let mut nf_check = make_check(
+        Meta {
+            id: "nonfinite",
+            kind: CheckKind::Rule,
+            description: "NaN/Inf in any metric",
+            threshold: "any",
+        },
+        (!recs.is_empty()).then_some(nonfinite),
+        "no records".into(),
+    );
+    if nf_check.verdict == Verdict::Ok {
+        nf_check.detail = "all values finite".into();
+    } else if nf_check.verdict == Verdict::Warn {
+        let names: BTreeSet<&str> = recs
+            .iter()
+            .flat_map(|r| {
+                r.scalars
+                    .iter()
+                    .filter(|(_, v)| !v.is_finite())
+                    .map(|(k, _)| k.as_str())
+            })
+            .collect();
+        nf_check.detail = format!("in {}", names.into_iter().collect::<Vec<_>>().join(", "));
+    }
+    checks.push(nf_check);
+    let spike_steps: BTreeSet<u64> = events.iter().map(|e| e.step).collect();
+    checks.push(Check {
+        id: "loss_spikes",
+        kind: CheckKind::Rule,
+        description: "spike / nonfinite events in events.jsonl",
+        threshold: "any".to_string(),
+        verdict: if events.is_empty() {
+            Verdict::Ok
+        } else {
+            Verdict::Warn
+        },
+        offending_count: spike_steps.len(),
+        offending_steps: spike_steps.into_iter().take(MAX_LISTED_STEPS).collect(),
+        detail: if events.is_empty() {
+            "none recorded".into()
+        } else {
+            format!("{} events", events.len())
+        },
+    });
+    checks
+}
+
 pub fn analyse_records(run_dir: &Path, records: &[Record], events: Vec<SpikeEvent>) -> Report {
     let records = merge_by_step(records);
     let recs = &records[..];
@@ -372,6 +442,16 @@ pub fn analyse_records(run_dir: &Path, records: &[Record], events: Vec<SpikeEven
     let (f, l) = (first.unwrap_or(0), last.unwrap_or(0));
     let warm = f + (WARMUP_FRACTION * (l - f) as f64).ceil() as u64;
     let gate_reason = |m: &str| format!("{m} not logged (use_gate_attn off?)");
+    if mae::is_mae_run(recs) {
+        return Report {
+            run_dir: run_dir.to_path_buf(),
+            n_records: recs.len(),
+            first_step: first,
+            last_step: last,
+            checks: mae::checks(recs, &events),
+            events,
+        };
+    }
     let attn_reason =
         "attn/entropy not logged (attention stats off or not yet recorded)".to_string();
     let mod_keys = modality_mean_keys(recs);
@@ -538,68 +618,7 @@ pub fn analyse_records(run_dir: &Path, records: &[Record], events: Vec<SpikeEven
         }),
         val_reason.clone(),
     ));
-    let nonfinite: Vec<Obs> = recs
-        .iter()
-        .filter_map(|r| {
-            let bad: Vec<&str> = r
-                .scalars
-                .iter()
-                .filter(|(_, v)| !v.is_finite())
-                .map(|(k, _)| k.as_str())
-                .collect();
-            (!bad.is_empty()).then(|| Obs {
-                step: r.step,
-                value: f64::NAN,
-                score: bad.len() as f64,
-                bad: true,
-                label: format!("{} = ", bad.join(",")),
-            })
-        })
-        .collect();
-    let mut nf_check = make_check(
-        Meta {
-            id: "nonfinite",
-            kind: CheckKind::Rule,
-            description: "NaN/Inf in any metric",
-            threshold: "any",
-        },
-        (!recs.is_empty()).then_some(nonfinite),
-        "no records".into(),
-    );
-    if nf_check.verdict == Verdict::Ok {
-        nf_check.detail = "all values finite".into();
-    } else if nf_check.verdict == Verdict::Warn {
-        let names: BTreeSet<&str> = recs
-            .iter()
-            .flat_map(|r| {
-                r.scalars
-                    .iter()
-                    .filter(|(_, v)| !v.is_finite())
-                    .map(|(k, _)| k.as_str())
-            })
-            .collect();
-        nf_check.detail = format!("in {}", names.into_iter().collect::<Vec<_>>().join(", "));
-    }
-    checks.push(nf_check);
-    let spike_steps: BTreeSet<u64> = events.iter().map(|e| e.step).collect();
-    checks.push(Check {
-        id: "loss_spikes",
-        kind: CheckKind::Rule,
-        description: "spike / nonfinite events in events.jsonl",
-        threshold: "any".to_string(),
-        verdict: if events.is_empty() {
-            Verdict::Ok
-        } else {
-            Verdict::Warn
-        },
-        offending_count: spike_steps.len(),
-        offending_steps: spike_steps.into_iter().take(MAX_LISTED_STEPS).collect(),
-        detail: if events.is_empty() {
-            "none recorded".into()
-        } else {
-            format!("{} events", events.len())
-        },
-    });
+    checks.extend(stability_checks(recs, &events));
 
     // ---- healthy ranges (informational)
     checks.push(make_check(

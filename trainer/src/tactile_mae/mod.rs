@@ -3,10 +3,15 @@
 //! dynamic one (reconstruct three masked frames, predict the fourth), trained jointly (mode 2)
 //! with weights alpha and beta.
 //!
-//! So far: the objective ([`objective`]: patches, 75 % random masking, the losses and every
-//! seed-001 batch metric with its identities) and the ViT MAE ([`model`]). The training loop
-//! with epoch/summary metrics, health rules and `maniflow-train pretrain-tactile` are not
-//! written yet (issue 20).
+//! - [`objective`]: patches, 75 % random masking, the losses and every seed-001 batch metric
+//!   with its identities;
+//! - [`model`]: the ViT MAE;
+//! - [`config`], [`data`], [`pretrain`]: `maniflow-train pretrain-tactile` (a dataset's
+//!   pressure images, epochs of clips, batch/epoch/summary metrics, guards, checkpoints);
+//!   its health rules are in [`crate::health::mae`].
 
+pub mod config;
+pub mod data;
 pub mod model;
 pub mod objective;
+pub mod pretrain;

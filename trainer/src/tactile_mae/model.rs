@@ -24,7 +24,8 @@ use crate::model::layers::{AffineLayerNorm, LinInit, Linear, N002};
 pub const FRAMES: i64 = 4;
 
 /// Shapes of the MAE (the `[tactile_mae]` config section).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MaeConfig {
     /// Image height and width (pixels), multiples of `patch`.
     pub image: (i64, i64),
