@@ -185,3 +185,135 @@ fn upstream_named_weights_load_and_our_checkpoints_load_in_pytorch() {
     let o = std::process::Command::new(python()).args(["-c", &load, s(&script), s(&cfg), s(&ck)]).output().unwrap();
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("ok"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// A recorded simulator dataset with the pads' pressure images (PNG cameras).
+fn tactile_dataset(dir: &Path, episodes: usize) -> std::path::PathBuf {
+    use maniflow_runtime::node::record::{record_sim_expert_in_process, InProcessOptions, TACTILE_IMAGE};
+    let root = dir.join(format!("tactile-{episodes}"));
+    let opts = InProcessOptions { episodes, video: None, tactile_image_key: Some(TACTILE_IMAGE.into()), ..Default::default() };
+    record_sim_expert_in_process(&root, &opts, &mut |_| {}).unwrap();
+    root
+}
+
+fn num(v: &serde_json::Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or_else(|| panic!("{k} missing or not a number in {v}"))
+}
+
+const MAE_BATCH: [&str; 16] = [
+    "batch/loss_total", "batch/lr", "batch/epoch", "batch/iteration", "batch/loss_static", "batch/loss_dynamic",
+    "batch/loss_recon", "batch/loss_pred", "batch/loss_ratio", "batch/weighted_static", "batch/weighted_dynamic",
+    "batch/alpha", "batch/beta", "batch/static_contribution", "batch/dynamic_contribution", "batch/mode",
+];
+const MAE_EPOCH: [&str; 10] = [
+    "epoch/train_loss", "epoch/lr", "epoch/best_loss_so_far", "epoch/loss_static", "epoch/loss_dynamic",
+    "epoch/loss_ratio", "epoch/weighted_static", "epoch/weighted_dynamic",
+    "epoch/actual_static_contribution", "epoch/actual_dynamic_contribution",
+];
+
+/// Checks seed 001's names and identities in a pretraining run's metrics.jsonl;
+/// returns the epoch records.
+fn check_mae_metrics(run: &Path, alpha: f64, beta: f64) -> Vec<serde_json::Value> {
+    let recs = read_metrics(run);
+    let batches: Vec<&serde_json::Value> = recs.iter().filter(|r| r.get("batch/loss_total").is_some()).collect();
+    let epochs: Vec<serde_json::Value> = recs.iter().filter(|r| r.get("epoch/train_loss").is_some()).cloned().collect();
+    assert!(!batches.is_empty() && !epochs.is_empty());
+    for b in &batches {
+        for k in MAE_BATCH {
+            num(b, k);
+        }
+        // Exact identities, read back from the JSON text.
+        assert_eq!(num(b, "batch/loss_dynamic"), num(b, "batch/loss_recon") + num(b, "batch/loss_pred"), "{b}");
+        assert_eq!(num(b, "batch/loss_total"), num(b, "batch/weighted_static") + num(b, "batch/weighted_dynamic"), "{b}");
+        assert_eq!(num(b, "batch/weighted_static"), alpha * num(b, "batch/loss_static"));
+        assert!((num(b, "batch/static_contribution") + num(b, "batch/dynamic_contribution") - 1.0).abs() < 1e-15);
+        assert_eq!(num(b, "batch/loss_ratio"), num(b, "batch/loss_static") / num(b, "batch/loss_dynamic"));
+        assert_eq!((num(b, "batch/alpha"), num(b, "batch/beta"), num(b, "batch/mode")), (alpha, beta, 2.0));
+        assert_eq!(num(b, "batch/iteration"), b["step"].as_f64().unwrap());
+        assert_eq!(num(b, "batch/epoch"), b["epoch"].as_f64().unwrap());
+    }
+    let mut best = f64::INFINITY;
+    for e in &epochs {
+        for k in MAE_EPOCH {
+            num(e, k);
+        }
+        // epoch/train_loss is the mean of the epoch's batch losses.
+        let ep = e["epoch"].as_u64().unwrap();
+        let of: Vec<f64> = batches.iter().filter(|b| b["epoch"].as_u64() == Some(ep)).map(|b| num(b, "batch/loss_total")).collect();
+        let mean = of.iter().sum::<f64>() / of.len() as f64;
+        assert!((num(e, "epoch/train_loss") - mean).abs() <= 1e-12 * mean, "epoch {ep}: {e} vs batch mean {mean}");
+        let (s, d) = (alpha * num(e, "epoch/loss_static"), beta * num(e, "epoch/loss_dynamic"));
+        assert_eq!(num(e, "epoch/actual_static_contribution"), s / (s + d));
+        assert!((num(e, "epoch/actual_static_contribution") + num(e, "epoch/actual_dynamic_contribution") - 1.0).abs() < 1e-15);
+        best = best.min(num(e, "epoch/train_loss"));
+        assert_eq!(num(e, "epoch/best_loss_so_far"), best);
+    }
+    let last = recs.iter().rev().find(|r| r.get("summary/best_loss").is_some()).expect("summary record");
+    assert_eq!(num(last, "summary/best_loss"), best);
+    let be = num(last, "summary/best_epoch") as u64;
+    assert_eq!(epochs.iter().find(|e| e["epoch"].as_u64() == Some(be)).map(|e| num(e, "epoch/train_loss")), Some(best));
+    assert!(num(last, "summary/total_time_seconds") > 0.0);
+    epochs
+}
+
+#[test]
+fn tactile_pretraining_logs_seed_001_and_resumes_bit_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tactile_dataset(dir.path(), 6);
+    let cfg = dir.path().join("mae.toml");
+    std::fs::write(&cfg, "[tactile_mae]\nwidth = 32\ndecoder_width = 16\n[pretrain]\nbatch_size = 32\nepochs = 3\nwarmup_epochs = 1.0\nalpha = 0.7\nbeta = 0.5\n").unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let base = ["pretrain-tactile", "--config", s(&cfg), "--dataset", s(&ds), "--quiet"];
+    let out = ok(&[&base[..], &["--out", s(&a)]].concat());
+    assert!(out.contains("pretrained") && out.contains("best epoch"), "{out}");
+    let epochs = check_mae_metrics(&a, 0.7, 0.5);
+    assert_eq!(epochs.len(), 3);
+    // The MAE learns: every epoch loss falls from the first epoch to the last.
+    for k in ["epoch/train_loss", "epoch/loss_static", "epoch/loss_dynamic"] {
+        assert!(num(&epochs[2], k) < num(&epochs[0], k), "{k}: {} -> {}", epochs[0][k], epochs[2][k]);
+    }
+    // TensorBoard, plots, summary, and the health verdict on seed 001's rules.
+    assert!(std::fs::read_dir(a.join("tb")).unwrap().count() > 0);
+    for p in ["mae_losses.png", "mae_epochs.png", "mae_balance.png", "lr.png"] {
+        assert!(a.join("plots").join(p).is_file(), "{p}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["steps"], read_metrics(&a).iter().filter(|r| r.get("batch/loss_total").is_some()).count());
+    let health = ok(&["health", s(&a)]);
+    for id in ["mae_loss_ratio", "mae_contribution", "mae_loss_rising", "nonfinite", "loss_spikes", "Overall:"] {
+        assert!(health.contains(id), "{id} missing from:\n{health}");
+    }
+    assert!(!health.contains("gate_saturation_high"), "ManiFlow rules on an MAE run:\n{health}");
+
+    // A crash inside the second epoch's checkpoint, then --resume from the first
+    // one: the same weights bit for bit as the straight run.
+    let spe = read_metrics(&a).iter().filter(|r| r.get("batch/loss_total").is_some() && r["epoch"] == 0).count();
+    let crash = (2 * spe).to_string();
+    let out = run_env(&[&base[..], &["--out", s(&b)]].concat(), &[("MANIFLOW_TEST_CRASH_CHECKPOINT", &crash)]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let again = run_env(&[&base[..], &["--out", s(&b)]].concat(), &[]);
+    assert!(!again.status.success() && text(&again).contains("--resume"), "{}", text(&again));
+    let out = ok(&[&base[..], &["--out", s(&b), "--resume"]].concat());
+    assert!(out.contains(&format!("resumed from {}", ckpt(&b, spe as u64).display())), "{out}");
+    let last = |run: &Path| std::fs::read(std::fs::read_dir(run.join("checkpoints")).unwrap().flatten()
+        .map(|e| e.path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("step-")).max().unwrap()
+        .join("model.safetensors")).unwrap();
+    assert!(last(&a) == last(&b), "resumed weights differ");
+    check_mae_metrics(&b, 0.7, 0.5);
+
+    // A NaN step is skipped, logged and judged; K in a row abort with the checkpoint kept.
+    let c = dir.path().join("c");
+    let out = run_env(&[&base[..], &["--out", s(&c), "--epochs", "1"]].concat(), &[("MANIFLOW_TEST_INJECT", "nan@2")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(events(&c).iter().any(|e| e.starts_with("nonfinite step 2")), "{:?}", events(&c));
+    let h = run_env(&["health", s(&c)], &[]);
+    assert!(text(&h).contains("nonfinite") && text(&h).contains("WARN"), "{}", text(&h));
+
+    // Errors name the problem.
+    let synth_ds = synth(dir.path(), 2, 10, 1);
+    let e = fails(&["pretrain-tactile", "--dataset", s(&synth_ds), "--out", s(&dir.path().join("d"))]);
+    assert!(e.contains("no feature observation.tactile_image"), "{e}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[tactile_mae]\nimage = [16, 16]\n").unwrap();
+    let e = fails(&["pretrain-tactile", "--config", s(&bad), "--dataset", s(&ds), "--out", s(&dir.path().join("e"))]);
+    assert!(e.contains("32 x 16") && e.contains("tactile_mae.image"), "{e}");
+}

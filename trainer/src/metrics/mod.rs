@@ -34,12 +34,16 @@ pub use tfevents::{unix_now, EventWriter};
 pub const RESERVED_KEYS: [&str; 3] = ["step", "epoch", "wall_time"];
 
 /// Numbers shown on the progress line, in this order, when logged.
-const KEY_NUMBERS: [(&str, &str); 5] = [
+const KEY_NUMBERS: [(&str, &str); 9] = [
     ("train_loss", "loss"),
     ("loss_flow", "flow"),
     ("loss_ct", "ct"),
+    ("batch/loss_total", "loss"),
+    ("batch/loss_static", "static"),
+    ("batch/loss_dynamic", "dynamic"),
     ("grad_norm", "gn"),
     ("lr", "lr"),
+    ("batch/lr", "lr"),
 ];
 
 /// Options of [`MetricsLogger`].
