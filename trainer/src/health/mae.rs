@@ -70,3 +70,62 @@ pub fn checks(recs: &[Record], events: &[SpikeEvent]) -> Vec<Check> {
     ));
     checks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{analyse_records, Verdict};
+
+    /// Batch records at every step and an epoch record every 10 steps, from
+    /// per-epoch (train_loss, static, dynamic, ratio, static share).
+    fn run(epochs: &[(f64, f64, f64, f64, f64)]) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (e, &(tl, st, dy, ratio, share)) in epochs.iter().enumerate() {
+            for i in 1..=10u64 {
+                let step = e as u64 * 10 + i;
+                let mut scalars: std::collections::BTreeMap<String, f64> =
+                    [("batch/loss_total", tl), ("batch/loss_static", st), ("batch/loss_dynamic", dy)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                if i == 10 {
+                    for (k, v) in [("epoch/train_loss", tl), ("epoch/loss_static", st), ("epoch/loss_dynamic", dy), ("epoch/loss_ratio", ratio), ("epoch/actual_static_contribution", share)] {
+                        scalars.insert(k.into(), v);
+                    }
+                }
+                out.push(Record { step, epoch: e as u64, wall_time: 0.0, scalars });
+            }
+        }
+        out
+    }
+
+    fn verdict(recs: &[Record], id: &str) -> (Verdict, Vec<u64>) {
+        let r = analyse_records(std::path::Path::new("run"), recs, vec![]);
+        let c = r.check(id).unwrap_or_else(|| panic!("no check {id}"));
+        (c.verdict.clone(), c.offending_steps.clone())
+    }
+
+    #[test]
+    fn seed_001_rules_fire_on_their_conditions_only() {
+        let healthy = run(&[(1.0, 0.9, 1.0, 0.9, 0.47), (0.8, 0.7, 0.85, 0.82, 0.45), (0.6, 0.5, 0.62, 0.8, 0.45)]);
+        let r = analyse_records(std::path::Path::new("run"), &healthy, vec![]);
+        assert!(r.is_healthy(), "{}", r.render());
+        assert!(r.check("gate_saturation_high").is_none(), "ManiFlow rules on an MAE run");
+        // loss_ratio 1.8 at epoch 1 (step 20), 0.4 at epoch 2 (step 30).
+        let skewed = run(&[(1.0, 0.9, 1.0, 0.9, 0.47), (0.8, 1.1, 0.6, 1.8, 0.5), (0.6, 0.2, 0.5, 0.4, 0.5)]);
+        assert_eq!(verdict(&skewed, "mae_loss_ratio"), (Verdict::Warn, vec![20, 30]));
+        assert_eq!(verdict(&skewed, "mae_ratio_stable").0, Verdict::Info);
+        // Contribution 0.75 at epoch 1; 0.35 is inside the rule but outside the healthy band.
+        let share = run(&[(1.0, 0.9, 1.0, 0.9, 0.35), (0.8, 0.7, 0.8, 0.9, 0.75), (0.6, 0.5, 0.6, 0.9, 0.5)]);
+        assert_eq!(verdict(&share, "mae_contribution"), (Verdict::Warn, vec![20]));
+        assert_eq!(verdict(&share, "mae_contribution_near_half"), (Verdict::Info, vec![10, 20]));
+        // loss_dynamic rises at epoch 2 while the total falls.
+        let rising = run(&[(1.0, 0.9, 1.0, 0.9, 0.47), (0.8, 0.7, 0.8, 0.9, 0.47), (0.7, 0.5, 0.81, 0.9, 0.47)]);
+        assert_eq!(verdict(&rising, "mae_loss_rising"), (Verdict::Warn, vec![30]));
+        // NaN in a batch metric.
+        let mut nan = healthy.clone();
+        nan[4].scalars.insert("batch/loss_static".into(), f64::NAN);
+        assert_eq!(verdict(&nan, "nonfinite"), (Verdict::Warn, vec![5]));
+        // Before the first epoch ends, the epoch rules are not applicable.
+        let early = &healthy[..5];
+        assert!(matches!(verdict(early, "mae_loss_ratio").0, Verdict::NotApplicable(_)));
+        assert!(matches!(verdict(early, "mae_loss_rising").0, Verdict::NotApplicable(_)));
+    }
+}
