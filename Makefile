@@ -17,7 +17,7 @@ ROS2_STAMP := $(VENV_ROS2)/.bootstrap-$(shell cat $(ROS2_REQUIREMENTS) | sha256s
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy eval-bundled gpu-bundle gpu-check eval-bus bench-bus bench-lateness bench-transport bench-cameras eval-rtc
+.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy pretrain-tactile eval-bundled gpu-bundle gpu-check eval-bus bench-bus bench-lateness bench-transport bench-cameras eval-rtc
 
 ## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy,
 ## and LeRobot 0.6.1 (for the round-trip tests and ACT).
@@ -114,6 +114,21 @@ bundled-policy: bootstrap
 	target/debug/maniflow-train health runs/so101-sim-pick
 	target/debug/maniflow-train export runs/so101-sim-pick --out models/so101-sim-pick.new --ema --name so101-sim-pick
 	$(MAKE) eval-bundled POLICY=models/so101-sim-pick.new
+
+## Tactile MAE pretraining (seed 001, joint mode) on recorded pressure images:
+## record scripted-expert episodes with the pads' pressure images (PNG cameras),
+## pretrain, and judge the run with seed 001's health rules (plots in runs/tactile-mae/plots).
+TACTILE_EPISODES ?= 100
+TACTILE_EPOCHS ?= 20
+pretrain-tactile: bootstrap
+	cargo build --bins
+	@mkdir -p runs data
+	rm -rf data/so101-sim-tactile runs/tactile-mae
+	target/debug/maniflow record --config launch/so101.toml --expert --in-process --seed 2000 --video png \
+		--episodes $(TACTILE_EPISODES) --out data/so101-sim-tactile --quiet
+	set -o pipefail; time target/debug/maniflow-train pretrain-tactile --config trainer/configs/tactile-mae.toml \
+		--dataset data/so101-sim-tactile --out runs/tactile-mae --epochs $(TACTILE_EPOCHS) --quiet 2>&1 | tee runs/tactile-mae.log
+	target/debug/maniflow-train health runs/tactile-mae
 
 ## Closed-loop evaluation of the bundled policy (50 episodes, seed 0) at N = 1, 2, 10.
 POLICY ?= models/so101-sim-pick

@@ -20,6 +20,7 @@
 
 use nalgebra::{Isometry3, Translation3, Vector3};
 
+use super::grip_control::GripControl;
 use super::{head_camera, render::colors, SimConfig, HOME_LEROBOT};
 use crate::kinematics::{self, IkOptions, ARM_JOINTS};
 use crate::sim::render::{PinholeCamera, AMBIENT, LIGHT_DIR};
@@ -169,6 +170,9 @@ pub struct Expert {
     gripper: f32,
     contact_since: Option<f64>,
     attempts: u32,
+    /// Slip variant: the squeeze by touch ([`GripControl`]).
+    feel: Option<GripControl>,
+    last_t: Option<f64>,
 }
 
 impl Expert {
@@ -190,6 +194,8 @@ impl Expert {
             gripper: GRIPPER_OPEN,
             contact_since: None,
             attempts: 0,
+            feel: cfg.slip.as_ref().map(|_| GripControl::new(cfg.taxel_rows, cfg.taxel_cols, super::PAD_AREA.z.1 - super::PAD_AREA.z.0)),
+            last_t: None,
         }
     }
 
@@ -197,9 +203,11 @@ impl Expert {
     pub fn reset(&mut self) {
         let cam = self.cam;
         let size = self.cube_size;
+        let feel = self.feel.as_ref().map(GripControl::fresh);
         *self = Self {
             cam,
             cube_size: size,
+            feel,
             ..Self::new(&SimConfig::default())
         };
     }
@@ -287,6 +295,8 @@ impl Expert {
         q_meas.copy_from_slice(&meas[..ARM_JOINTS]);
         let q_cmd = *self.q_cmd.get_or_insert(q_meas);
         let touch: f32 = tactile.iter().filter(|v| v.is_finite()).sum();
+        let dt = t - self.last_t.unwrap_or(t);
+        self.last_t = Some(t);
         let home = kinematics::lerobot_to_rad(&HOME_LEROBOT);
         let mut q_home = [0.0; ARM_JOINTS];
         q_home.copy_from_slice(&home[..ARM_JOINTS]);
@@ -315,7 +325,9 @@ impl Expert {
                 if t - self.phase_t0 >= self.move_time + 0.15 {
                     let from = kinematics::fk(&q_out).translation.vector;
                     let mut to = self.target.map(|e| e.position).unwrap_or(from);
-                    to.z = self.cube_size / 2.0 - 0.002;
+                    // By touch (slip variant): 3 mm deeper, more of the pads on the cube
+                    // (a slipping cube has further to slide before it leaves them).
+                    to.z = self.cube_size / 2.0 - if self.feel.is_some() { 0.005 } else { 0.002 };
                     self.start_line(from, to, 0.12, t);
                     self.phase = Phase::Descend;
                 }
@@ -331,6 +343,10 @@ impl Expert {
                     match self.phase {
                         Phase::Descend => {
                             self.gripper = GRIPPER_CLOSED;
+                            if let Some(f) = &mut self.feel {
+                                f.begin_close(GRIPPER_OPEN);
+                                self.gripper = GRIPPER_OPEN;
+                            }
                             self.contact_since = None;
                             self.enter(Phase::Close, t);
                         }
@@ -343,7 +359,10 @@ impl Expert {
                 }
             }
             Phase::Close => {
-                self.gripper = GRIPPER_CLOSED;
+                self.gripper = match &mut self.feel {
+                    Some(f) => f.close(joints[5], tactile, dt),
+                    None => GRIPPER_CLOSED,
+                };
                 if touch > CONTACT_THRESHOLD {
                     let since = *self.contact_since.get_or_insert(t);
                     if t - since >= 0.2 {
@@ -373,6 +392,9 @@ impl Expert {
                     self.enter(Phase::Locate, t);
                 }
             }
+        }
+        if let (Some(f), Phase::Lift | Phase::Hold) = (&mut self.feel, self.phase) {
+            self.gripper = f.hold(tactile, dt);
         }
         self.q_cmd = Some(q_out);
         let mut out = [0.0f32; 6];

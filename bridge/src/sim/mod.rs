@@ -45,7 +45,9 @@
 //!   `SimConfig::seed` on stream `episode`.
 
 pub mod expert;
+pub mod grip_control;
 pub mod render;
+pub mod slip;
 pub mod tactile;
 
 pub use expert::{locate_cube, CubeEstimate, Expert};
@@ -135,6 +137,9 @@ pub struct SimConfig {
     /// Load shift of the tactile images under slip (see [`tactile`]).
     #[serde(default = "default_tactile_shear")]
     pub tactile_shear_gain: f64,
+    /// The touch-decides variant ([`slip`]): per-episode hold and crush squeezes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slip: Option<slip::SlipConfig>,
 }
 
 fn default_tactile_side() -> usize {
@@ -164,6 +169,7 @@ impl Default for SimConfig {
             tactile_image_cols: default_tactile_side(),
             tactile_noise_std: default_tactile_noise(),
             tactile_shear_gain: default_tactile_shear(),
+            slip: None,
         }
     }
 }
@@ -226,6 +232,9 @@ pub struct SimWorld {
     /// The tactile images' noise stream (its own, so the other draws of an
     /// episode do not depend on whether images are rendered).
     tactile_rng: ChaCha8Rng,
+    /// The episode's cube in the slip variant, and whether it was crushed.
+    grip: Option<slip::CubeGrip>,
+    crushed: bool,
 }
 
 /// Contact of the moving finger with the cube.
@@ -254,6 +263,8 @@ impl SimWorld {
             contact_prev: None,
             slip: (0.0, 0.0),
             tactile_rng: ChaCha8Rng::seed_from_u64(0),
+            grip: None,
+            crushed: false,
         };
         w.reset(0);
         w
@@ -280,6 +291,8 @@ impl SimWorld {
         self.slip = (0.0, 0.0);
         self.tactile_rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ TACTILE_NOISE_SEED);
         self.tactile_rng.set_stream(episode);
+        self.grip = self.cfg.slip.as_ref().map(|s| s.draw(self.cfg.seed, episode));
+        self.crushed = false;
         self.cube_state = CubeState::Resting;
         let (r0, r1) = self.cfg.cube_radius_m;
         let r = if r1 > r0 {
@@ -347,14 +360,19 @@ impl SimWorld {
             CubeState::Grasped(rel) => {
                 // The jaw stays at the contact angle while the servo squeezes.
                 self.squeeze = (self.jaw - self.jaw_free).max(0.0);
-                if self.squeeze < RELEASE_SQUEEZE_RAD {
+                let rel = self.slide(rel, dt);
+                if self.squeeze < RELEASE_SQUEEZE_RAD || rel.translation.z < FINGER_TIP_Z {
                     self.jaw = self.jaw_free;
                     self.squeeze = 0.0;
+                    if rel.translation.z < FINGER_TIP_Z {
+                        self.cube = gripper * rel;
+                    }
                     let yaw = upright_yaw(&self.cube.rotation);
                     self.cube.rotation = UnitQuaternion::from_axis_angle(&Vector3::z_axis(), yaw);
                     self.cube_state = CubeState::Falling(0.0);
                 } else {
                     self.cube = gripper * rel;
+                    self.cube_state = CubeState::Grasped(rel);
                 }
             }
             CubeState::Resting | CubeState::Falling(_) => {
@@ -386,7 +404,23 @@ impl SimWorld {
                 }
             }
         }
+        if self.grip.is_some_and(|g| self.squeeze > g.crush) {
+            self.crushed = true;
+        }
         self.track_slip(&gripper, dt);
+    }
+
+    /// Slip variant: a cube hanging in the jaws (off the table) with less than its
+    /// hold squeeze slides toward the finger tips (`-z` of the gripper link).
+    fn slide(&self, mut rel: Isometry3<f64>, dt: f64) -> Isometry3<f64> {
+        let (Some(cfg), Some(grip)) = (&self.cfg.slip, &self.grip) else {
+            return rel;
+        };
+        if self.cube.translation.z <= self.rest_z() + 1e-3 {
+            return rel;
+        }
+        rel.translation.vector.z -= slip::slide_speed(cfg, grip, self.squeeze) * dt;
+        rel
     }
 
     /// Velocity of the cube against the pads while squeezed (0 otherwise).
@@ -673,9 +707,29 @@ impl SimWorld {
         matches!(self.cube_state, CubeState::Grasped(_))
     }
 
-    /// Cube lifted at least 5 cm above its resting height.
+    /// Cube lifted at least 5 cm above its resting height; in the slip variant
+    /// also held (grasped with at least its hold squeeze) and not crushed.
     pub fn success(&self) -> bool {
-        self.cube.translation.z >= self.rest_z() + 0.05
+        let lifted = self.cube.translation.z >= self.rest_z() + 0.05;
+        match self.grip {
+            None => lifted,
+            Some(g) => lifted && self.is_grasped() && self.squeeze >= g.hold && !self.crushed,
+        }
+    }
+
+    /// The episode's cube in the slip variant (hold and crush squeezes).
+    pub fn grip(&self) -> Option<slip::CubeGrip> {
+        self.grip
+    }
+
+    /// Slip variant: the cube was squeezed past its crush squeeze this episode.
+    pub fn is_crushed(&self) -> bool {
+        self.crushed
+    }
+
+    /// Squeeze beyond contact (rad), 0 when the jaws do not touch the cube.
+    pub fn squeeze(&self) -> f64 {
+        self.squeeze
     }
 
     /// Simulated time since the last reset (s).
@@ -1071,6 +1125,38 @@ mod tests {
         let rate = ok as f64 / n as f64;
         println!("expert success rate: {ok}/{n} = {rate:.2}");
         assert!(rate >= 0.9);
+    }
+
+    /// The slip variant: the expert squeezing by touch succeeds; fixed squeezes
+    /// (the plain task's hard one, and light ones) do not.
+    #[test]
+    fn slip_variant_needs_touch() {
+        let cfg = SimConfig { slip: Some(slip::SlipConfig::default()), ..SimConfig::default() };
+        let mut world = SimWorld::new(cfg.clone());
+        let mut expert = Expert::new(&cfg);
+        let n = 20;
+        let (mut ok, mut crushed, mut holds) = (0, 0, Vec::new());
+        for ep in 0..n {
+            let s = run_expert_episode_with(&mut world, &mut expert, ep, None, 15.0, |_, _| {});
+            let g = world.grip().unwrap();
+            holds.push(g.hold);
+            ok += usize::from(s);
+            crushed += usize::from(world.is_crushed());
+            if !s {
+                println!("episode {ep} failed: phase {}, hold {:.3}, squeeze {:.3}, crushed {}, cube {:?}", expert.phase(), g.hold, world.squeeze(), world.is_crushed(), world.cube_position());
+            }
+        }
+        println!("touch expert on the slip variant: {ok}/{n}, crushed {crushed}; holds {holds:.3?}");
+        assert!(ok as f64 >= 0.95 * n as f64, "{ok}/{n}");
+        // The plain expert squeezes hard: every cube is crushed.
+        let plain = SimConfig::default();
+        let mut hard = Expert::new(&plain);
+        let mut hard_ok = 0;
+        for ep in 0..6 {
+            hard_ok += usize::from(run_expert_episode_with(&mut world, &mut hard, ep, None, 15.0, |_, _| {}));
+            assert!(world.is_crushed(), "episode {ep}: hold {:?}", world.grip());
+        }
+        assert_eq!(hard_ok, 0);
     }
 
     #[test]
