@@ -43,6 +43,9 @@ pub struct Args {
     /// Scenario seed (cube poses; the expert baseline uses the same).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Simulator task: pick, or pick-slip (touch decides).
+    #[arg(long, value_enum, default_value_t = super::sim::SimTask::Pick)]
+    pub task: super::sim::SimTask,
     /// Write the report here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -181,6 +184,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .args([
             "--seed",
             &a.seed.to_string(),
+            "--task",
+            a.task.name(),
             "--episodes",
             &a.episodes.to_string(),
         ])
@@ -308,7 +313,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (expert_rate, expert_t) = if a.no_expert {
         (None, None)
     } else {
-        let (n, t) = expert_success(a.seed, a.episodes, a.episode_s, 100.0, cfg.control.rate_hz);
+        let (n, t) = expert_success(a.seed, a.task.slip(), a.episodes, a.episode_s, 100.0, cfg.control.rate_hz);
         (Some(n as f64 / a.episodes as f64), t)
     };
     let report = EvalReport {

@@ -25,7 +25,7 @@ use crate::node::cameras::{camera_sources, logging_sink};
 use crate::node::config::{NodeConfig, StreamType};
 use crate::node::record::{
     camera_key, record_sim_expert_in_process, set_episode_quality, so101_features, EpisodeRecord,
-    EpisodeTiming, InProcessOptions, RecordSummary, TimingAcc, ROBOT_TYPE, SIM_TASK,
+    EpisodeTiming, InProcessOptions, RecordSummary, TimingAcc, ROBOT_TYPE, SIM_TASK, SLIP_TASK,
 };
 use crate::node::streams::{compressed_input, image_input, joints_from_msg, ImageSlot};
 use anyhow::{bail, Context};
@@ -38,7 +38,7 @@ use maniflow_bridge::sim::SimConfig;
 use maniflow_bridge::transport::{AnyTransport, Qos, Transport, TransportKind};
 
 use super::run::write_json_atomic;
-use super::sim::{EPISODE_CONTROL_TOPIC, EVENT_END_SUCCESS, EVENT_END_TIMEOUT, EVENT_START};
+use super::sim::{SimTask, EPISODE_CONTROL_TOPIC, EVENT_END_SUCCESS, EVENT_END_TIMEOUT, EVENT_START};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -60,6 +60,10 @@ pub struct Args {
     /// Simulator seed (--expert).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Simulator task (--expert): pick, or pick-slip (touch decides; the default
+    /// --task text becomes the fragile cube's).
+    #[arg(long, value_enum, default_value_t = SimTask::Pick, requires = "expert")]
+    pub sim_task: SimTask,
     /// Nominal frame rate (default: control.rate_hz of the config).
     #[arg(long)]
     pub fps: Option<f64>,
@@ -159,7 +163,10 @@ fn print_episode(r: &EpisodeRecord, target: usize, saved: usize, quiet: bool) {
     );
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    if a.sim_task == SimTask::PickSlip && a.task == SIM_TASK {
+        a.task = SLIP_TASK.to_string();
+    }
     if a.episodes == 0 {
         bail!("--episodes must be >= 1");
     }
@@ -173,6 +180,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let opts = InProcessOptions {
             sim: SimConfig {
                 seed: a.seed,
+                slip: a.sim_task.slip(),
                 ..SimConfig::default()
             },
             episodes: a.episodes,
@@ -205,7 +213,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         let mut sim: Option<SimChild> = None;
         if a.expert {
-            let s = SimChild::spawn(a.seed, a.timeout_s)?;
+            let s = SimChild::spawn(a.seed, a.sim_task, a.timeout_s)?;
             cfg.transport.kind = TransportKind::Zenoh;
             cfg.transport.connect = vec![s.endpoint.clone()];
             cfg.transport.listen = vec![];
@@ -242,7 +250,7 @@ struct SimChild {
 }
 
 impl SimChild {
-    fn spawn(seed: u64, timeout_s: f64) -> anyhow::Result<SimChild> {
+    fn spawn(seed: u64, task: SimTask, timeout_s: f64) -> anyhow::Result<SimChild> {
         let port = free_port()?;
         let endpoint = format!("tcp/127.0.0.1:{port}");
         let exe = std::env::current_exe().context("locating the maniflow binary")?;
@@ -258,6 +266,8 @@ impl SimChild {
             .args([
                 "--seed",
                 &seed.to_string(),
+                "--task",
+                task.name(),
                 "--episode-s",
                 &timeout_s.to_string(),
             ])

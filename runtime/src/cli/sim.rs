@@ -71,6 +71,32 @@ fn silent_message(t: &AnyTransport, tc: &TransportConfig, command: bool) -> Stri
     )
 }
 
+/// The simulated task.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SimTask {
+    /// Pick up the red cube.
+    #[default]
+    Pick,
+    /// The same with a fragile cube of unknown weight (bridge::sim::slip): the
+    /// squeeze that holds it without crushing it is found by touch.
+    PickSlip,
+}
+
+impl SimTask {
+    /// The simulator's slip settings of the task.
+    pub fn slip(self) -> Option<maniflow_bridge::sim::slip::SlipConfig> {
+        (self == SimTask::PickSlip).then(Default::default)
+    }
+
+    /// The name `--task` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            SimTask::Pick => "pick",
+            SimTask::PickSlip => "pick-slip",
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// zenoh | ros2-dds | ros2-zenoh.
@@ -91,6 +117,9 @@ pub struct Args {
     /// Scenario seed (cube poses).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// pick, or pick-slip (touch decides: per-episode hold and crush squeezes).
+    #[arg(long, value_enum, default_value_t = SimTask::Pick)]
+    pub task: SimTask,
     /// Drive the scripted expert instead of listening for commands.
     #[arg(long)]
     pub expert: bool,
@@ -317,6 +346,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         seed: a.seed,
         image_width: a.width,
         image_height: a.height,
+        slip: a.task.slip(),
         ..SimConfig::default()
     };
     let mut world = SimWorld::new(cfg.clone());

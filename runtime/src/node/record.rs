@@ -29,6 +29,8 @@ use crate::dataset::writer::{DatasetWriter, Frame, WriterOptions};
 
 /// Task string of the simulated pick task.
 pub const SIM_TASK: &str = "Pick up the red cube.";
+/// Task string of its slip variant (`--sim-task pick-slip`).
+pub const SLIP_TASK: &str = "Pick up the fragile red cube without crushing or dropping it.";
 /// Episodes whose achieved rate deviates from nominal by more than this are flagged.
 pub const RATE_TOLERANCE: f64 = 0.05;
 /// LeRobot's robot type for the SO-101 follower.
@@ -383,6 +385,7 @@ pub fn record_sim_expert_in_process(
 /// `seed` (in this process, no transport): (successes, mean time to success).
 pub fn expert_success(
     seed: u64,
+    slip: Option<maniflow_bridge::sim::slip::SlipConfig>,
     episodes: u64,
     episode_timeout_s: f64,
     joint_rate: f64,
@@ -390,6 +393,7 @@ pub fn expert_success(
 ) -> (u64, Option<f64>) {
     let cfg = SimConfig {
         seed,
+        slip,
         ..SimConfig::default()
     };
     let mut world = SimWorld::new(cfg.clone());

@@ -19,6 +19,10 @@ pub struct PretrainSettings {
     pub key: String,
     /// Frames between the four frames of a clip (1 = consecutive frames).
     pub frame_stride: usize,
+    /// Clips are used when one of their frames has a cell at or above this
+    /// pressure (the pads touch something); 0 = every clip. Frames without
+    /// contact are sensor noise, and most of a pick episode has no contact.
+    pub min_contact_pressure: f64,
     pub epochs: u64,
     pub batch_size: usize,
     /// Peak learning rate, reached after `warmup_epochs` (linear), then cosine to 0.
@@ -48,6 +52,7 @@ impl Default for PretrainSettings {
         PretrainSettings {
             key: "observation.tactile_image".into(),
             frame_stride: 1,
+            min_contact_pressure: 0.1,
             epochs: 20,
             batch_size: 64,
             lr: 1e-3,
@@ -62,7 +67,7 @@ impl Default for PretrainSettings {
             checkpoint_every_epochs: 1,
             spike_factor: 10.0,
             spike_window: 50,
-            spike_skip_update: true,
+            spike_skip_update: false,
             max_consecutive_nonfinite: 5,
             device: "cpu".into(),
         }
@@ -112,7 +117,7 @@ impl PretrainConfig {
                 return bad(f, format!("{v} must be > 0"));
             }
         }
-        for (f, v) in [("alpha", p.alpha), ("beta", p.beta), ("weight_decay", p.weight_decay), ("grad_clip", p.grad_clip), ("warmup_epochs", p.warmup_epochs)] {
+        for (f, v) in [("min_contact_pressure", p.min_contact_pressure), ("alpha", p.alpha), ("beta", p.beta), ("weight_decay", p.weight_decay), ("grad_clip", p.grad_clip), ("warmup_epochs", p.warmup_epochs)] {
             if !(v.is_finite() && v >= 0.0) {
                 return bad(f, format!("{v} must be >= 0"));
             }

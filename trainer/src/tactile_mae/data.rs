@@ -25,7 +25,10 @@ pub struct TactileDataInfo {
     pub std: f64,
     pub frames: usize,
     pub episodes: usize,
+    /// Clips used (with contact, see `pretrain.min_contact_pressure`) of all
+    /// the clips that fit in the episodes.
     pub clips: usize,
+    pub clips_all: usize,
 }
 
 /// Every frame (normalised, `(N, 1, H, W)` on the device) and the clips' first frames.
@@ -66,14 +69,20 @@ impl TactileClips {
         let (mean, std) = mean_std(&all);
         let stride = cfg.pretrain.frame_stride as i64;
         let span = (FRAMES - 1) * stride;
-        let mut starts = Vec::new();
+        let contact: Vec<bool> = all.chunks_exact(cells).map(|f| f.iter().any(|&p| f64::from(p) >= cfg.pretrain.min_contact_pressure)).collect();
+        let (mut starts, mut clips_all) = (Vec::new(), 0usize);
         for e in 0..ds.num_episodes() {
             let r = ds.episode_range(e);
-            starts.extend((r.start as i64..r.end as i64).filter(|s| s + span < r.end as i64));
+            for s in (r.start as i64..r.end as i64).filter(|s| s + span < r.end as i64) {
+                clips_all += 1;
+                if (0..FRAMES).any(|f| contact[(s + f * stride) as usize]) {
+                    starts.push(s);
+                }
+            }
         }
         if starts.len() < cfg.pretrain.batch_size {
             bail!(
-                "dataset {}: {} clips of {FRAMES} frames {stride} apart, fewer than pretrain.batch_size = {}",
+                "dataset {}: {} clips of {FRAMES} frames {stride} apart with contact (of {clips_all}), fewer than pretrain.batch_size = {}",
                 dataset.display(),
                 starts.len(),
                 cfg.pretrain.batch_size
@@ -90,6 +99,7 @@ impl TactileClips {
             frames: n,
             episodes: ds.num_episodes(),
             clips: starts.len(),
+            clips_all,
         };
         Ok(TactileClips { info, frames, starts, stride })
     }

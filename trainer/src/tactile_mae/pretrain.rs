@@ -181,7 +181,7 @@ pub fn pretrain(config: Option<&Path>, dataset: &Path, out: &Path, o: &PretrainO
     let t0 = Instant::now();
     let data = TactileClips::load(dataset, &cfg, device)?;
     eprintln!(
-        "dataset {}: {} episodes, {} frames of {} ({}x{}), {} clips; pressure mean {:.4} std {:.4}; loaded in {:.1}s",
+        "dataset {}: {} episodes, {} frames of {} ({}x{}), {} clips with contact (of {}); pressure mean {:.4} std {:.4}; loaded in {:.1}s",
         dataset.display(),
         data.info.episodes,
         data.info.frames,
@@ -189,6 +189,7 @@ pub fn pretrain(config: Option<&Path>, dataset: &Path, out: &Path, o: &PretrainO
         data.info.image.0,
         data.info.image.1,
         data.len(),
+        data.info.clips_all,
         data.info.mean,
         data.info.std,
         t0.elapsed().as_secs_f64()
