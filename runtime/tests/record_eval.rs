@@ -174,6 +174,31 @@ fn record_expert_over_zenoh_writes_a_lerobot_dataset() {
     assert_eq!(s["frames"].as_u64().unwrap() as usize, ds.num_frames());
 }
 
+#[test]
+fn record_the_slip_task_over_zenoh() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ds");
+    let o = maniflow()
+        .args(["record", "--config", "launch/so101.toml", "--expert", "--sim-task", "pick-slip"])
+        .args(["--episodes", "1", "--seed", "3", "--video", "png"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "record failed: {err}");
+    let ds = open(&out);
+    // The fragile cube's task text; the expert squeezed by touch (a light squeeze:
+    // the plain task's expert ends near 2.0 pressure units per covered cell).
+    assert_eq!(ds.task_of(0), maniflow_runtime::node::record::SLIP_TASK);
+    let r = ds.episode_range(0);
+    let last = ds.vector("observation.tactile", r.end - 1);
+    let peak = last.iter().cloned().fold(0.0f32, f32::max);
+    assert!(peak > 0.3 && peak < 1.95, "taxel peak {peak}");
+    assert_eq!(ds.episodes[0].extra[EXTRA_SUCCESS], 1.0);
+}
+
 /// Dumps what our reader sees in `ds` in tests/lerobot/expected.py's format.
 fn dump_expected(ds: &LeRobotDataset, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
