@@ -53,7 +53,10 @@ pub struct Batch {
     pub action_frames: Tensor,
 }
 
-pub(crate) fn stat<'a>(ds: &'a LeRobotDataset, key: &str, name: &str) -> Result<&'a [f64]> {
+/// Statistic `name` of feature `key` from meta/stats.json, one value per element
+/// of the feature. A pressure image's stats are one value over every cell, in
+/// stored counts: they are converted to pressures and repeated per cell.
+pub(crate) fn stat(ds: &LeRobotDataset, key: &str, name: &str) -> Result<Vec<f64>> {
     let fs = ds
         .stats
         .as_ref()
@@ -70,7 +73,14 @@ pub(crate) fn stat<'a>(ds: &'a LeRobotDataset, key: &str, name: &str) -> Result<
     if v.is_empty() {
         bail!("{}: meta/stats.json has no `{key}.{name}`", ds.root.display());
     }
-    Ok(v)
+    let dim = feature_dim(ds, key)?;
+    if let Some((h, w, scale)) = ds.info.features.get(key).and_then(|f| f.pressure_image_shape()) {
+        return Ok(vec![v[0] * scale; h * w]);
+    }
+    if v.len() != dim {
+        bail!("{}: meta/stats.json `{key}.{name}` has {} values, the feature has {dim}", ds.root.display(), v.len());
+    }
+    Ok(v.to_vec())
 }
 
 pub(crate) fn f32s(v: &[f64]) -> Vec<f32> {
@@ -154,14 +164,14 @@ impl TrainData {
         let mut norms = BTreeMap::new();
         // Actions: limits (MANIFLOW.md section 4).
         let a_norm = Normalization::Limits {
-            min: f32s(stat(ds, action_key, "min")?),
-            max: f32s(stat(ds, action_key, "max")?),
+            min: f32s(&stat(ds, action_key, "min")?),
+            max: f32s(&stat(ds, action_key, "max")?),
         };
         // State: mean/std with tokens; raw (identity) with upstream concat.
         let s_norm = match m.fusion {
             Fusion::Tokens => Normalization::MeanStd {
-                mean: f32s(stat(ds, &e.state_key, "mean")?),
-                std: f32s(stat(ds, &e.state_key, "std")?),
+                mean: f32s(&stat(ds, &e.state_key, "mean")?),
+                std: f32s(&stat(ds, &e.state_key, "std")?),
                 eps: 1e-8,
             },
             Fusion::Concat => Normalization::Identity,
@@ -177,8 +187,8 @@ impl TrainData {
         let tactile_t = match &tactile {
             Some((key, n)) => {
                 let t_norm = Normalization::MinMax {
-                    min: f32s(stat(ds, key, "min")?),
-                    max: f32s(stat(ds, key, "max")?),
+                    min: f32s(&stat(ds, key, "min")?),
+                    max: f32s(&stat(ds, key, "max")?),
                     eps: 1e-8,
                 };
                 let t_norm = pick_norm(fixed, key, *n, t_norm)?;

@@ -317,3 +317,43 @@ fn tactile_pretraining_logs_seed_001_and_resumes_bit_exactly() {
     let e = fails(&["pretrain-tactile", "--config", s(&bad), "--dataset", s(&ds), "--out", s(&dir.path().join("e"))]);
     assert!(e.contains("32 x 16") && e.contains("tactile_mae.image"), "{e}");
 }
+
+/// A policy trained on the pads' pressure images (a 2 x 16 x 16 vector input)
+/// is exported with its parity gate and driven by the node on the slip task,
+/// its tactile input fed by the simulator's `tactile/image` stream (32FC1).
+#[test]
+fn pressure_image_policy_runs_in_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tactile_dataset(dir.path(), 2);
+    let cfg = tiny_config(
+        dir.path(),
+        "p.toml",
+        &[("tactile_key", "\"observation.tactile_image\""), ("tactile", "\"taxels\""), ("image_size", "[96, 96]"), ("resnet_width", "16"), ("resnet_blocks", "[1, 1, 1, 1]"), ("augment", "false")],
+    );
+    let (run, pkg) = (dir.path().join("run"), dir.path().join("pkg"));
+    ok(&["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&run), "--steps", "2", "--quiet"]);
+    ok(&["export", s(&run), "--out", s(&pkg), "--name", "pressure"]);
+    let manifest = std::fs::read_to_string(pkg.join("policy.toml")).unwrap();
+    assert!(manifest.contains("observation.tactile_image") && manifest.contains("512"), "{manifest}");
+    // The bundled node config with the tactile stream switched to the pressure images.
+    let base = std::fs::read_to_string(repo().join("launch/so101.toml")).unwrap();
+    let node = base.replace(
+        "topic = \"tactile\"       # std_msgs/Float32MultiArray of taxels\ntype = \"taxels\"",
+        "topic = \"tactile/image\"\ntype = \"pressure_image\"",
+    );
+    assert_ne!(node, base, "launch/so101.toml's tactile stream changed: update this test");
+    let node_cfg = dir.path().join("node.toml");
+    std::fs::write(&node_cfg, node.replace("path = \"../models/so101-sim-pick\"", &format!("path = {:?}", s(&pkg)))).unwrap();
+    let report = dir.path().join("eval.json");
+    let maniflow = train_bin().with_file_name("maniflow");
+    let o = std::process::Command::new(&maniflow)
+        .args(["eval", "--policy", s(&pkg), "--config", s(&node_cfg), "--task", "pick-slip", "--episodes", "1", "--episode-s", "3", "--json", s(&report)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "eval failed: {}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    // Every chunk needs the tactile input: chunks produced mean the images arrived and
+    // fit (a 2-step policy's chunks are then mostly refused by the safety filter).
+    assert!(r["chunks"]["produced"].as_u64().unwrap() > 10, "{}", r["chunks"]);
+    assert_eq!(r["chunks"]["engine_errors"], 0, "{}", r["chunks"]);
+}

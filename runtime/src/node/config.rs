@@ -403,11 +403,14 @@ impl NodeConfig {
                 }
                 (
                     "tactile",
-                    StreamType::Taxels | StreamType::Image | StreamType::CompressedImage,
+                    StreamType::Taxels
+                    | StreamType::PressureImage
+                    | StreamType::Image
+                    | StreamType::CompressedImage,
                 ) => {}
                 ("tactile", k) => {
                     return Err(format!(
-                        "streams.tactile.type = {k:?}: must be taxels, image or compressed_image"
+                        "streams.tactile.type = {k:?}: must be taxels, pressure_image, image or compressed_image"
                     ))
                 }
                 (_, StreamType::Image | StreamType::CompressedImage | StreamType::PressureImage) => {}

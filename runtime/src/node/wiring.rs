@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam::atomic::AtomicCell;
-use maniflow_bridge::msg::{CompressedImage, Float32MultiArray, Float64MultiArray, JointState};
+use maniflow_bridge::msg::{CompressedImage, Float32MultiArray, Float64MultiArray, Image, JointState};
 use maniflow_bridge::so101::N_JOINTS;
 use maniflow_bridge::transport::{AnyTransport, Qos, Subscription, Transport, TransportError};
 
@@ -75,7 +75,8 @@ pub(super) fn build_inputs(cfg: &NodeConfig, engine: &Engine) -> anyhow::Result<
                 );
             };
             Some(match (t, s.kind) {
-                (TactileInput::Taxels { size, .. }, StreamType::Taxels) => TactileStream::Taxels {
+                // A pressure image is a vector of H x W cells to the policy.
+                (TactileInput::Taxels { size, .. }, StreamType::Taxels | StreamType::PressureImage) => TactileStream::Taxels {
                     slot: Mutex::new(Default::default()),
                     counters: StreamCounters::default(),
                     max_age_ns: ms(s.max_age_s()),
@@ -111,6 +112,42 @@ pub(super) fn build_inputs(cfg: &NodeConfig, engine: &Engine) -> anyhow::Result<
         episode_starts: AtomicU64::new(0),
         episode_id: AtomicU64::new(u64::MAX),
     })
+}
+
+/// A `pressure_image` tactile stream (32FC1) into the policy's tactile vector:
+/// its H x W cells, row-major, must be the input's size.
+fn subscribe_pressure(t: &AnyTransport, topic: &str, inputs: &Arc<Inputs>) -> Result<Subscription, TransportError> {
+    let inp = inputs.clone();
+    t.subscribe::<Image>(
+        topic,
+        Qos::Sensor,
+        Box::new(move |r| {
+            let Some(TactileStream::Taxels { slot, counters, size, .. }) = &inp.tactile else {
+                return;
+            };
+            counters.received.fetch_add(1, Ordering::Relaxed);
+            let x = match r {
+                Err(e) => return counters.reject(Reject::Malformed, e.to_string()),
+                Ok(x) => x,
+            };
+            match streams::pressure_input(&x.msg, x.recv_wall_ns) {
+                Err(e) => counters.reject(Reject::Invalid, e),
+                Ok((_, h, w, _)) if h * w != *size => {
+                    counters.reject(Reject::Invalid, format!("pressure image {h}x{w} = {} cells, the policy's tactile input has {size}", h * w))
+                }
+                Ok((stamp, _, _, cells)) => {
+                    let recv_ns = inp.clock.ns_of(x.recv);
+                    if let Ok(mut sl) = slot.lock() {
+                        sl.data = cells;
+                        sl.stamp_ns = stamp;
+                        sl.recv_ns = recv_ns;
+                        sl.seq += 1;
+                    }
+                    counters.accepted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }),
+    )
 }
 
 /// Subscribes every stream; the sinks validate into `inputs`.
@@ -193,6 +230,9 @@ pub(super) fn subscribe_all(
         Some(TactileStream::Image(_)) => {
             let s = &cfg.streams["tactile"];
             subs.push(image_sub(None, &s.topic, s.kind)?);
+        }
+        Some(TactileStream::Taxels { .. }) if cfg.streams["tactile"].kind == StreamType::PressureImage => {
+            subs.push(subscribe_pressure(t, &cfg.streams["tactile"].topic, inputs)?);
         }
         Some(TactileStream::Taxels { .. }) => {
             let inp = inputs.clone();

@@ -61,8 +61,8 @@ impl ActData {
         let (ds_dim, da) = (feature_dim(ds, sk)?, feature_dim(ds, ak)?);
         let ms = |key: &str| -> Result<Normalization> {
             Ok(Normalization::MeanStd {
-                mean: f32s(stat(ds, key, "mean")?),
-                std: f32s(stat(ds, key, "std")?),
+                mean: f32s(&stat(ds, key, "mean")?),
+                std: f32s(&stat(ds, key, "std")?),
                 eps: 1e-8,
             })
         };
