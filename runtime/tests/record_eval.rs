@@ -87,7 +87,10 @@ fn check_recorded(ds: &LeRobotDataset, min_episodes: usize) {
         let p0: f32 = ds.vector(TACTILE_IMAGE, r.start).iter().sum();
         let p1: f32 = ds.vector(TACTILE_IMAGE, r.end - 1).iter().sum();
         assert_eq!(ds.vector(TACTILE_IMAGE, r.start).len(), 2 * 16 * 16);
-        assert!(p0 < 4.0 && p1 > 10.0 * p0.max(0.1), "episode {ep}: pressure sums {p0} -> {p1}");
+        assert!(
+            p0 < 4.0 && p1 > 10.0 * p0.max(0.1),
+            "episode {ep}: pressure sums {p0} -> {p1}"
+        );
         // Images change over the episode (the arm moves into the head view).
         let h0 = ds.image("observation.images.head", r.start);
         let h1 = ds.image("observation.images.head", r.end - 1);
@@ -180,7 +183,14 @@ fn record_the_slip_task_over_zenoh() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ds");
     let o = maniflow()
-        .args(["record", "--config", "launch/so101.toml", "--expert", "--sim-task", "pick-slip"])
+        .args([
+            "record",
+            "--config",
+            "launch/so101.toml",
+            "--expert",
+            "--sim-task",
+            "pick-slip",
+        ])
         .args(["--episodes", "1", "--seed", "3", "--video", "png"])
         .arg("--out")
         .arg(&out)
@@ -324,7 +334,12 @@ fn record_in_process_writes_the_same_layout() {
         serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
     println!("LeRobot read the recorded dataset: {last}");
     assert_eq!(last["frames"].as_u64().unwrap() as usize, ds.num_frames());
-    for k in ["observation.state", "observation.tactile", "action", TACTILE_IMAGE] {
+    for k in [
+        "observation.state",
+        "observation.tactile",
+        "action",
+        TACTILE_IMAGE,
+    ] {
         assert_eq!(last[format!("{k}_mismatches")], 0, "{k}");
     }
 }

@@ -194,7 +194,13 @@ impl Expert {
             gripper: GRIPPER_OPEN,
             contact_since: None,
             attempts: 0,
-            feel: cfg.slip.as_ref().map(|_| GripControl::new(cfg.taxel_rows, cfg.taxel_cols, super::PAD_AREA.z.1 - super::PAD_AREA.z.0)),
+            feel: cfg.slip.as_ref().map(|_| {
+                GripControl::new(
+                    cfg.taxel_rows,
+                    cfg.taxel_cols,
+                    super::PAD_AREA.z.1 - super::PAD_AREA.z.0,
+                )
+            }),
             last_t: None,
         }
     }

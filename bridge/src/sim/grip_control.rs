@@ -40,7 +40,16 @@ pub struct GripControl {
 
 impl GripControl {
     pub fn new(rows: usize, cols: usize, pad_len: f64) -> Self {
-        GripControl { rows, cols, pad_len, contact_units: None, squeeze: START_SQUEEZE, cmd: 50.0, prev_centre: None, slipping: false }
+        GripControl {
+            rows,
+            cols,
+            pad_len,
+            contact_units: None,
+            squeeze: START_SQUEEZE,
+            cmd: 50.0,
+            prev_centre: None,
+            slipping: false,
+        }
     }
 
     /// The same controller for a new episode (nothing learnt).
@@ -107,7 +116,13 @@ impl GripControl {
         let pitch = self.pad_len / self.rows.max(1) as f64;
         let (mut sum, mut moment) = (0.0f64, 0.0f64);
         for r in 0..self.rows {
-            let row: f64 = taxels.iter().skip(r * self.cols).take(self.cols).filter(|v| v.is_finite()).map(|&v| f64::from(v)).sum();
+            let row: f64 = taxels
+                .iter()
+                .skip(r * self.cols)
+                .take(self.cols)
+                .filter(|v| v.is_finite())
+                .map(|&v| f64::from(v))
+                .sum();
             sum += row;
             moment += row * (r as f64 + 0.5) * pitch;
         }

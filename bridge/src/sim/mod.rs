@@ -291,7 +291,11 @@ impl SimWorld {
         self.slip = (0.0, 0.0);
         self.tactile_rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ TACTILE_NOISE_SEED);
         self.tactile_rng.set_stream(episode);
-        self.grip = self.cfg.slip.as_ref().map(|s| s.draw(self.cfg.seed, episode));
+        self.grip = self
+            .cfg
+            .slip
+            .as_ref()
+            .map(|s| s.draw(self.cfg.seed, episode));
         self.crushed = false;
         self.cube_state = CubeState::Resting;
         let (r0, r1) = self.cfg.cube_radius_m;
@@ -1131,7 +1135,10 @@ mod tests {
     /// (the plain task's hard one, and light ones) do not.
     #[test]
     fn slip_variant_needs_touch() {
-        let cfg = SimConfig { slip: Some(slip::SlipConfig::default()), ..SimConfig::default() };
+        let cfg = SimConfig {
+            slip: Some(slip::SlipConfig::default()),
+            ..SimConfig::default()
+        };
         let mut world = SimWorld::new(cfg.clone());
         let mut expert = Expert::new(&cfg);
         let n = 20;
@@ -1146,14 +1153,23 @@ mod tests {
                 println!("episode {ep} failed: phase {}, hold {:.3}, squeeze {:.3}, crushed {}, cube {:?}", expert.phase(), g.hold, world.squeeze(), world.is_crushed(), world.cube_position());
             }
         }
-        println!("touch expert on the slip variant: {ok}/{n}, crushed {crushed}; holds {holds:.3?}");
+        println!(
+            "touch expert on the slip variant: {ok}/{n}, crushed {crushed}; holds {holds:.3?}"
+        );
         assert!(ok as f64 >= 0.95 * n as f64, "{ok}/{n}");
         // The plain expert squeezes hard: every cube is crushed.
         let plain = SimConfig::default();
         let mut hard = Expert::new(&plain);
         let mut hard_ok = 0;
         for ep in 0..6 {
-            hard_ok += usize::from(run_expert_episode_with(&mut world, &mut hard, ep, None, 15.0, |_, _| {}));
+            hard_ok += usize::from(run_expert_episode_with(
+                &mut world,
+                &mut hard,
+                ep,
+                None,
+                15.0,
+                |_, _| {},
+            ));
             assert!(world.is_crushed(), "episode {ep}: hold {:?}", world.grip());
         }
         assert_eq!(hard_ok, 0);

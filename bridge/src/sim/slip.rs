@@ -42,7 +42,11 @@ impl Default for SlipConfig {
     /// squeeze suits at most 40 % of the episodes. The plain task's expert
     /// squeezes about 0.4 rad.
     fn default() -> Self {
-        SlipConfig { hold_squeeze_rad: (0.10, 0.30), crush_margin_rad: 0.08, slip_speed_mps: 0.01 }
+        SlipConfig {
+            hold_squeeze_rad: (0.10, 0.30),
+            crush_margin_rad: 0.08,
+            slip_speed_mps: 0.01,
+        }
     }
 }
 
@@ -59,21 +63,36 @@ impl SlipConfig {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ GRIP_SEED);
         rng.set_stream(episode);
         let (lo, hi) = self.hold_squeeze_rad;
-        let hold = if hi > lo { rng.random_range(lo..hi) } else { lo };
-        CubeGrip { hold, crush: hold + self.crush_margin_rad }
+        let hold = if hi > lo {
+            rng.random_range(lo..hi)
+        } else {
+            lo
+        };
+        CubeGrip {
+            hold,
+            crush: hold + self.crush_margin_rad,
+        }
     }
 
     /// Why these settings cannot work, naming the field.
     pub fn check(&self) -> Result<(), String> {
         let (lo, hi) = self.hold_squeeze_rad;
         if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && hi >= lo) {
-            return Err(format!("slip.hold_squeeze_rad = ({lo}, {hi}): needs 0 < low <= high"));
+            return Err(format!(
+                "slip.hold_squeeze_rad = ({lo}, {hi}): needs 0 < low <= high"
+            ));
         }
         if !(self.crush_margin_rad.is_finite() && self.crush_margin_rad > 0.0) {
-            return Err(format!("slip.crush_margin_rad = {}: must be > 0", self.crush_margin_rad));
+            return Err(format!(
+                "slip.crush_margin_rad = {}: must be > 0",
+                self.crush_margin_rad
+            ));
         }
         if !(self.slip_speed_mps.is_finite() && self.slip_speed_mps >= 0.0) {
-            return Err(format!("slip.slip_speed_mps = {}: must be >= 0", self.slip_speed_mps));
+            return Err(format!(
+                "slip.slip_speed_mps = {}: must be >= 0",
+                self.slip_speed_mps
+            ));
         }
         Ok(())
     }
@@ -98,15 +117,37 @@ mod tests {
         let grips: Vec<CubeGrip> = (0..200).map(|e| c.draw(7, e)).collect();
         assert_eq!(grips[3], c.draw(7, 3));
         assert_ne!(grips[3], c.draw(8, 3));
-        assert!(grips.iter().all(|g| (0.10..0.30).contains(&g.hold) && (g.crush - g.hold - 0.08).abs() < 1e-12));
-        let (lo, hi) = grips.iter().fold((1.0f64, 0.0f64), |(a, b), g| (a.min(g.hold), b.max(g.hold)));
-        assert!(lo < 0.12 && hi > 0.28, "the draws span the range: {lo}..{hi}");
-        let g = CubeGrip { hold: 0.2, crush: 0.28 };
+        assert!(grips
+            .iter()
+            .all(|g| (0.10..0.30).contains(&g.hold) && (g.crush - g.hold - 0.08).abs() < 1e-12));
+        let (lo, hi) = grips
+            .iter()
+            .fold((1.0f64, 0.0f64), |(a, b), g| (a.min(g.hold), b.max(g.hold)));
+        assert!(
+            lo < 0.12 && hi > 0.28,
+            "the draws span the range: {lo}..{hi}"
+        );
+        let g = CubeGrip {
+            hold: 0.2,
+            crush: 0.28,
+        };
         assert_eq!(slide_speed(&c, &g, 0.0), 0.01);
         assert!((slide_speed(&c, &g, 0.1) - 0.005).abs() < 1e-12);
         assert_eq!(slide_speed(&c, &g, 0.2), 0.0);
         assert_eq!(slide_speed(&c, &g, 0.5), 0.0);
-        assert!(SlipConfig { crush_margin_rad: 0.0, ..c.clone() }.check().unwrap_err().contains("crush_margin_rad"));
-        assert!(SlipConfig { hold_squeeze_rad: (0.3, 0.1), ..c }.check().unwrap_err().contains("hold_squeeze_rad"));
+        assert!(SlipConfig {
+            crush_margin_rad: 0.0,
+            ..c.clone()
+        }
+        .check()
+        .unwrap_err()
+        .contains("crush_margin_rad"));
+        assert!(SlipConfig {
+            hold_squeeze_rad: (0.3, 0.1),
+            ..c
+        }
+        .check()
+        .unwrap_err()
+        .contains("hold_squeeze_rad"));
     }
 }

@@ -313,7 +313,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (expert_rate, expert_t) = if a.no_expert {
         (None, None)
     } else {
-        let (n, t) = expert_success(a.seed, a.task.slip(), a.episodes, a.episode_s, 100.0, cfg.control.rate_hz);
+        let (n, t) = expert_success(
+            a.seed,
+            a.task.slip(),
+            a.episodes,
+            a.episode_s,
+            100.0,
+            cfg.control.rate_hz,
+        );
         (Some(n as f64 / a.episodes as f64), t)
     };
     let report = EvalReport {

@@ -38,7 +38,9 @@ use maniflow_bridge::sim::SimConfig;
 use maniflow_bridge::transport::{AnyTransport, Qos, Transport, TransportKind};
 
 use super::run::write_json_atomic;
-use super::sim::{SimTask, EPISODE_CONTROL_TOPIC, EVENT_END_SUCCESS, EVENT_END_TIMEOUT, EVENT_START};
+use super::sim::{
+    SimTask, EPISODE_CONTROL_TOPIC, EVENT_END_SUCCESS, EVENT_END_TIMEOUT, EVENT_START,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -784,7 +786,9 @@ fn record_topics(
                 .recv
                 .is_some_and(|r| r.elapsed() >= Duration::from_millis(15))
                 || (g.cams.iter().all(|c| c.stamp_ns == c0.stamp_ns)
-                    && g.pressure.iter().all(|p| p.as_ref().is_some_and(|p| p.0 == c0.stamp_ns))
+                    && g.pressure
+                        .iter()
+                        .all(|p| p.as_ref().is_some_and(|p| p.0 == c0.stamp_ns))
                     && taxels_caught_up);
             if new && settled {
                 let now = Instant::now();
@@ -809,7 +813,9 @@ fn record_topics(
                         let pressure: Vec<(String, usize, usize)> = pressure_names
                             .iter()
                             .zip(&g.pressure)
-                            .filter_map(|((n, _), p)| p.as_ref().map(|p| (format!("observation.{n}"), p.1, p.2)))
+                            .filter_map(|((n, _), p)| {
+                                p.as_ref().map(|p| (format!("observation.{n}"), p.1, p.2))
+                            })
                             .collect();
                         let features = so101_features(&cams, taxels, &pressure);
                         let w = DatasetWriter::create_with(

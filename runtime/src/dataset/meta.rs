@@ -122,7 +122,8 @@ impl FeatureSpec {
     /// `Some((H, W, pressure_per_count))` for a pressure image feature.
     pub fn pressure_image_shape(&self) -> Option<(usize, usize, f64)> {
         let info = self.info.as_ref()?;
-        if self.dtype != "image" || info.get(PRESSURE_ENCODING_KEY)?.as_str()? != PRESSURE_ENCODING {
+        if self.dtype != "image" || info.get(PRESSURE_ENCODING_KEY)?.as_str()? != PRESSURE_ENCODING
+        {
             return None;
         }
         let scale = info.get(PRESSURE_SCALE_KEY)?.as_f64()?;

@@ -214,7 +214,10 @@ impl LeRobotDataset {
         let pressure: Vec<(String, usize, usize, f64)> = info
             .features
             .iter()
-            .filter_map(|(k, f)| f.pressure_image_shape().map(|(h, w, s)| (k.to_string(), h, w, s)))
+            .filter_map(|(k, f)| {
+                f.pressure_image_shape()
+                    .map(|(h, w, s)| (k.to_string(), h, w, s))
+            })
             .collect();
         for (k, h, w, _) in &pressure {
             vectors.insert(k.clone(), (h * w, vec![0f32; total * h * w]));
@@ -718,11 +721,11 @@ pub(crate) fn decode_pressure_png(
 /// the u16 range: below 0 reads 0, above the range saturates).
 pub(crate) fn pressure_counts(pressures: &[f32], pressure_per_count: f64, out: &mut Vec<u16>) {
     out.clear();
-    out.extend(
-        pressures
-            .iter()
-            .map(|&p| (f64::from(p) / pressure_per_count).round().clamp(0.0, 65535.0) as u16),
-    );
+    out.extend(pressures.iter().map(|&p| {
+        (f64::from(p) / pressure_per_count)
+            .round()
+            .clamp(0.0, 65535.0) as u16
+    }));
 }
 
 /// Encodes counts as a 16-bit grey PNG (what LeRobot reads as a uint16 image).

@@ -1250,16 +1250,36 @@ fn pressure_images_round_trip_as_16_bit_png_and_refuse_bad_input() {
     assert_eq!(w.info().features.get(key).unwrap().dtype, "image");
     assert!(w.info().features.camera_keys().is_empty());
     let cells = |k: f32| vec![0.0, 0.0015 * k, 1.0, 2.5, -0.2, 70.0];
-    let frame = |k: f32| Frame::new("t").vector(STATE, vec![k, 0.0]).vector(key, cells(k));
+    let frame = |k: f32| {
+        Frame::new("t")
+            .vector(STATE, vec![k, 0.0])
+            .vector(key, cells(k))
+    };
     for k in 0..3 {
         w.add_frame(frame(k as f32)).unwrap();
     }
     // Wrong size and NaN are refused by name, and the episode keeps its frames.
-    let e = w.add_frame(Frame::new("t").vector(STATE, vec![0.0, 0.0]).vector(key, vec![0.0; 5])).unwrap_err();
-    assert!(e.to_string().contains("pressure image observation.tactile_image: 5 values, expected 2 x 3"), "{e}");
+    let e = w
+        .add_frame(
+            Frame::new("t")
+                .vector(STATE, vec![0.0, 0.0])
+                .vector(key, vec![0.0; 5]),
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("pressure image observation.tactile_image: 5 values, expected 2 x 3"),
+        "{e}"
+    );
     let mut nan = cells(0.0);
     nan[3] = f32::NAN;
-    let e = w.add_frame(Frame::new("t").vector(STATE, vec![0.0, 0.0]).vector(key, nan)).unwrap_err();
+    let e = w
+        .add_frame(
+            Frame::new("t")
+                .vector(STATE, vec![0.0, 0.0])
+                .vector(key, nan),
+        )
+        .unwrap_err();
     assert!(e.to_string().contains("cell 3 is NaN"), "{e}");
     assert_eq!(w.pending_frames(), 3);
     w.save_episode().unwrap();
@@ -1269,7 +1289,14 @@ fn pressure_images_round_trip_as_16_bit_png_and_refuse_bad_input() {
     assert!(ds.image_keys().is_empty());
     for k in 0..3 {
         // Quantised to 1/1000: rounded, negatives read 0, above 65.535 saturates.
-        let want = [0.0, (0.0015f64 * k as f64 / 1e-3).round() * 1e-3, 1.0, 2.5, 0.0, 65.535];
+        let want = [
+            0.0,
+            (0.0015f64 * k as f64 / 1e-3).round() * 1e-3,
+            1.0,
+            2.5,
+            0.0,
+            65.535,
+        ];
         let got = ds.vector(key, k);
         for (g, w) in got.iter().zip(want) {
             assert_eq!(*g, w as f32, "frame {k}: {got:?}");
@@ -1277,13 +1304,26 @@ fn pressure_images_round_trip_as_16_bit_png_and_refuse_bad_input() {
     }
     // Stats in stored counts over every cell (LeRobot's units for uint16 images).
     let st = ds.stats.as_ref().unwrap().get(key).unwrap();
-    assert_eq!((st.shape.clone(), st.min[0], st.max[0]), (vec![1, 1, 1], 0.0, 65535.0));
+    assert_eq!(
+        (st.shape.clone(), st.min[0], st.max[0]),
+        (vec![1, 1, 1], 0.0, 65535.0)
+    );
     // A PNG of the wrong depth is refused with the file, feature and row.
     let info_path = root.join("meta/info.json");
     let text = std::fs::read_to_string(&info_path).unwrap();
-    std::fs::write(&info_path, text.replace("\"tactile.pressure_per_count\": 0.001", "\"tactile.pressure_per_count\": -1.0")).unwrap();
+    std::fs::write(
+        &info_path,
+        text.replace(
+            "\"tactile.pressure_per_count\": 0.001",
+            "\"tactile.pressure_per_count\": -1.0",
+        ),
+    )
+    .unwrap();
     let e = open(&root).unwrap_err().to_string();
-    assert!(e.contains("features.observation.tactile_image") && e.contains("positive"), "{e}");
+    assert!(
+        e.contains("features.observation.tactile_image") && e.contains("positive"),
+        "{e}"
+    );
     std::fs::write(&info_path, text).unwrap();
     let mut pixels = vec![0u8; 6];
     pixels[0] = 1;
@@ -1292,7 +1332,10 @@ fn pressure_images_round_trip_as_16_bit_png_and_refuse_bad_input() {
         let mut enc = png::Encoder::new(&mut out, 3, 2);
         enc.set_color(png::ColorType::Grayscale);
         enc.set_depth(png::BitDepth::Eight);
-        enc.write_header().unwrap().write_image_data(&pixels).unwrap();
+        enc.write_header()
+            .unwrap()
+            .write_image_data(&pixels)
+            .unwrap();
         out
     };
     let mut dst = vec![0f32; 6];

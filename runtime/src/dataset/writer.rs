@@ -189,7 +189,10 @@ impl DatasetWriter {
             }
             let mut f: FeatureSpec = f.clone();
             if f.is_pressure_image() {
-                if !f.pressure_image_shape().is_some_and(|(_, _, s)| s.is_finite() && s > 0.0) {
+                if !f
+                    .pressure_image_shape()
+                    .is_some_and(|(_, _, s)| s.is_finite() && s > 0.0)
+                {
                     return Err(DatasetError::Usage(format!(
                         "pressure image {k}: shape {:?} / info {:?} is not (H, W, 1) with a positive scale",
                         f.shape, f.info
@@ -367,7 +370,11 @@ impl DatasetWriter {
                 .add_frame(img);
         }
         for (k, v) in frame.vectors {
-            let pressure = self.info.features.get(&k).and_then(|f| f.pressure_image_shape());
+            let pressure = self
+                .info
+                .features
+                .get(&k)
+                .and_then(|f| f.pressure_image_shape());
             match pressure {
                 // Stored as counts (PNG), and the counts kept for the stats.
                 Some((h, w, scale)) => {
@@ -493,7 +500,9 @@ impl DatasetWriter {
         for (k, f) in self.info.features.iter() {
             let fs = if let Some((h, w, _)) = f.pressure_image_shape() {
                 // Over every cell of every frame, in stored counts (what LeRobot reads).
-                let Some(v) = buf.vectors.get(k) else { continue };
+                let Some(v) = buf.vectors.get(k) else {
+                    continue;
+                };
                 let vals: Vec<f64> = v.iter().map(|&x| f64::from(x)).collect();
                 let mut fs = stats::vector_stats(&vals, len * h * w, 1);
                 fs.shape = vec![1, 1, 1];

@@ -73,7 +73,10 @@ pub fn so101_features(
         f.insert(TACTILE, FeatureSpec::vector(&refs));
     }
     for (key, h, w) in pressure {
-        f.insert(key.clone(), FeatureSpec::pressure_image(*h, *w, PRESSURE_PER_COUNT));
+        f.insert(
+            key.clone(),
+            FeatureSpec::pressure_image(*h, *w, PRESSURE_PER_COUNT),
+        );
     }
     f.insert(ACTION, FeatureSpec::vector(&JOINT_NAMES));
     f

@@ -425,21 +425,38 @@ pub fn pressure_input(m: &Image, recv_wall: i64) -> Result<(i64, usize, usize, V
     let row = w.checked_mul(4).ok_or("width overflows")?;
     let step = m.step as usize;
     if h == 0 || w == 0 || step < row {
-        return Err(format!("pressure image {h}x{w} with step {step} (needs >= {row})"));
+        return Err(format!(
+            "pressure image {h}x{w} with step {step} (needs >= {row})"
+        ));
     }
-    let need = step.checked_mul(h - 1).and_then(|n| n.checked_add(row)).ok_or("size overflows")?;
+    let need = step
+        .checked_mul(h - 1)
+        .and_then(|n| n.checked_add(row))
+        .ok_or("size overflows")?;
     if m.data.len() < need {
-        return Err(format!("pressure image {h}x{w}: {} bytes, needs {need}", m.data.len()));
+        return Err(format!(
+            "pressure image {h}x{w}: {} bytes, needs {need}",
+            m.data.len()
+        ));
     }
     let mut out = Vec::with_capacity(h * w);
     for r in 0..h {
         for c in m.data[r * step..r * step + row].chunks_exact(4) {
             let b = [c[0], c[1], c[2], c[3]];
-            out.push(if m.is_bigendian != 0 { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) });
+            out.push(if m.is_bigendian != 0 {
+                f32::from_be_bytes(b)
+            } else {
+                f32::from_le_bytes(b)
+            });
         }
     }
     if let Some(i) = out.iter().position(|v| !v.is_finite()) {
-        return Err(format!("pressure image cell {i} (row {}, column {}) is {}", i / w, i % w, out[i]));
+        return Err(format!(
+            "pressure image cell {i} (row {}, column {}) is {}",
+            i / w,
+            i % w,
+            out[i]
+        ));
     }
     Ok((stamp_or(&m.header, recv_wall), h, w, out))
 }
@@ -579,7 +596,11 @@ mod tests {
         for r in 0..h as usize {
             for c in 0..w as usize {
                 let v = cells[r * w as usize + c];
-                data.extend_from_slice(&if big { v.to_be_bytes() } else { v.to_le_bytes() });
+                data.extend_from_slice(&if big {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                });
             }
             data.resize((r + 1) * step as usize, 0xAB);
         }
@@ -599,7 +620,8 @@ mod tests {
         let cells: Vec<f32> = (0..6).map(|i| i as f32 * 0.25).collect();
         for big in [false, true] {
             // Rows padded to 16 bytes: the padding is skipped.
-            let (stamp, h, w, v) = pressure_input(&pressure_msg("32FC1", big, 2, 3, 16, &cells), 7).unwrap();
+            let (stamp, h, w, v) =
+                pressure_input(&pressure_msg("32FC1", big, 2, 3, 16, &cells), 7).unwrap();
             assert_eq!((stamp, h, w), (3_000_000_005, 2, 3));
             assert_eq!(v, cells);
         }
@@ -611,7 +633,9 @@ mod tests {
         assert!(e.contains("mono16") && e.contains("32FC1"), "{e}");
         let mut short = ok.clone();
         short.data.pop();
-        assert!(pressure_input(&short, 0).unwrap_err().contains("23 bytes, needs 24"));
+        assert!(pressure_input(&short, 0)
+            .unwrap_err()
+            .contains("23 bytes, needs 24"));
         let mut narrow = ok.clone();
         narrow.step = 8;
         assert!(pressure_input(&narrow, 0).unwrap_err().contains("step 8"));

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam::atomic::AtomicCell;
-use maniflow_bridge::msg::{CompressedImage, Float32MultiArray, Float64MultiArray, Image, JointState};
+use maniflow_bridge::msg::{
+    CompressedImage, Float32MultiArray, Float64MultiArray, Image, JointState,
+};
 use maniflow_bridge::so101::N_JOINTS;
 use maniflow_bridge::transport::{AnyTransport, Qos, Subscription, Transport, TransportError};
 
@@ -116,13 +118,23 @@ pub(super) fn build_inputs(cfg: &NodeConfig, engine: &Engine) -> anyhow::Result<
 
 /// A `pressure_image` tactile stream (32FC1) into the policy's tactile vector:
 /// its H x W cells, row-major, must be the input's size.
-fn subscribe_pressure(t: &AnyTransport, topic: &str, inputs: &Arc<Inputs>) -> Result<Subscription, TransportError> {
+fn subscribe_pressure(
+    t: &AnyTransport,
+    topic: &str,
+    inputs: &Arc<Inputs>,
+) -> Result<Subscription, TransportError> {
     let inp = inputs.clone();
     t.subscribe::<Image>(
         topic,
         Qos::Sensor,
         Box::new(move |r| {
-            let Some(TactileStream::Taxels { slot, counters, size, .. }) = &inp.tactile else {
+            let Some(TactileStream::Taxels {
+                slot,
+                counters,
+                size,
+                ..
+            }) = &inp.tactile
+            else {
                 return;
             };
             counters.received.fetch_add(1, Ordering::Relaxed);
@@ -132,9 +144,13 @@ fn subscribe_pressure(t: &AnyTransport, topic: &str, inputs: &Arc<Inputs>) -> Re
             };
             match streams::pressure_input(&x.msg, x.recv_wall_ns) {
                 Err(e) => counters.reject(Reject::Invalid, e),
-                Ok((_, h, w, _)) if h * w != *size => {
-                    counters.reject(Reject::Invalid, format!("pressure image {h}x{w} = {} cells, the policy's tactile input has {size}", h * w))
-                }
+                Ok((_, h, w, _)) if h * w != *size => counters.reject(
+                    Reject::Invalid,
+                    format!(
+                        "pressure image {h}x{w} = {} cells, the policy's tactile input has {size}",
+                        h * w
+                    ),
+                ),
                 Ok((stamp, _, _, cells)) => {
                     let recv_ns = inp.clock.ns_of(x.recv);
                     if let Ok(mut sl) = slot.lock() {
@@ -231,8 +247,14 @@ pub(super) fn subscribe_all(
             let s = &cfg.streams["tactile"];
             subs.push(image_sub(None, &s.topic, s.kind)?);
         }
-        Some(TactileStream::Taxels { .. }) if cfg.streams["tactile"].kind == StreamType::PressureImage => {
-            subs.push(subscribe_pressure(t, &cfg.streams["tactile"].topic, inputs)?);
+        Some(TactileStream::Taxels { .. })
+            if cfg.streams["tactile"].kind == StreamType::PressureImage =>
+        {
+            subs.push(subscribe_pressure(
+                t,
+                &cfg.streams["tactile"].topic,
+                inputs,
+            )?);
         }
         Some(TactileStream::Taxels { .. }) => {
             let inp = inputs.clone();
