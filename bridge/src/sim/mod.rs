@@ -30,6 +30,10 @@
 //!   [`RELEASE_SQUEEZE_RAD`]) releases it: it falls straight down under gravity
 //!   and lands upright, keeping its yaw. Otherwise the cube is static: nothing
 //!   else collides.
+//! * Slip variant ([`SimConfig::slip`], [`slip`]): a fragile cube of unknown
+//!   weight; too light a squeeze lets a lifted cube slide down the fingers and
+//!   fall, too hard a one crushes it. The expert then squeezes by touch
+//!   ([`grip_control`]).
 //! * Tactile: two pads (0 = fixed finger, 1 = moving finger), `taxel_rows`
 //!   along the finger (row 0 nearest the tip) x `taxel_cols` across it, each
 //!   covering the finger's inner face from 2 mm to 42 mm above the tip.
