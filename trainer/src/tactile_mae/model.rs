@@ -114,13 +114,58 @@ impl Block {
     }
 }
 
-pub struct TactileMae {
+/// The MAE's encoder (what a policy keeps): patch embedding, position and
+/// frame embeddings, transformer blocks, final LayerNorm.
+pub struct MaeEncoder {
     pub cfg: MaeConfig,
     patch_embed: Linear,
     pos: Tensor,
     frame: Tensor,
     blocks: Vec<Block>,
     norm: AffineLayerNorm,
+}
+
+impl MaeEncoder {
+    /// Variables under `enc` (`patch_embed`, `pos_embed`, `frame_embed`, `blocks.i`, `norm`).
+    pub fn new(enc: &Path, cfg: &MaeConfig) -> Result<MaeEncoder, String> {
+        cfg.check()?;
+        let (l, w) = (cfg.patches(), cfg.width);
+        Ok(MaeEncoder {
+            patch_embed: Linear::new(enc, "patch_embed", cfg.patch_dim(), w, true, LinInit::Xavier),
+            pos: enc.var("pos_embed", &[1, l, w], N002),
+            frame: enc.var("frame_embed", &[FRAMES, w], N002),
+            blocks: (0..cfg.depth).map(|i| Block::new(&(enc / "blocks" / i), w, cfg.heads)).collect(),
+            norm: AffineLayerNorm::new(enc, "norm", w, 1e-6),
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Visible tokens of frame `f`: `(N, K, W)`.
+    fn visible(&self, patches: &Tensor, f: i64, m: &Masking) -> Tensor {
+        let tokens = self.patch_embed.forward(patches) + &self.pos + self.frame.get(f);
+        gather_tokens(&tokens, &m.keep)
+    }
+
+    fn encode(&self, tokens: &Tensor) -> Tensor {
+        let mut x = tokens.shallow_clone();
+        for b in &self.blocks {
+            x = b.forward(&x);
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Features of whole frames `(N, C, H, W)` (nothing hidden, frame embedding 0):
+    /// the mean of the encoded patch tokens, `(N, W)` (what a policy consumes).
+    pub fn features(&self, x: &Tensor) -> Tensor {
+        let patches = patchify(x, self.cfg.patch);
+        let tokens = self.patch_embed.forward(&patches) + &self.pos + self.frame.get(0);
+        self.encode(&tokens).mean_dim(1, false, Kind::Float)
+    }
+}
+
+pub struct TactileMae {
+    pub cfg: MaeConfig,
+    pub encoder: MaeEncoder,
     dec_embed: Linear,
     mask_token: Tensor,
     dec_pos: Tensor,
@@ -138,16 +183,11 @@ fn gather_tokens(x: &Tensor, idx: &Tensor) -> Tensor {
 
 impl TactileMae {
     pub fn new(p: &Path, cfg: &MaeConfig) -> Result<TactileMae, String> {
-        cfg.check()?;
+        let encoder = MaeEncoder::new(&(p / "encoder"), cfg)?;
         let (l, w, dw) = (cfg.patches(), cfg.width, cfg.decoder_width);
-        let enc = p / "encoder";
         let dec = p / "decoder";
         Ok(TactileMae {
-            patch_embed: Linear::new(&enc, "patch_embed", cfg.patch_dim(), w, true, LinInit::Xavier),
-            pos: enc.var("pos_embed", &[1, l, w], N002),
-            frame: enc.var("frame_embed", &[FRAMES, w], N002),
-            blocks: (0..cfg.depth).map(|i| Block::new(&(&enc / "blocks" / i), w, cfg.heads)).collect(),
-            norm: AffineLayerNorm::new(&enc, "norm", w, 1e-6),
+            encoder,
             dec_embed: Linear::new(&dec, "embed", w, dw, true, LinInit::Xavier),
             mask_token: dec.var("mask_token", &[dw], N002),
             dec_pos: dec.var("pos_embed", &[1, l, dw], N002),
@@ -159,18 +199,12 @@ impl TactileMae {
         })
     }
 
-    /// Visible tokens of frame `f`: `(N, K, W)`.
     fn visible(&self, patches: &Tensor, f: i64, m: &Masking) -> Tensor {
-        let tokens = self.patch_embed.forward(patches) + &self.pos + self.frame.get(f);
-        gather_tokens(&tokens, &m.keep)
+        self.encoder.visible(patches, f, m)
     }
 
     fn encode(&self, tokens: &Tensor) -> Tensor {
-        let mut x = tokens.shallow_clone();
-        for b in &self.blocks {
-            x = b.forward(&x);
-        }
-        self.norm.forward(&x)
+        self.encoder.encode(tokens)
     }
 
     /// Decoder tokens of frame `f` from its encoded visible tokens (`None`: all hidden).
@@ -234,12 +268,9 @@ impl TactileMae {
         joint(loss_static, recon, pred, alpha, beta)
     }
 
-    /// The encoder's features of whole frames `(N, C, H, W)` (nothing hidden):
-    /// the mean of its patch tokens, `(N, W)` (what a policy consumes).
+    /// The encoder's features of whole frames, see [`MaeEncoder::features`].
     pub fn features(&self, x: &Tensor) -> Tensor {
-        let patches = patchify(x, self.cfg.patch);
-        let tokens = self.patch_embed.forward(&patches) + &self.pos + self.frame.get(0);
-        self.encode(&tokens).mean_dim(1, false, Kind::Float)
+        self.encoder.features(x)
     }
 }
 
