@@ -335,6 +335,21 @@ impl DatasetWriter {
                 }
             }
         }
+        // Pressure images as counts and their PNGs, before the buffer changes.
+        let mut pressure = BTreeMap::new();
+        for (k, v) in &frame.vectors {
+            if let Some((h, w, scale)) = self
+                .info
+                .features
+                .get(k)
+                .and_then(|f| f.pressure_image_shape())
+            {
+                let mut counts = Vec::with_capacity(v.len());
+                pressure_counts(v, scale, &mut counts);
+                let png = encode_pressure_png(&counts, h, w)?;
+                pressure.insert(k.clone(), (counts, png));
+            }
+        }
         if self.buf.len == 0 {
             self.start_encoders()?;
         }
@@ -370,17 +385,9 @@ impl DatasetWriter {
                 .add_frame(img);
         }
         for (k, v) in frame.vectors {
-            let pressure = self
-                .info
-                .features
-                .get(&k)
-                .and_then(|f| f.pressure_image_shape());
-            match pressure {
+            match pressure.remove(&k) {
                 // Stored as counts (PNG), and the counts kept for the stats.
-                Some((h, w, scale)) => {
-                    let mut counts = Vec::with_capacity(v.len());
-                    pressure_counts(&v, scale, &mut counts);
-                    let png = encode_pressure_png(&counts, h, w)?;
+                Some((counts, png)) => {
                     self.buf.images.entry(k.clone()).or_default().push(png);
                     let acc = self.buf.vectors.entry(k).or_default();
                     acc.extend(counts.iter().map(|&c| f32::from(c)));
