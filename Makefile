@@ -131,27 +131,38 @@ pretrain-tactile: bootstrap
 	target/debug/maniflow-train health runs/tactile-mae
 
 ## The touch-decides table (issue 20): record the touch expert on pick-slip (200
-## episodes, seed 1000), train the bundled policy's config three ways (no tactile,
-## taxels, the pads' pressure images as a 512-cell vector), evaluate each on 50
-## pick-slip episodes (seed 0; the report's expert baseline is the first row).
+## episodes, seed 1000), pretrain the tactile MAE on its pressure images, train the
+## bundled policy's config four ways (no tactile, taxels, the pads' pressure images
+## as a 512-cell vector, the pressure images through the frozen pretrained MAE),
+## evaluate each on 50 pick-slip episodes (seed 0; the report's expert baseline is
+## the first row, its `outcomes` say how the others failed).
 SLIP_STEPS ?= 3000
+SLIP_MAE_EPOCHS ?= 10
 slip-table: bootstrap
 	cargo build --bins
 	@mkdir -p runs data
 	rm -rf data/so101-sim-slip runs/slip-*
 	target/debug/maniflow record --config launch/so101.toml --expert --in-process --sim-task pick-slip --seed 1000 \
 		--episodes 200 --video png --out data/so101-sim-slip --quiet --summary-json runs/slip-record.json
+	target/debug/maniflow-train pretrain-tactile --config trainer/configs/tactile-mae.toml --dataset data/so101-sim-slip \
+		--out runs/slip-mae-pretrain --epochs $(SLIP_MAE_EPOCHS) --quiet
+	target/debug/maniflow-train health runs/slip-mae-pretrain || true
+	sed 's/^name = .*/name = "so101-sim-slip-mae"/; s/^tactile_key = .*/tactile_key = "observation.tactile_image"/; s/^tactile = "taxels"/tactile = "mae"/' \
+		trainer/configs/so101-sim-pick.toml > runs/slip-mae.toml
+	printf '\n[encoder.tactile_mae]\nrun = "runs/slip-mae-pretrain"\nfreeze = true\n' >> runs/slip-mae.toml
 	sed 's/^tactile = "taxels"/tactile = "none"/; s/^name = .*/name = "so101-sim-slip-notactile"/' trainer/configs/so101-sim-pick.toml > runs/slip-notactile.toml
 	sed 's/^name = .*/name = "so101-sim-slip-taxels"/' trainer/configs/so101-sim-pick.toml > runs/slip-taxels.toml
 	sed 's/^name = .*/name = "so101-sim-slip-pressimg"/; s/^tactile_key = .*/tactile_key = "observation.tactile_image"/' trainer/configs/so101-sim-pick.toml > runs/slip-pressimg.toml
 	sed 's|^topic = "tactile"       # std_msgs/Float32MultiArray of taxels|topic = "tactile/image"|; s|^type = "taxels"|type = "pressure_image"|; s|^path = "../models/so101-sim-pick"|path = "slip-pressimg-pkg"|' launch/so101.toml > runs/slip-pressimg-node.toml
-	for arm in notactile taxels pressimg; do \
+	sed 's|path = "slip-pressimg-pkg"|path = "slip-mae-pkg"|' runs/slip-pressimg-node.toml > runs/slip-mae-node.toml
+	for arm in notactile taxels pressimg mae; do \
 		target/debug/maniflow-train train --config runs/slip-$$arm.toml --dataset data/so101-sim-slip --out runs/slip-$$arm --steps $(SLIP_STEPS) --quiet || exit 1; \
 		target/debug/maniflow-train export runs/slip-$$arm --out runs/slip-$$arm-pkg --ema --name so101-sim-slip-$$arm || exit 1; \
 	done
 	target/debug/maniflow eval --policy runs/slip-notactile-pkg --task pick-slip --episodes 50 --seed 0 --episode-s 8 --json runs/slip-notactile-eval.json
 	target/debug/maniflow eval --policy runs/slip-taxels-pkg --task pick-slip --episodes 50 --seed 0 --episode-s 8 --json runs/slip-taxels-eval.json
 	target/debug/maniflow eval --policy runs/slip-pressimg-pkg --config runs/slip-pressimg-node.toml --task pick-slip --episodes 50 --seed 0 --episode-s 8 --json runs/slip-pressimg-eval.json
+	target/debug/maniflow eval --policy runs/slip-mae-pkg --config runs/slip-mae-node.toml --task pick-slip --episodes 50 --seed 0 --episode-s 8 --json runs/slip-mae-eval.json
 
 ## Closed-loop evaluation of the bundled policy (50 episodes, seed 0) at N = 1, 2, 10.
 POLICY ?= models/so101-sim-pick

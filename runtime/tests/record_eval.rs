@@ -704,6 +704,13 @@ fn bundled_policy_picks_the_cube() {
         "the bundled policy picked the cube in only {ok} of 6 episodes: {r}"
     );
     assert!(r["chunks"]["accepted"].as_u64().unwrap() > 0);
+    // Every episode is judged: the outcomes add up, successes among them.
+    let outcomes = r["outcomes"].as_object().unwrap();
+    assert_eq!(outcomes.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 6, "{r}");
+    assert_eq!(outcomes["success"].as_u64(), Some(ok), "{r}");
+    let names = ["success", "crushed", "dropped", "grasped_not_lifted", "never_grasped"];
+    assert!(outcomes.keys().all(|k| names.contains(&k.as_str())), "{r}");
+    assert!(out.contains("outcomes: "), "{out}");
 }
 
 /// The same through the arm's servo bus: `maniflow sim --serial` exposes the

@@ -21,7 +21,13 @@ pub fn synthetic_dims(cfg: &crate::config::Config) -> ObsDims {
         cameras: cfg.encoder.cameras.iter().map(|k| (k.clone(), cfg.encoder.image_size[0], cfg.encoder.image_size[1])).collect(),
         state_key: cfg.encoder.state_key.clone(),
         state_dim: 6,
-        tactile: (cfg.encoder.tactile == TactileKind::Taxels).then(|| (cfg.encoder.tactile_key.clone(), 32)),
+        tactile: match cfg.encoder.tactile {
+            TactileKind::Taxels => Some((cfg.encoder.tactile_key.clone(), 32)),
+            TactileKind::Mae => Some((cfg.encoder.tactile_key.clone(), 512)),
+            TactileKind::None => None,
+        },
+        // the simulator's pads with the default pretraining shapes
+        tactile_mae: (cfg.encoder.tactile == TactileKind::Mae).then(crate::tactile_mae::model::MaeConfig::default),
         action_dim: if cfg.model.action_dim > 0 { cfg.model.action_dim } else { 6 },
     }
 }
@@ -69,17 +75,17 @@ impl BenchModel {
         let dims = synthetic_dims(cfg);
         tch::manual_seed(0);
         let cpu_vs = VarStore::new(Device::Cpu);
-        let _ = ManiFlowNet::new(&cpu_vs.root(), cfg, &dims);
+        let _ = ManiFlowNet::new(&cpu_vs.root(), cfg, &dims)?;
         let b = cfg.train.batch_size as i64;
         let to = cfg.model.n_obs_steps as i64;
         let (t, da) = (cfg.model.horizon as i64, dims.action_dim as i64);
         let obs = random_obs(&dims, to, b);
         let x1 = Tensor::rand([b, t, da], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
         let mut vs = VarStore::new(device);
-        let net = ManiFlowNet::new(&vs.root(), cfg, &dims);
+        let net = ManiFlowNet::new(&vs.root(), cfg, &dims)?;
         vs.copy(&cpu_vs)?;
         let mut ema_vs = VarStore::new(device);
-        let ema = ManiFlowNet::new(&ema_vs.root(), cfg, &dims);
+        let ema = ManiFlowNet::new(&ema_vs.root(), cfg, &dims)?;
         ema_vs.copy(&vs)?;
         let opt = AdamW::new(&vs, cfg.train.no_decay_norm_bias);
         let obs = Obs {

@@ -4,6 +4,7 @@ use crate::config::Config;
 use crate::data::TrainData;
 use crate::export::DataInfo;
 use crate::metrics::LoggerOptions;
+use crate::tactile_mae::policy::PretrainedMae;
 use crate::train::{parse_device, Trainer};
 use anyhow::{bail, Context, Result};
 use maniflow_runtime::dataset::{LeRobotDataset, OpenOptions};
@@ -60,8 +61,27 @@ pub fn train(spec: &str, dataset: &Path, out: &Path, steps: Option<u64>, resume:
     let t0 = std::time::Instant::now();
     let ds = LeRobotDataset::open(dataset, &opts).with_context(|| format!("open dataset {}", dataset.display()))?;
     // A resumed (or imported) run keeps the normalisation its weights were trained with.
-    let fixed = if resume { Some(DataInfo::load(out)?.normalization) } else { None };
-    let data = TrainData::with_norms(&ds, &cfg, crate::train::parse_device(&cfg.train.device)?, fixed.as_ref())?;
+    let saved = if resume { Some(DataInfo::load(out)?) } else { None };
+    let mae = match (&cfg.encoder.tactile_mae, &saved) {
+        (Some(src), None) => Some(PretrainedMae::load(&src.run)?),
+        _ => None,
+    };
+    let fixed = match (&saved, &mae) {
+        (Some(s), _) => Some(s.normalization.clone()),
+        // the pressures are normalised as in pretraining
+        (None, Some(m)) => Some([(cfg.encoder.tactile_key.clone(), m.normalization())].into_iter().collect()),
+        (None, None) => None,
+    };
+    let mut data = TrainData::with_norms(&ds, &cfg, crate::train::parse_device(&cfg.train.device)?, fixed.as_ref())?;
+    data.dims.tactile_mae = match (&saved, &mae) {
+        (Some(s), _) => s.dims.tactile_mae.clone(),
+        (None, Some(m)) => {
+            let (key, n) = data.dims.tactile.as_ref().context("encoder.tactile = \"mae\" without a tactile feature")?;
+            m.check_feature(key, *n)?;
+            Some(m.shapes.clone())
+        }
+        (None, None) => None,
+    };
     eprintln!(
         "dataset {}: {} episodes ({} train / {} val), {} frames, {} train windows; loaded in {:.1}s",
         dataset.display(),
@@ -87,6 +107,10 @@ pub fn train(spec: &str, dataset: &Path, out: &Path, steps: Option<u64>, resume:
         trainer.resume(&ckpt)?;
         eprintln!("resumed from {} (step {})", ckpt.display(), trainer.state.step);
     } else {
+        if let Some(m) = &mae {
+            let n = trainer.init_tactile_mae(m)?;
+            eprintln!("tactile encoder: {n} tensors from {} ({})", m.checkpoint.display(), if cfg.encoder.tactile_mae.as_ref().is_some_and(|s| s.freeze) { "frozen" } else { "fine-tuned" });
+        }
         if let Some(p) = init {
             let n = crate::cli_train::init_from(&mut trainer, p)?;
             eprintln!("initialised {n} tensors from {}", p.display());

@@ -119,8 +119,11 @@ impl PrefixConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum TactileKind {
-    /// Taxel array: Linear per frame.
+    /// Taxel array (or a pressure image as a vector): Linear per frame.
     Taxels,
+    /// Pressure images through a pretrained tactile MAE encoder
+    /// (`maniflow-train pretrain-tactile`), then Linear per frame; see `encoder.tactile_mae`.
+    Mae,
     /// Not used even if the dataset has it.
     None,
 }
@@ -145,8 +148,36 @@ pub struct EncoderConfig {
     #[serde(default = "default_tactile_key")]
     pub tactile_key: String,
     pub tactile: TactileKind,
+    /// With `tactile = "mae"`: the pretraining run and whether its encoder is frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tactile_mae: Option<TactileMaeSource>,
     /// Train-time augmentation (never at inference).
     pub augment: bool,
+}
+
+/// `[encoder.tactile_mae]`: where a policy's tactile encoder comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TactileMaeSource {
+    /// A `maniflow-train pretrain-tactile` run directory: its `config.toml` gives the
+    /// encoder's shapes, its `data.json` the pressure normalisation (the policy uses the same),
+    /// its latest checkpoint the `encoder.*` weights. Read once, when a run starts; the policy's
+    /// own checkpoints and `data.json` carry everything after that.
+    pub run: std::path::PathBuf,
+    /// Keep the pretrained encoder fixed (true) or fine-tune it with the policy (false).
+    #[serde(default = "default_true")]
+    pub freeze: bool,
+    /// Learning-rate multiplier of the encoder when it is fine-tuned.
+    #[serde(default = "default_one")]
+    pub lr_scale: f64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_one() -> f64 {
+    1.0
 }
 
 fn default_tactile_key() -> String {
@@ -294,6 +325,18 @@ impl Config {
         }
         if e.image_size[0] < 32 || e.image_size[1] < 32 {
             return err("encoder.image_size", "must be at least 32x32 (stride-32 feature map)".into());
+        }
+        match (e.tactile, &e.tactile_mae) {
+            (TactileKind::Mae, None) => {
+                return err("encoder.tactile_mae", "is needed with encoder.tactile = \"mae\": [encoder.tactile_mae] run = \"<a pretrain-tactile run>\"".into())
+            }
+            (TactileKind::Mae, Some(s)) if !(s.lr_scale.is_finite() && s.lr_scale > 0.0) => {
+                return err("encoder.tactile_mae.lr_scale", format!("must be > 0, got {}", s.lr_scale));
+            }
+            (TactileKind::Taxels | TactileKind::None, Some(_)) => {
+                return err("encoder.tactile_mae", "is only read with encoder.tactile = \"mae\"".into());
+            }
+            _ => {}
         }
         if !(0.0..=1.0).contains(&t.flow_batch_ratio) {
             return err("train.flow_batch_ratio", "must be in [0, 1]".into());

@@ -158,7 +158,7 @@ impl TrainData {
         }
         let ds_dim = dim_of(&e.state_key)?;
         let tactile = match e.tactile {
-            TactileKind::Taxels => Some((e.tactile_key.clone(), dim_of(&e.tactile_key)?)),
+            TactileKind::Taxels | TactileKind::Mae => Some((e.tactile_key.clone(), dim_of(&e.tactile_key)?)),
             TactileKind::None => None,
         };
         let mut norms = BTreeMap::new();
@@ -210,6 +210,8 @@ impl TrainData {
             state_key: e.state_key.clone(),
             state_dim: ds_dim,
             tactile,
+            // set from the pretraining run (or the run's data.json) by the caller
+            tactile_mae: None,
             action_dim: da,
         };
         let (train_episodes, val_episodes) = split_episodes(ds.num_episodes(), cfg.data.val_ratio, cfg.train.seed);

@@ -111,7 +111,7 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
     let wfile = ckpt.join(if use_ema { "ema.safetensors" } else { "model.safetensors" });
     // tch model on the CPU with the checkpoint's weights.
     let mut vs = VarStore::new(Device::Cpu);
-    let net = ManiFlowNet::new(&vs.root(), &cfg, &info.dims);
+    let net = ManiFlowNet::new(&vs.root(), &cfg, &info.dims)?;
     let tensors = crate::checkpoint::read_tensors(&wfile)?;
     copy_vars(&mut vs, &tensors, &wfile.display().to_string())?;
     if net.encoder.modality_map != info.modality_map {
@@ -167,7 +167,7 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
         format_version: 1,
         kind: PolicyKind::Maniflow,
         name: name.map(str::to_string).unwrap_or_else(|| out.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
-        description: format!("ManiFlow ({}) trained by maniflow-train on {}", cfg.name, info.dataset),
+        description: format!("ManiFlow ({}) trained by maniflow-train on {}{}", cfg.name, info.dataset, tactile_note(&cfg, d)),
         n_obs_steps: cfg.model.n_obs_steps,
         inputs: Inputs {
             cameras: d
@@ -235,6 +235,23 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
         }
     };
     Ok(ExportReport { out: out.to_path_buf(), encoder_err, velocity_err, pipeline_err, checkpoint: ckpt })
+}
+
+/// How the tactile input is encoded, for the manifest's description.
+fn tactile_note(cfg: &Config, d: &ObsDims) -> String {
+    match (&d.tactile, &d.tactile_mae, &cfg.encoder.tactile_mae) {
+        (Some((k, _)), Some(m), src) => format!(
+            "; tactile `{k}` through a tactile MAE encoder (ViT {}x{} on {}x{} patches of {:?}, {}, pretrained in {})",
+            m.depth,
+            m.width,
+            m.patch,
+            m.patch,
+            m.image,
+            if src.as_ref().is_some_and(|s| s.freeze) { "frozen" } else { "fine-tuned" },
+            src.as_ref().map_or("?".into(), |s| s.run.display().to_string())
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Parity inputs of a prefix-conditioned velocity graph (B = 2): example 0 is given

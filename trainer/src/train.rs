@@ -408,12 +408,17 @@ impl<'a> Trainer<'a> {
         }
         tch::manual_seed(cfg.train.seed as i64);
         let vs = VarStore::new(device);
-        let net = ManiFlowNet::new(&vs.root(), &cfg, &data.dims);
+        let net = ManiFlowNet::new(&vs.root(), &cfg, &data.dims)?;
         let mut ema_vs = VarStore::new(device);
-        let ema = ManiFlowNet::new(&ema_vs.root(), &cfg, &data.dims);
+        let ema = ManiFlowNet::new(&ema_vs.root(), &cfg, &data.dims)?;
         ema_vs.copy(&vs)?;
         ema_vs.freeze();
-        let opt = AdamW::new(&vs, cfg.train.no_decay_norm_bias);
+        let mut opt = AdamW::new(&vs, cfg.train.no_decay_norm_bias);
+        if let Some(src) = &cfg.encoder.tactile_mae {
+            // frozen: no gradient, so no update and no weight decay
+            crate::tactile_mae::policy::set_frozen(&vs, src.freeze);
+            opt.set_lr_multiplier(|n| n.starts_with(crate::tactile_mae::policy::POLICY_PREFIX), src.lr_scale);
+        }
         let state = TrainState {
             step: 0,
             epoch: 0,
@@ -428,8 +433,17 @@ impl<'a> Trainer<'a> {
         Ok(Trainer { cfg, run: run.to_path_buf(), data, vs, net, ema_vs, ema, opt, state, device })
     }
 
+    /// Parameters the optimiser updates (a frozen tactile encoder is not counted).
     pub fn parameter_count(&self) -> i64 {
-        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        self.vs.trainable_variables().iter().filter(|t| t.requires_grad()).map(|t| t.numel() as i64).sum()
+    }
+
+    /// The pretrained tactile encoder into the online and EMA weights; the number of tensors.
+    pub fn init_tactile_mae(&mut self, mae: &crate::tactile_mae::policy::PretrainedMae) -> Result<usize> {
+        let tensors = mae.encoder_tensors()?;
+        let origin = mae.checkpoint.join("model.safetensors");
+        crate::tactile_mae::policy::init_policy(&mut self.vs, &tensors, &origin)?;
+        crate::tactile_mae::policy::init_policy(&mut self.ema_vs, &tensors, &origin)
     }
 
     pub fn resume(&mut self, ckpt: &Path) -> Result<()> {

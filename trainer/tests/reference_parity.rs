@@ -36,10 +36,11 @@ fn case(dir: &Path, cfg_path: &Path) -> (f64, f64, f64) {
         state_key: e.state_key.clone(),
         state_dim: inputs[&e.state_key].size()[2] as usize,
         tactile: tactile.clone(),
+        tactile_mae: None,
         action_dim: inputs["x_t"].size()[2] as usize,
     };
     let mut vs = VarStore::new(Device::Cpu);
-    let net = ManiFlowNet::new(&vs.root(), &cfg, &dims);
+    let net = ManiFlowNet::new(&vs.root(), &cfg, &dims).unwrap();
     let weights = Tensor::read_safetensors(&w).unwrap();
     assert_eq!(weights.len(), vs.variables().len(), "reference and tch models have different tensor sets");
     copy_vars(&mut vs, &weights, "reference weights").unwrap();
@@ -246,6 +247,7 @@ fn upstream_image_preset_matches_upstream_robotwin_config() {
         state_key: e.state_key.clone(),
         state_dim: 14,
         tactile: None,
+        tactile_mae: None,
         action_dim: 14,
     };
     assert_eq!(serde_json::json!(e.image_size), s["image_size"]);
@@ -257,7 +259,7 @@ fn upstream_image_preset_matches_upstream_robotwin_config() {
     assert_eq!(serde_json::json!(t.time_sampler), s["time_sampler"]);
     assert_eq!(serde_json::json!(t.target_t), s["target_t"]);
     let vs = VarStore::new(Device::Cpu);
-    let net = ManiFlowNet::new(&vs.root(), &cfg, &dims);
+    let net = ManiFlowNet::new(&vs.root(), &cfg, &dims).unwrap();
     assert_eq!(net.encoder.context_dim as u64, s["context_width"].as_u64().unwrap());
     let modality = e.cameras[0].rsplit('.').next().unwrap();
     let ours: std::collections::BTreeMap<String, Vec<i64>> = vs

@@ -195,6 +195,13 @@ fn tactile_dataset(dir: &Path, episodes: usize) -> std::path::PathBuf {
     root
 }
 
+/// Every tensor of a safetensors file as (name, raw bytes).
+fn safetensors_map(p: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.iter().map(|(n, v)| (n.to_string(), v.data().to_vec())).collect()
+}
+
 fn num(v: &serde_json::Value, k: &str) -> f64 {
     v[k].as_f64().unwrap_or_else(|| panic!("{k} missing or not a number in {v}"))
 }
@@ -318,23 +325,79 @@ fn tactile_pretraining_logs_seed_001_and_resumes_bit_exactly() {
     assert!(e.contains("32 x 16") && e.contains("tactile_mae.image"), "{e}");
 }
 
-/// A policy trained on the pads' pressure images (a 2 x 16 x 16 vector input)
-/// is exported with its parity gate and driven by the node on the slip task,
-/// its tactile input fed by the simulator's `tactile/image` stream (32FC1).
+/// Pressure images in a policy, both ways: as a 2 x 16 x 16 vector into the linear
+/// tactile projection, and through a tactile MAE pretrained on them (frozen, then
+/// fine-tuned). Each is exported with its parity gates (the MAE's ViT inside
+/// `encoder.onnx`); the MAE policy is driven by the node on the slip task, its tactile
+/// input fed by the simulator's `tactile/image` stream (32FC1).
 #[test]
-fn pressure_image_policy_runs_in_the_node() {
+fn pressure_image_policies_export_and_run_in_the_node() {
     let dir = tempfile::tempdir().unwrap();
     let ds = tactile_dataset(dir.path(), 2);
-    let cfg = tiny_config(
-        dir.path(),
-        "p.toml",
-        &[("tactile_key", "\"observation.tactile_image\""), ("tactile", "\"taxels\""), ("image_size", "[96, 96]"), ("resnet_width", "16"), ("resnet_blocks", "[1, 1, 1, 1]"), ("augment", "false")],
-    );
-    let (run, pkg) = (dir.path().join("run"), dir.path().join("pkg"));
-    ok(&["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&run), "--steps", "2", "--quiet"]);
-    ok(&["export", s(&run), "--out", s(&pkg), "--name", "pressure"]);
-    let manifest = std::fs::read_to_string(pkg.join("policy.toml")).unwrap();
+    let edits = [("tactile_key", "\"observation.tactile_image\""), ("image_size", "[96, 96]"), ("resnet_width", "16"), ("resnet_blocks", "[1, 1, 1, 1]"), ("augment", "false")];
+    let cfg = tiny_config(dir.path(), "p.toml", &[&edits[..], &[("tactile", "\"taxels\"")]].concat());
+    let (lin, lin_pkg) = (dir.path().join("lin"), dir.path().join("lin-pkg"));
+    ok(&["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&lin), "--steps", "2", "--quiet"]);
+    ok(&["export", s(&lin), "--out", s(&lin_pkg), "--name", "pressure"]);
+    let manifest = std::fs::read_to_string(lin_pkg.join("policy.toml")).unwrap();
     assert!(manifest.contains("observation.tactile_image") && manifest.contains("512"), "{manifest}");
+
+    // The MAE: one short pretraining epoch on the same pressure images.
+    let mae = dir.path().join("mae");
+    let mae_cfg = dir.path().join("mae.toml");
+    std::fs::write(&mae_cfg, "[tactile_mae]\nwidth = 32\ndecoder_width = 16\n[pretrain]\nbatch_size = 16\nepochs = 1\nwarmup_epochs = 0.5\n").unwrap();
+    ok(&["pretrain-tactile", "--config", s(&mae_cfg), "--dataset", s(&ds), "--out", s(&mae), "--quiet"]);
+    let mae_cfg_for = |name: &str, freeze: bool| {
+        let p = tiny_config(dir.path(), name, &[&edits[..], &[("tactile", "\"mae\"")]].concat());
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, format!("{text}\n[encoder.tactile_mae]\nrun = {:?}\nfreeze = {freeze}\nlr_scale = 0.5\n", s(&mae))).unwrap();
+        p
+    };
+    let mae_ckpt = std::fs::read_to_string(mae.join("checkpoints/latest")).unwrap();
+    let pretrained = safetensors_map(&mae.join("checkpoints").join(mae_ckpt.trim()).join("model.safetensors"));
+    let encoder_of = |run: &Path, file: &str| {
+        let m = safetensors_map(&ckpt(run, 2).join(file));
+        m.into_iter().filter_map(|(k, v)| k.strip_prefix("obs_encoder.tactile.mae.").map(|r| (format!("encoder.{r}"), v))).collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let pretrained_encoder: std::collections::BTreeMap<_, _> = pretrained.into_iter().filter(|(k, _)| k.starts_with("encoder.")).collect();
+    assert!(pretrained_encoder.len() > 10);
+
+    // Frozen: the policy's encoder is the pretrained one, bit for bit, after training.
+    let (run, pkg) = (dir.path().join("run"), dir.path().join("pkg"));
+    let out = ok(&["train", "--config", s(&mae_cfg_for("m.toml", true)), "--dataset", s(&ds), "--out", s(&run), "--steps", "2", "--quiet"]);
+    assert!(out.contains("tactile encoder:") && out.contains("frozen"), "{out}");
+    for f in ["model.safetensors", "ema.safetensors"] {
+        assert!(encoder_of(&run, f) == pretrained_encoder, "{f}: the frozen encoder changed");
+    }
+    let data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("data.json")).unwrap()).unwrap();
+    let mae_data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(mae.join("data.json")).unwrap()).unwrap();
+    let norm = &data["normalization"]["observation.tactile_image"];
+    assert_eq!(norm["mean"].as_array().unwrap().len(), 512, "{norm}");
+    assert_eq!(norm["mean"][17].as_f64().unwrap() as f32, mae_data["mean"].as_f64().unwrap() as f32, "the pretraining's normalisation");
+    assert_eq!(norm["std"][300].as_f64().unwrap() as f32, mae_data["std"].as_f64().unwrap() as f32);
+    assert_eq!(data["dims"]["tactile_mae"]["width"], 32, "{}", data["dims"]);
+    let exported = ok(&["export", s(&run), "--out", s(&pkg), "--name", "pressure-mae"]);
+    eprintln!("{exported}");
+    let manifest = std::fs::read_to_string(pkg.join("policy.toml")).unwrap();
+    assert!(manifest.contains("tactile MAE"), "{manifest}");
+    // The ViT is inside encoder.onnx.
+    let enc = std::fs::read(pkg.join("encoder.onnx")).unwrap();
+    assert!(enc.windows(b"Erf".len()).any(|w| w == b"Erf") && enc.windows(b"obs_encoder.tactile.mae.blocks.1.attn.qkv".len()).any(|w| w == b"obs_encoder.tactile.mae.blocks.1.attn.qkv"));
+
+    // Fine-tuned: the encoder moves with the policy.
+    let tuned = dir.path().join("tuned");
+    let out = ok(&["train", "--config", s(&mae_cfg_for("t.toml", false)), "--dataset", s(&ds), "--out", s(&tuned), "--steps", "2", "--quiet"]);
+    assert!(out.contains("fine-tuned"), "{out}");
+    let moved = encoder_of(&tuned, "model.safetensors");
+    assert_eq!(moved.len(), pretrained_encoder.len());
+    assert!(moved != pretrained_encoder, "a fine-tuned encoder should change");
+
+    // A wrong run directory is named.
+    let bad = tiny_config(dir.path(), "bad.toml", &[&edits[..], &[("tactile", "\"mae\"")]].concat());
+    let text = std::fs::read_to_string(&bad).unwrap();
+    std::fs::write(&bad, format!("{text}\n[encoder.tactile_mae]\nrun = {:?}\n", s(&lin))).unwrap();
+    let e = fails(&["train", "--config", s(&bad), "--dataset", s(&ds), "--out", s(&dir.path().join("bad")), "--steps", "2"]);
+    assert!(e.contains("not a `maniflow-train pretrain-tactile` run") || e.contains("tactile_mae"), "{e}");
     // The bundled node config with the tactile stream switched to the pressure images.
     let base = std::fs::read_to_string(repo().join("launch/so101.toml")).unwrap();
     let node = base.replace(

@@ -50,11 +50,13 @@
 
 pub mod expert;
 pub mod grip_control;
+pub mod outcome;
 pub mod render;
 pub mod slip;
 pub mod tactile;
 
 pub use expert::{locate_cube, CubeEstimate, Expert};
+pub use outcome::Outcome;
 pub use render::PinholeCamera;
 
 use nalgebra::{Isometry3, Point3, Translation3, UnitQuaternion, Vector3};
@@ -1175,8 +1177,14 @@ mod tests {
                 |_, _| {},
             ));
             assert!(world.is_crushed(), "episode {ep}: hold {:?}", world.grip());
+            assert_eq!(Outcome::judge(&world, false, true), Outcome::Crushed);
         }
         assert_eq!(hard_ok, 0);
+        // A cube never touched, and one held but not lifted, are told apart.
+        world.reset(99);
+        assert_eq!(Outcome::judge(&world, false, false), Outcome::NeverGrasped);
+        assert_eq!(Outcome::judge(&world, false, true), Outcome::Dropped);
+        assert_eq!(Outcome::judge(&world, true, true), Outcome::Success);
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct EvalReport {
     pub successes: u64,
     pub success_rate: f64,
     pub mean_time_to_success_s: Option<f64>,
+    /// Episodes per outcome (success, crushed, dropped, grasped_not_lifted, never_grasped).
+    #[serde(default)]
+    pub outcomes: std::collections::BTreeMap<String, u64>,
     pub expert_success_rate: Option<f64>,
     pub expert_mean_time_to_success_s: Option<f64>,
     pub inference_us: Percentiles,
@@ -336,6 +339,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         successes: ok.len() as u64,
         success_rate: ok.len() as f64 / a.episodes as f64,
         mean_time_to_success_s: (!ok.is_empty()).then(|| ok.iter().sum::<f64>() / ok.len() as f64),
+        outcomes: outcome_counts(&sim_stats.episodes),
         expert_success_rate: expert_rate,
         expert_mean_time_to_success_s: expert_t,
         inference_us: node.inference_us.clone(),
@@ -362,6 +366,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Episodes per outcome name (every outcome that occurred).
+fn outcome_counts(episodes: &[super::sim::EpisodeResult]) -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for e in episodes {
+        *m.entry(e.outcome.name().to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
 fn print_report(r: &EvalReport) {
     println!(
         "eval {} (N = {}), seed {}, {} episodes over {}: success {}/{} = {:.2}, mean time to success {}",
@@ -375,6 +388,8 @@ fn print_report(r: &EvalReport) {
         r.success_rate,
         r.mean_time_to_success_s.map_or("-".into(), |t| format!("{t:.2} s"))
     );
+    let outcomes: Vec<String> = r.outcomes.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!("  outcomes: {}", outcomes.join(", "));
     if let Some(e) = r.expert_success_rate {
         println!(
             "  scripted expert on the same episodes: success {:.2}, mean time to success {}",

@@ -23,7 +23,7 @@ use crossbeam::atomic::AtomicCell;
 use maniflow_bridge::msg::{
     CompressedImage, Float32MultiArray, Float64MultiArray, Header, JointState, Time,
 };
-use maniflow_bridge::sim::{Expert, SimConfig, SimWorld};
+use maniflow_bridge::sim::{Expert, Outcome, SimConfig, SimWorld};
 use maniflow_bridge::so101::{JOINT_NAMES, N_JOINTS};
 use maniflow_bridge::transport::image::ImageLayout;
 use maniflow_bridge::transport::{
@@ -188,6 +188,9 @@ pub struct EpisodeResult {
     pub success: bool,
     pub time_to_success_s: Option<f64>,
     pub duration_s: f64,
+    /// How the episode ended (older reports lack it).
+    #[serde(default)]
+    pub outcome: Outcome,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -384,6 +387,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut last_cmd_seq = 0u64;
     let mut ep_start_t = 0.0f64;
     let mut success_at: Option<f64> = None;
+    let mut ever_grasped = false;
     let mut results: Vec<EpisodeResult> = Vec::new();
     let (mut js_count, mut frame_count) = (0u64, 0u64);
     let mut last_status = Instant::now();
@@ -541,6 +545,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         // Episode bookkeeping.
         let t_ep = world.time() - ep_start_t;
+        ever_grasped |= world.is_grasped();
         if success_at.is_none() && world.success() {
             success_at = Some(t_ep);
             publish_event(episode, EVENT_SUCCESS, t_ep);
@@ -553,9 +558,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 success: success_at.is_some(),
                 time_to_success_s: success_at,
                 duration_s: t_ep,
+                outcome: Outcome::judge(&world, success_at.is_some(), ever_grasped),
             });
             if success_at.is_none() {
-                eprintln!("maniflow sim: episode {episode}: timeout after {t_ep:.1} s");
+                let how = Outcome::judge(&world, false, ever_grasped).name();
+                eprintln!("maniflow sim: episode {episode}: timeout after {t_ep:.1} s ({how})");
             }
             publish_event(
                 episode,
@@ -573,6 +580,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ep_start_t = world.time();
             next_frame_t = world.time();
             success_at = None;
+            ever_grasped = false;
             if !a.episodes.is_some_and(|n| results.len() as u64 >= n) {
                 publish_event(episode, EVENT_START, 0.0);
             }

@@ -1,9 +1,11 @@
-//! Observation encoder (docs/MODEL.md): ResNet-GN per camera, taxels, proprio;
-//! `tokens` or `concat` fusion.
+//! Observation encoder (docs/MODEL.md): ResNet-GN per camera, tactile (taxels
+//! or a pretrained tactile MAE), proprio; `tokens` or `concat` fusion.
 
 use super::layers::{Conv, GroupNorm, LinInit, Linear};
 use super::{ModalityRange, Obs, ObsDims};
 use crate::config::{camera_modality, Config, Fusion, TactileKind};
+use crate::tactile_mae::model::MaeEncoder;
+use anyhow::{bail, Result};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
@@ -106,21 +108,73 @@ struct Camera {
     proj: Option<Linear>,
 }
 
+/// Tactile features per frame before fusion.
+enum TactileFeatures {
+    /// The values themselves (taxels, or a pressure image as a vector).
+    Raw,
+    /// A pretrained MAE encoder's mean patch token (`obs_encoder.tactile.mae.*`).
+    Mae(MaeEncoder),
+}
+
+impl std::fmt::Debug for TactileFeatures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TactileFeatures::Raw => f.write_str("Raw"),
+            TactileFeatures::Mae(m) => write!(f, "Mae({:?})", m.cfg),
+        }
+    }
+}
+
+impl TactileFeatures {
+    /// (B, To, N) -> (B, To, F).
+    fn forward(&self, x: &Tensor) -> Tensor {
+        match self {
+            TactileFeatures::Raw => x.shallow_clone(),
+            TactileFeatures::Mae(m) => {
+                let s = x.size();
+                let (ih, iw) = m.cfg.image;
+                let frames = x.reshape([s[0] * s[1], m.cfg.channels, ih, iw]);
+                m.features(&frames).reshape([s[0], s[1], -1])
+            }
+        }
+    }
+}
+
+/// The tactile features of a config: `None` when tactile is not used; with their width.
+fn tactile_features(p: &Path, cfg: &Config, dims: &ObsDims) -> Result<Option<(TactileFeatures, i64)>> {
+    let Some((key, n)) = &dims.tactile else { return Ok(None) };
+    match cfg.encoder.tactile {
+        TactileKind::None => Ok(None),
+        TactileKind::Taxels => Ok(Some((TactileFeatures::Raw, *n as i64))),
+        TactileKind::Mae => {
+            let Some(shapes) = &dims.tactile_mae else {
+                bail!("encoder.tactile = \"mae\" but the run has no tactile MAE shapes (data.json dims.tactile_mae)")
+            };
+            let cells = (shapes.image.0 * shapes.image.1 * shapes.channels) as usize;
+            if cells != *n {
+                bail!("`{key}` has {n} values per frame, the tactile MAE takes {:?} x {} = {cells}", shapes.image, shapes.channels);
+            }
+            let mae = MaeEncoder::new(&(p / "tactile" / "mae"), shapes).map_err(anyhow::Error::msg)?;
+            Ok(Some((TactileFeatures::Mae(mae), shapes.width)))
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ObsEncoder {
     cameras: Vec<Camera>,
+    tactile_features: Option<TactileFeatures>,
     tactile: Option<Linear>,
     proprio: Option<Linear>,
     fusion: Fusion,
     to: i64,
-    use_tactile: bool,
     pub context_tokens: i64,
     pub context_dim: i64,
     pub modality_map: Vec<ModalityRange>,
 }
 
 impl ObsEncoder {
-    pub fn new(p: &Path, cfg: &Config, dims: &ObsDims) -> Self {
+    pub fn new(p: &Path, cfg: &Config, dims: &ObsDims) -> Result<Self> {
         let e = &cfg.encoder;
         let to = cfg.model.n_obs_steps as i64;
         let dc = e.cond_dim as i64;
@@ -146,8 +200,9 @@ impl ObsEncoder {
                 Camera { backbone, proj }
             })
             .collect();
-        let use_tactile = e.tactile == TactileKind::Taxels && dims.tactile.is_some();
-        let taxels = dims.tactile.as_ref().map(|t| t.1).unwrap_or(0) as i64;
+        let tf = tactile_features(p, cfg, dims)?;
+        let use_tactile = tf.is_some();
+        let taxels = tf.as_ref().map_or(0, |t| t.1);
         let (tactile, proprio) = if tokens {
             let t = use_tactile.then(|| Linear::new(&(p / "tactile"), "proj", taxels, dc, true, LinInit::Xavier));
             if use_tactile {
@@ -166,17 +221,17 @@ impl ObsEncoder {
             let per_step = c8 * cameras.len() as i64 + if use_tactile { taxels } else { 0 } + dims.state_dim as i64;
             (1, to * per_step)
         };
-        ObsEncoder {
+        Ok(ObsEncoder {
             cameras,
+            tactile_features: tf.map(|t| t.0),
             tactile,
             proprio,
             fusion: cfg.model.fusion,
             to,
-            use_tactile,
             context_tokens: l,
             context_dim: dcx,
             modality_map: map,
-        }
+        })
     }
 
     /// obs -> context (B, L, Dc). Images are (B, To, 3, H, W) in [0, 1].
@@ -197,9 +252,13 @@ impl ObsEncoder {
                 _ => parts.push(f.mean_dim([2i64, 3].as_slice(), false, Kind::Float).reshape([b, to, fs[1]])),
             }
         }
+        let tactile = match (&self.tactile_features, &obs.tactile) {
+            (Some(f), Some(x)) => Some(f.forward(x)),
+            _ => None,
+        };
         match self.fusion {
             Fusion::Tokens => {
-                if let (Some(t), Some(x)) = (&self.tactile, &obs.tactile) {
+                if let (Some(t), Some(x)) = (&self.tactile, &tactile) {
                     parts.push(t.forward(x));
                 }
                 if let Some(p) = &self.proprio {
@@ -208,10 +267,8 @@ impl ObsEncoder {
                 Tensor::cat(&parts, 1)
             }
             Fusion::Concat => {
-                if self.use_tactile {
-                    if let Some(x) = &obs.tactile {
-                        parts.push(x.shallow_clone());
-                    }
+                if let Some(x) = tactile {
+                    parts.push(x);
                 }
                 parts.push(obs.state.shallow_clone());
                 // upstream's TimmObsEncoder: each key's (B, To, d) becomes (B, To*d), then keys are concatenated

@@ -17,8 +17,11 @@ pub struct ObsDims {
     pub cameras: Vec<(String, usize, usize)>,
     pub state_key: String,
     pub state_dim: usize,
-    /// (key, taxels) when the tactile taxels are used.
+    /// (key, values per frame) when the tactile input is used.
     pub tactile: Option<(String, usize)>,
+    /// Shapes of the pretrained tactile MAE encoder (`encoder.tactile = "mae"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tactile_mae: Option<crate::tactile_mae::model::MaeConfig>,
     pub action_dim: usize,
 }
 
@@ -55,8 +58,8 @@ pub struct ManiFlowNet {
 }
 
 impl ManiFlowNet {
-    pub fn new(root: &Path, cfg: &Config, dims: &ObsDims) -> Self {
-        let encoder = encoder::ObsEncoder::new(&(root / "obs_encoder"), cfg, dims);
+    pub fn new(root: &Path, cfg: &Config, dims: &ObsDims) -> anyhow::Result<Self> {
+        let encoder = encoder::ObsEncoder::new(&(root / "obs_encoder"), cfg, dims)?;
         let ditx = ditx::DiTX::new(
             &(root / "model"),
             &cfg.model,
@@ -64,7 +67,7 @@ impl ManiFlowNet {
             encoder.context_dim,
             &encoder.modality_map,
         );
-        ManiFlowNet { encoder, ditx }
+        Ok(ManiFlowNet { encoder, ditx })
     }
 
     /// obs -> raw context (B, L, Dc) (the `encoder.onnx` output).

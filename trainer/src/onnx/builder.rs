@@ -334,6 +334,18 @@ impl<'w> GraphBuilder<'w> {
         self.mul(&hx, &opt)
     }
 
+    /// 0.5 x (1 + erf(x / sqrt(2))): the exact GELU (torch's default; Gelu is opset 20).
+    pub fn gelu_erf(&mut self, x: &str) -> String {
+        let r2 = self.scalar(std::f64::consts::SQRT_2 as f32);
+        let z = self.div(x, &r2);
+        let e = self.op("Erf", &[&z], vec![]);
+        let one = self.scalar(1.0);
+        let opt = self.add(&e, &one);
+        let half = self.scalar(0.5);
+        let hx = self.mul(&half, x);
+        self.mul(&hx, &opt)
+    }
+
     /// Reshape to `shape` (0 = copy the dim, -1 = infer).
     pub fn reshape(&mut self, x: &str, shape: &[i64]) -> String {
         let s = self.constant_i64(shape);

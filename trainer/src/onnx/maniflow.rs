@@ -113,6 +113,7 @@ impl ObsDims {
             state_key: e.state_key.clone(),
             state_dim,
             tactile: taxels.map(|n| (e.tactile_key.clone(), n)),
+            tactile_mae: None,
             action_dim,
         }
     }
@@ -127,10 +128,12 @@ pub fn feature_size(n: usize) -> usize {
     n
 }
 
-/// The taxel input, when the config uses it and the dataset has it.
-fn tactile_used<'a>(cfg: &Config, dims: &'a ObsDims) -> Option<(&'a str, usize)> {
-    match (&cfg.encoder.tactile, &dims.tactile) {
-        (TactileKind::Taxels, Some((k, n))) if *n > 0 => Some((k.as_str(), *n)),
+/// The tactile input, when the config uses it and the dataset has it:
+/// (key, values per frame, feature width per frame).
+fn tactile_used<'a>(cfg: &Config, dims: &'a ObsDims) -> Option<(&'a str, usize, usize)> {
+    match (&cfg.encoder.tactile, &dims.tactile, &dims.tactile_mae) {
+        (TactileKind::Taxels, Some((k, n)), _) if *n > 0 => Some((k.as_str(), *n, *n)),
+        (TactileKind::Mae, Some((k, n)), Some(m)) if *n > 0 => Some((k.as_str(), *n, m.width as usize)),
         _ => None,
     }
 }
@@ -167,7 +170,7 @@ pub fn context_dims(cfg: &Config, dims: &ObsDims) -> (usize, usize) {
         Fusion::Tokens => (modality_map(cfg, dims).last().map_or(0, |m| m.2), cfg.encoder.cond_dim),
         Fusion::Concat => {
             let per_step = 8 * cfg.encoder.resnet_width * dims.cameras.len()
-                + tactile_used(cfg, dims).map_or(0, |t| t.1)
+                + tactile_used(cfg, dims).map_or(0, |t| t.2)
                 + dims.state_dim;
             (1, cfg.model.n_obs_steps * per_step)
         }
@@ -208,7 +211,19 @@ fn check_dims(cfg: &Config, dims: &ObsDims) -> Result<()> {
         e.state_key
     );
     ensure!(dims.state_dim > 0, "state_dim must be > 0");
-    if e.tactile == TactileKind::Taxels {
+    if e.tactile == TactileKind::Mae {
+        let Some(m) = &dims.tactile_mae else {
+            bail!("encoder.tactile = \"mae\" but the run's data.json has no dims.tactile_mae (the pretrained encoder's shapes)");
+        };
+        m.check().map_err(anyhow::Error::msg)?;
+        let cells = (m.image.0 * m.image.1 * m.channels) as usize;
+        ensure!(
+            dims.tactile.as_ref().is_some_and(|t| t.1 == cells),
+            "tactile {:?}: the tactile MAE takes {cells} values per frame",
+            dims.tactile
+        );
+    }
+    if e.tactile != TactileKind::None {
         match &dims.tactile {
             Some((k, n)) => {
                 ensure!(
@@ -219,7 +234,8 @@ fn check_dims(cfg: &Config, dims: &ObsDims) -> Result<()> {
                 ensure!(*n > 0, "tactile `{k}` has 0 taxels");
             }
             None => bail!(
-                "encoder.tactile = \"taxels\" but the dataset has no `{}`",
+                "encoder.tactile = {:?} but the dataset has no `{}`",
+                e.tactile,
                 e.tactile_key
             ),
         }
@@ -335,7 +351,7 @@ pub fn build_encoder(cfg: &Config, dims: &ObsDims, weights: &Weights) -> Result<
     for (k, h, w) in &dims.cameras {
         g.input(k, &[batch(), fixed(to), fixed(3), fixed(*h), fixed(*w)])?;
     }
-    if let Some((k, n)) = tactile {
+    if let Some((k, n, _)) = tactile {
         g.input(k, &[batch(), fixed(to), fixed(n)])?;
     }
     g.input(&dims.state_key, &[batch(), fixed(to), fixed(dims.state_dim)])?;
@@ -363,10 +379,18 @@ pub fn build_encoder(cfg: &Config, dims: &ObsDims, weights: &Weights) -> Result<
             parts.push(g.reshape(&y, &[-1, to_i, c]));
         }
     }
+    // tactile features per frame: the values themselves, or the MAE encoder's
+    let tactile = match (tactile, &dims.tactile_mae) {
+        (Some((k, _, f)), Some(m)) if cfg.encoder.tactile == TactileKind::Mae => {
+            Some((super::tactile_mae::features(&mut g, "obs_encoder.tactile.mae", k, m, to)?, f))
+        }
+        (Some((k, _, f)), _) => Some((k.to_string(), f)),
+        (None, _) => None,
+    };
     g.set_scope("obs_encoder");
     if tokens {
-        if let Some((k, n)) = tactile {
-            parts.push(linear(&mut g, k, "obs_encoder.tactile.proj", n, dc, true)?);
+        if let Some((t, f)) = &tactile {
+            parts.push(linear(&mut g, t, "obs_encoder.tactile.proj", *f, dc, true)?);
         }
         parts.push(linear(
             &mut g,
@@ -380,8 +404,8 @@ pub fn build_encoder(cfg: &Config, dims: &ObsDims, weights: &Weights) -> Result<
         let ctx = g.concat(&refs, 1);
         g.output(&ctx, "context", &[batch(), fixed(l), fixed(dctx)]);
     } else {
-        if let Some((k, _)) = tactile {
-            parts.push(k.to_string());
+        if let Some((t, _)) = tactile {
+            parts.push(t);
         }
         parts.push(dims.state_key.clone());
         // upstream's TimmObsEncoder order: each key's (B, To, d) flattened to (B, 1, To*d), keys concatenated

@@ -5,5 +5,6 @@
 pub mod builder;
 pub mod maniflow;
 pub mod proto;
+pub mod tactile_mae;
 
 pub use maniflow::{build_encoder, build_velocity, context_dims, modality_map, ObsDims, Weights};

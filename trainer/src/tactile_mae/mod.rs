@@ -8,10 +8,12 @@
 //! - [`model`]: the ViT MAE;
 //! - [`config`], [`data`], [`pretrain`]: `maniflow-train pretrain-tactile` (a dataset's
 //!   pressure images, epochs of clips, batch/epoch/summary metrics, guards, checkpoints);
-//!   its health rules are in [`crate::health::mae`].
+//!   its health rules are in [`crate::health::mae`];
+//! - [`policy`]: a pretrained encoder inside a ManiFlow policy (`encoder.tactile = "mae"`).
 
 pub mod config;
 pub mod data;
 pub mod model;
 pub mod objective;
+pub mod policy;
 pub mod pretrain;
