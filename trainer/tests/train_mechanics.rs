@@ -356,7 +356,7 @@ fn pressure_image_policies_export_and_run_in_the_node() {
     let mae_ckpt = std::fs::read_to_string(mae.join("checkpoints/latest")).unwrap();
     let pretrained = safetensors_map(&mae.join("checkpoints").join(mae_ckpt.trim()).join("model.safetensors"));
     let encoder_of = |run: &Path, file: &str| {
-        let m = safetensors_map(&ckpt(run, 2).join(file));
+        let m = safetensors_map(&ckpt(run, 4).join(file));
         m.into_iter().filter_map(|(k, v)| k.strip_prefix("obs_encoder.tactile.mae.").map(|r| (format!("encoder.{r}"), v))).collect::<std::collections::BTreeMap<_, _>>()
     };
     let pretrained_encoder: std::collections::BTreeMap<_, _> = pretrained.into_iter().filter(|(k, _)| k.starts_with("encoder.")).collect();
@@ -364,7 +364,8 @@ fn pressure_image_policies_export_and_run_in_the_node() {
 
     // Frozen: the policy's encoder is the pretrained one, bit for bit, after training.
     let (run, pkg) = (dir.path().join("run"), dir.path().join("pkg"));
-    let out = ok(&["train", "--config", s(&mae_cfg_for("m.toml", true)), "--dataset", s(&ds), "--out", s(&run), "--steps", "2", "--quiet"]);
+    // (4 steps: DiTX's zero-initialised output layers pass no gradient upstream at first)
+    let out = ok(&["train", "--config", s(&mae_cfg_for("m.toml", true)), "--dataset", s(&ds), "--out", s(&run), "--steps", "4", "--quiet"]);
     assert!(out.contains("tactile encoder:") && out.contains("frozen"), "{out}");
     for f in ["model.safetensors", "ema.safetensors"] {
         assert!(encoder_of(&run, f) == pretrained_encoder, "{f}: the frozen encoder changed");
@@ -386,11 +387,12 @@ fn pressure_image_policies_export_and_run_in_the_node() {
 
     // Fine-tuned: the encoder moves with the policy.
     let tuned = dir.path().join("tuned");
-    let out = ok(&["train", "--config", s(&mae_cfg_for("t.toml", false)), "--dataset", s(&ds), "--out", s(&tuned), "--steps", "2", "--quiet"]);
+    let out = ok(&["train", "--config", s(&mae_cfg_for("t.toml", false)), "--dataset", s(&ds), "--out", s(&tuned), "--steps", "4", "--quiet"]);
     assert!(out.contains("fine-tuned"), "{out}");
     let moved = encoder_of(&tuned, "model.safetensors");
     assert_eq!(moved.len(), pretrained_encoder.len());
-    assert!(moved != pretrained_encoder, "a fine-tuned encoder should change");
+    let changed: Vec<&String> = moved.iter().filter(|(k, v)| **v != pretrained_encoder[*k]).map(|(k, _)| k).collect();
+    assert!(changed.len() * 2 > moved.len() && changed.iter().any(|k| *k == "encoder.patch_embed.weight"), "a fine-tuned encoder changes: {changed:?}");
 
     // A wrong run directory is named.
     let bad = tiny_config(dir.path(), "bad.toml", &[&edits[..], &[("tactile", "\"mae\"")]].concat());
