@@ -377,6 +377,11 @@ fn pressure_image_policies_export_and_run_in_the_node() {
     assert_eq!(norm["mean"][17].as_f64().unwrap() as f32, mae_data["mean"].as_f64().unwrap() as f32, "the pretraining's normalisation");
     assert_eq!(norm["std"][300].as_f64().unwrap() as f32, mae_data["std"].as_f64().unwrap() as f32);
     assert_eq!(data["dims"]["tactile_mae"]["width"], 32, "{}", data["dims"]);
+    // The MAE's tactile token is a modality like the taxels': its gate and attention are reported.
+    let recs = read_metrics(&run);
+    for k in ["gate/modality_tactile_mean", "attn/modality_tactile", "correlation/loss_vs_tactile_gate"] {
+        assert!(recs.iter().any(|r| r.get(k).is_some_and(|v| v.is_number())), "{k} not logged");
+    }
     let exported = ok(&["export", s(&run), "--out", s(&pkg), "--name", "pressure-mae"]);
     eprintln!("{exported}");
     let manifest = std::fs::read_to_string(pkg.join("policy.toml")).unwrap();

@@ -367,7 +367,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 }
 
 /// Episodes per outcome name (every outcome that occurred).
-fn outcome_counts(episodes: &[super::sim::EpisodeResult]) -> std::collections::BTreeMap<String, u64> {
+fn outcome_counts(
+    episodes: &[super::sim::EpisodeResult],
+) -> std::collections::BTreeMap<String, u64> {
     let mut m = std::collections::BTreeMap::new();
     for e in episodes {
         *m.entry(e.outcome.name().to_string()).or_insert(0) += 1;
