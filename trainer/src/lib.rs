@@ -8,6 +8,7 @@ pub mod attn_reg;
 pub mod augment;
 pub mod bench;
 pub mod checkpoint;
+pub mod compare;
 pub mod cli_train;
 pub mod config;
 pub mod cuda;

@@ -87,6 +87,33 @@ enum Command {
     },
     /// Apply the health rules to a run's metrics; print verdicts, write plots and health.json.
     Health { run_dir: PathBuf },
+    /// Two arms side by side at equal training progress (seed 004): eval results
+    /// (success, time to success, outcomes), losses, gate and router statistics, the
+    /// differences in percent and whether each is inside the run-to-run noise.
+    Compare {
+        /// Arm A: a run directory, or several (seeds) separated by commas.
+        a: String,
+        /// Arm B: a run directory, or several (seeds) separated by commas.
+        b: String,
+        /// Compare at this step (default: the last step every run reached).
+        #[arg(long)]
+        at: Option<u64>,
+        /// `maniflow eval --json` reports of arm A's runs, comma-separated in the same order
+        /// (default: RUN/eval.json where present).
+        #[arg(long = "eval-a", value_delimiter = ',')]
+        eval_a: Vec<PathBuf>,
+        /// The same for arm B.
+        #[arg(long = "eval-b", value_delimiter = ',')]
+        eval_b: Vec<PathBuf>,
+        /// Names of the arms in the report (default: their run directory names).
+        #[arg(long)]
+        label_a: Option<String>,
+        #[arg(long)]
+        label_b: Option<String>,
+        /// Also write compare.md, compare.json and PNG curves of both arms here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Pretrain the tactile MAE (seed 001, joint static + dynamic) on a dataset's
     /// pressure images (`observation.tactile_image`, recorded by `maniflow record`).
     PretrainTactile {
@@ -212,6 +239,13 @@ fn main() {
             })
         }
         Command::Health { run_dir } => health_cmd(&run_dir),
+        Command::Compare { a, b, at, eval_a, eval_b, label_a, label_b, out } => {
+            use maniflow_trainer::compare::{Arm, CompareOptions};
+            let dirs = |s: &str| s.split(',').filter(|x| !x.is_empty()).map(PathBuf::from).collect::<Vec<_>>();
+            Arm::load("A", label_a.as_deref(), &dirs(&a), &eval_a)
+                .and_then(|arm_a| Ok((arm_a, Arm::load("B", label_b.as_deref(), &dirs(&b), &eval_b)?)))
+                .and_then(|(arm_a, arm_b)| maniflow_trainer::compare::run(&arm_a, &arm_b, &CompareOptions { at, out }).map(|_| ()))
+        }
         Command::PretrainTactile { dataset, out, config, epochs, resume, device, quiet } => {
             pretrain_tactile_cmd(&dataset, &out, config.as_deref(), maniflow_trainer::tactile_mae::pretrain::PretrainOptions { resume, epochs, device, quiet })
         }

@@ -382,6 +382,15 @@ macro_rules! draw_chart {
     }};
 }
 
+/// One PNG of `series` (names of scalars in `records`) against the step, on the same axes
+/// (`maniflow-train compare`). Linear scale, or log when every value is positive and spans
+/// more than 100x.
+pub(crate) fn draw_lines(records: &[Record], series: Vec<String>, title: &'static str, y_label: &'static str, path: &Path) -> Result<()> {
+    ensure_font();
+    let panel = Panel { file: "", title, y_label, series, bands: Vec::new(), scale: YScale::Auto };
+    draw_panel(records, &panel, path)
+}
+
 fn draw_panel(records: &[Record], panel: &Panel, path: &Path) -> Result<()> {
     let prep = prepare(records, panel);
     let mut buf = vec![0u8; (W * H * 3) as usize];
