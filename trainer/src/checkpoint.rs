@@ -36,6 +36,23 @@ pub struct TrainState {
     pub extra: std::collections::BTreeMap<String, f64>,
 }
 
+impl TrainState {
+    /// A run at step 0 of the config with digest `config_sha256`.
+    pub fn new(config_sha256: String, seed: u64) -> TrainState {
+        TrainState {
+            step: 0,
+            epoch: 0,
+            nonfinite_run: 0,
+            nonfinite_total: 0,
+            spikes_total: 0,
+            spike_window: Vec::new(),
+            config_sha256,
+            seed,
+            extra: Default::default(),
+        }
+    }
+}
+
 pub const KEEP: usize = 3;
 
 fn fsync_file(path: &Path) -> Result<()> {

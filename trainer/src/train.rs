@@ -419,17 +419,7 @@ impl<'a> Trainer<'a> {
             crate::tactile_mae::policy::set_frozen(&vs, src.freeze);
             opt.set_lr_multiplier(|n| n.starts_with(crate::tactile_mae::policy::POLICY_PREFIX), src.lr_scale);
         }
-        let state = TrainState {
-            step: 0,
-            epoch: 0,
-            nonfinite_run: 0,
-            nonfinite_total: 0,
-            spikes_total: 0,
-            spike_window: Vec::new(),
-            config_sha256: config_sha(&cfg),
-            seed: cfg.train.seed,
-            extra: Default::default(),
-        };
+        let state = TrainState::new(config_sha(&cfg), cfg.train.seed);
         Ok(Trainer { cfg, run: run.to_path_buf(), data, vs, net, ema_vs, ema, opt, state, device })
     }
 

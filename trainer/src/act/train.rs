@@ -318,17 +318,7 @@ pub fn train(
     let mut opt = AdamW::new(&vs, false);
     let tc = cfg.train.clone();
     opt.set_lr_multiplier(|n| n.starts_with("model.backbone."), tc.lr_backbone / tc.lr);
-    let mut state = TrainState {
-        step: 0,
-        epoch: 0,
-        nonfinite_run: 0,
-        nonfinite_total: 0,
-        spikes_total: 0,
-        spike_window: Vec::new(),
-        config_sha256: config_sha(&cfg),
-        seed: tc.seed,
-        extra: Default::default(),
-    };
+    let mut state = TrainState::new(config_sha(&cfg), tc.seed);
     let total = tc.steps;
     let mut logger = MetricsLogger::new(
         out,

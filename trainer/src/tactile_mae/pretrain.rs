@@ -225,17 +225,8 @@ impl<'a> Run<'a> {
         let vs = VarStore::new(device);
         let mae = TactileMae::new(&vs.root(), &cfg.tactile_mae).map_err(|e| anyhow::anyhow!("{e}"))?;
         let opt = AdamW::new(&vs, true);
-        let state = TrainState {
-            step: 0,
-            epoch: 0,
-            nonfinite_run: 0,
-            nonfinite_total: 0,
-            spikes_total: 0,
-            spike_window: Vec::new(),
-            config_sha256: cfg.sha(),
-            seed: cfg.pretrain.seed,
-            extra: [(BEST_LOSS.to_string(), f64::INFINITY), (BEST_EPOCH.to_string(), 0.0), (SECONDS.to_string(), 0.0)].into(),
-        };
+        let mut state = TrainState::new(cfg.sha(), cfg.pretrain.seed);
+        state.extra = [(BEST_LOSS.to_string(), f64::INFINITY), (BEST_EPOCH.to_string(), 0.0), (SECONDS.to_string(), 0.0)].into();
         Ok(Run { cfg, out: out.to_path_buf(), data, vs, mae, opt, state })
     }
 
