@@ -82,7 +82,7 @@ fn seed_noise(a: &Stat, b: &Stat) -> (Noise, String) {
     let r = range(a).max(range(b));
     let d = (a.value - b.value).abs();
     let n = if d <= r { Noise::Inside } else { Noise::Outside };
-    (n, format!("|A - B| = {} vs seed-to-seed range {}", fmt(d), fmt(r)))
+    (n, format!("difference {} vs seed-to-seed range {}", fmt(d), fmt(r)))
 }
 
 /// Two-proportion test: inside when |pA - pB| < 2 standard errors of the pooled rate.
@@ -92,7 +92,7 @@ fn rate_noise(ka: u64, na: u64, kb: u64, nb: u64) -> (Noise, String) {
     let se = (p * (1.0 - p) * (1.0 / na as f64 + 1.0 / nb as f64)).sqrt();
     let d = (pa - pb).abs();
     let n = if d < 2.0 * se || d == 0.0 { Noise::Inside } else { Noise::Outside };
-    (n, format!("|A - B| = {} vs 2 s.e. = {} ({na} and {nb} episodes)", fmt(d), fmt(2.0 * se)))
+    (n, format!("difference {} vs 2 s.e. {} ({na} and {nb} episodes)", fmt(d), fmt(2.0 * se)))
 }
 
 fn rate_row(name: &str, a: &Arm, b: &Arm, count: impl Fn(&Run) -> Option<u64>) -> Option<Row> {
@@ -314,6 +314,10 @@ mod tests {
         assert_eq!(rate_noise(20, 50, 24, 50).0, Noise::Inside);
         assert_eq!(rate_noise(10, 50, 40, 50).0, Noise::Outside);
         let md = rep.markdown();
+        // every table row has exactly its five cells (no stray `|` in a cell)
+        for line in md.lines().filter(|l| l.starts_with("| ")) {
+            assert_eq!(line.matches('|').count(), 6, "{line}");
+        }
         assert!(md.contains("| success rate | 0.2400 [0.2000, 0.2800] | 0.8200 [0.8000, 0.8400] | +241.7 % | beyond noise"), "{md}");
         // One seed per arm: the noise is unknown.
         let one = build(&Arm { label: "a".into(), runs: vec![a.runs[0].clone()] }, &Arm { label: "b".into(), runs: vec![b.runs[0].clone()] }, 100);
