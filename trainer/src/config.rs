@@ -41,6 +41,42 @@ pub enum Fusion {
     Tokens,
     /// Upstream: every feature of every obs step flattened into ONE context token.
     Concat,
+    /// Seed 004's V4: the proprio (and tactile) tokens query the camera tokens through
+    /// multi-head cross-attention with a sparse top-k gate; DiTX gets the compact context
+    /// [attended vision per query token, tactile tokens, proprio tokens] (`[encoder.cross_attention]`).
+    #[serde(rename = "cross_attention")]
+    CrossAttention,
+}
+
+impl Fusion {
+    /// A context of per-modality tokens with a modality map (modality gates, attention metrics).
+    pub fn has_tokens(self) -> bool {
+        matches!(self, Fusion::Tokens | Fusion::CrossAttention)
+    }
+}
+
+/// `[encoder.cross_attention]`: the sparse cross-attention of `fusion = "cross_attention"`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CrossAttentionConfig {
+    /// Attention heads; they split `encoder.cond_dim`.
+    pub heads: usize,
+    /// Fraction of the camera tokens each query keeps per head (the largest weights,
+    /// renormalised to sum to 1): seed 004's top 30 %.
+    pub top_k: f64,
+}
+
+impl Default for CrossAttentionConfig {
+    fn default() -> Self {
+        CrossAttentionConfig { heads: 4, top_k: 0.3 }
+    }
+}
+
+impl CrossAttentionConfig {
+    /// Camera tokens kept out of `n`: ceil(top_k n), at least 1.
+    pub fn keep(&self, n: usize) -> usize {
+        ((self.top_k * n as f64).ceil() as usize).clamp(1, n.max(1))
+    }
 }
 
 /// The DiTX velocity network (MANIFLOW.md section 1-2).
@@ -151,6 +187,9 @@ pub struct EncoderConfig {
     /// With `tactile = "mae"`: the pretraining run and whether its encoder is frozen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tactile_mae: Option<TactileMaeSource>,
+    /// With `model.fusion = "cross_attention"` (defaults: 4 heads, top 30 %).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_attention: Option<CrossAttentionConfig>,
     /// Train-time augmentation (never at inference).
     pub augment: bool,
 }
@@ -353,7 +392,21 @@ impl Config {
         if t.log_every == 0 || t.checkpoint_every == 0 {
             return err("train.log_every", "and train.checkpoint_every must be >= 1".into());
         }
-        if self.attention_loss.enabled && m.fusion != Fusion::Tokens {
+        if m.fusion == Fusion::CrossAttention {
+            let x = e.cross_attention.unwrap_or_default();
+            if x.heads == 0 || e.cond_dim % x.heads != 0 {
+                return err("encoder.cross_attention.heads", format!("({}) must divide encoder.cond_dim ({})", x.heads, e.cond_dim));
+            }
+            if !(x.top_k > 0.0 && x.top_k <= 1.0) {
+                return err("encoder.cross_attention.top_k", format!("must be in (0, 1], got {}", x.top_k));
+            }
+            if e.cameras.is_empty() {
+                return err("model.fusion", "\"cross_attention\" needs at least one camera (the keys and values)".into());
+            }
+        } else if e.cross_attention.is_some() {
+            return err("encoder.cross_attention", "is only read with model.fusion = \"cross_attention\"".into());
+        }
+        if self.attention_loss.enabled && !m.fusion.has_tokens() {
             return err("attention_loss.enabled", "needs model.fusion = \"tokens\" (concat fusion has one context token, no modalities)".into());
         }
         self.attention_loss.validate()

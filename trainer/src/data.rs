@@ -169,7 +169,7 @@ impl TrainData {
         };
         // State: mean/std with tokens; raw (identity) with upstream concat.
         let s_norm = match m.fusion {
-            Fusion::Tokens => Normalization::MeanStd {
+            Fusion::Tokens | Fusion::CrossAttention => Normalization::MeanStd {
                 mean: f32s(&stat(ds, &e.state_key, "mean")?),
                 std: f32s(&stat(ds, &e.state_key, "std")?),
                 eps: 1e-8,

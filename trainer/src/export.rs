@@ -4,7 +4,7 @@
 //! (ONNX Runtime vs the tch forward on random inputs) and refuses to write
 //! the package when max abs error > 1e-4.
 
-use crate::config::{Config, Fusion, TargetTMode};
+use crate::config::{Config, TargetTMode};
 use crate::model::{ManiFlowNet, ModalityRange, Obs, ObsDims};
 use crate::onnx::maniflow::{build_encoder, build_velocity, Weights};
 use crate::train::{copy_vars, sorted_vars};
@@ -195,7 +195,7 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
             target_t: if cfg.train.target_t == TargetTMode::Absolute { TargetT::Absolute } else { TargetT::Relative },
             seed: 0,
         }),
-        modality_map: if cfg.model.fusion == Fusion::Tokens {
+        modality_map: if cfg.model.fusion.has_tokens() {
             info.modality_map
                 .iter()
                 .map(|m| maniflow_runtime::policy::manifest::ModalityRange { modality: m.modality.clone(), start: m.start, end: m.end })

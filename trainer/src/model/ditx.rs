@@ -3,7 +3,7 @@
 
 use super::layers::{ln_plain, sin_emb, xavier, AffineLayerNorm, LinInit, Linear, N002};
 use super::ModalityRange;
-use crate::config::{Fusion, GateType, ModelConfig};
+use crate::config::{GateType, ModelConfig};
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
@@ -119,7 +119,7 @@ impl DiTX {
         let hd = d / h;
         let et = cfg.time_embed_dim as i64;
         let t = cfg.horizon as i64;
-        let modality_gates = cfg.use_gate_attn && cfg.fusion == Fusion::Tokens && !map.is_empty();
+        let modality_gates = cfg.use_gate_attn && cfg.fusion.has_tokens() && !map.is_empty();
         let blocks = (0..cfg.n_layer)
             .map(|i| {
                 let bp = p / "blocks" / i;

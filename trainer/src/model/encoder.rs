@@ -1,6 +1,7 @@
 //! Observation encoder (docs/MODEL.md): ResNet-GN per camera, tactile (taxels
 //! or a pretrained tactile MAE), proprio; `tokens` or `concat` fusion.
 
+use super::fusion::SparseCrossAttention;
 use super::layers::{Conv, GroupNorm, LinInit, Linear};
 use super::{ModalityRange, Obs, ObsDims};
 use crate::config::{camera_modality, Config, Fusion, TactileKind};
@@ -166,6 +167,8 @@ pub struct ObsEncoder {
     tactile_features: Option<TactileFeatures>,
     tactile: Option<Linear>,
     proprio: Option<Linear>,
+    /// `fusion = "cross_attention"`: the proprio/tactile tokens query the camera tokens.
+    cross: Option<SparseCrossAttention>,
     fusion: Fusion,
     to: i64,
     pub context_tokens: i64,
@@ -178,7 +181,8 @@ impl ObsEncoder {
         let e = &cfg.encoder;
         let to = cfg.model.n_obs_steps as i64;
         let dc = e.cond_dim as i64;
-        let tokens = cfg.model.fusion == Fusion::Tokens;
+        let tokens = cfg.model.fusion.has_tokens();
+        let cross_fusion = cfg.model.fusion == Fusion::CrossAttention;
         let feat = feature_size(e.image_size[0]) * feature_size(e.image_size[1]);
         let mut map = Vec::new();
         let mut start = 0usize;
@@ -194,7 +198,7 @@ impl ObsEncoder {
                 let cp = p / m;
                 let backbone = ResNetGn::new(&(&cp / "backbone"), e.resnet_width as i64, e.resnet_blocks);
                 let proj = tokens.then(|| Linear::new(&cp, "proj", backbone.out_channels, dc, true, LinInit::Xavier));
-                if tokens {
+                if tokens && !cross_fusion {
                     push(m, cfg.model.n_obs_steps * feat, &mut map);
                 }
                 Camera { backbone, proj }
@@ -205,6 +209,10 @@ impl ObsEncoder {
         let taxels = tf.as_ref().map_or(0, |t| t.1);
         let (tactile, proprio) = if tokens {
             let t = use_tactile.then(|| Linear::new(&(p / "tactile"), "proj", taxels, dc, true, LinInit::Xavier));
+            if cross_fusion {
+                // one attended-vision token per query token, then the query tokens themselves
+                push("vision", cfg.model.n_obs_steps * (1 + usize::from(use_tactile)), &mut map);
+            }
             if use_tactile {
                 push("tactile", cfg.model.n_obs_steps, &mut map);
             }
@@ -221,11 +229,13 @@ impl ObsEncoder {
             let per_step = c8 * cameras.len() as i64 + if use_tactile { taxels } else { 0 } + dims.state_dim as i64;
             (1, to * per_step)
         };
+        let cross = cross_fusion.then(|| SparseCrossAttention::new(&(p / "fusion"), dc, e.cross_attention.unwrap_or_default()));
         Ok(ObsEncoder {
             cameras,
             tactile_features: tf.map(|t| t.0),
             tactile,
             proprio,
+            cross,
             fusion: cfg.model.fusion,
             to,
             context_tokens: l,
@@ -244,7 +254,7 @@ impl ObsEncoder {
             let f = cam.backbone.forward(&img.reshape([b * to, s[2], s[3], s[4]]));
             let fs = f.size(); // (B*To, C, h, w)
             match (&self.fusion, &cam.proj) {
-                (Fusion::Tokens, Some(proj)) => {
+                (fusion, Some(proj)) if fusion.has_tokens() => {
                     let cells = f.flatten(2, 3).transpose(1, 2); // (B*To, h*w, C)
                     let tok = proj.forward(&cells).reshape([b, to * fs[2] * fs[3], -1]);
                     parts.push(tok);
@@ -257,14 +267,25 @@ impl ObsEncoder {
             _ => None,
         };
         match self.fusion {
-            Fusion::Tokens => {
+            Fusion::Tokens | Fusion::CrossAttention => {
+                let mut own = Vec::new();
                 if let (Some(t), Some(x)) = (&self.tactile, &tactile) {
-                    parts.push(t.forward(x));
+                    own.push(t.forward(x));
                 }
                 if let Some(p) = &self.proprio {
-                    parts.push(p.forward(&obs.state));
+                    own.push(p.forward(&obs.state));
                 }
-                Tensor::cat(&parts, 1)
+                match &self.cross {
+                    Some(x) => {
+                        let queries = Tensor::cat(&own, 1);
+                        let (vision, _) = x.forward(&queries, &Tensor::cat(&parts, 1));
+                        Tensor::cat(&[vision, queries], 1)
+                    }
+                    None => {
+                        parts.extend(own);
+                        Tensor::cat(&parts, 1)
+                    }
+                }
             }
             Fusion::Concat => {
                 if let Some(x) = tactile {

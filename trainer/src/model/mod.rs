@@ -3,6 +3,7 @@
 
 pub mod ditx;
 pub mod encoder;
+pub mod fusion;
 pub mod layers;
 
 use crate::config::Config;

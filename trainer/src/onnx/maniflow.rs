@@ -139,17 +139,21 @@ fn tactile_used<'a>(cfg: &Config, dims: &'a ObsDims) -> Option<(&'a str, usize, 
 }
 
 /// Context token ranges [start, end) per modality: cameras (config order), tactile,
-/// proprio. Empty in `concat` fusion (one fused token, no modality tokens).
+/// proprio; in `cross_attention` fusion `vision` (one attended token per query token),
+/// tactile, proprio. Empty in `concat` fusion (one fused token, no modality tokens).
 pub fn modality_map(cfg: &Config, dims: &ObsDims) -> Vec<(String, usize, usize)> {
-    if cfg.model.fusion != Fusion::Tokens {
+    if !cfg.model.fusion.has_tokens() {
         return Vec::new();
     }
     let to = cfg.model.n_obs_steps;
-    let mut entries: Vec<(String, usize)> = dims
-        .cameras
-        .iter()
-        .map(|(k, h, w)| (camera_modality(k).to_string(), to * feature_size(*h) * feature_size(*w)))
-        .collect();
+    let mut entries: Vec<(String, usize)> = if cfg.model.fusion == Fusion::CrossAttention {
+        vec![("vision".into(), to * (1 + usize::from(tactile_used(cfg, dims).is_some())))]
+    } else {
+        dims.cameras
+            .iter()
+            .map(|(k, h, w)| (camera_modality(k).to_string(), to * feature_size(*h) * feature_size(*w)))
+            .collect()
+    };
     if tactile_used(cfg, dims).is_some() {
         entries.push(("tactile".into(), to));
     }
@@ -167,7 +171,7 @@ pub fn modality_map(cfg: &Config, dims: &ObsDims) -> Vec<(String, usize, usize)>
 /// (L, Dc) of the context.
 pub fn context_dims(cfg: &Config, dims: &ObsDims) -> (usize, usize) {
     match cfg.model.fusion {
-        Fusion::Tokens => (modality_map(cfg, dims).last().map_or(0, |m| m.2), cfg.encoder.cond_dim),
+        Fusion::Tokens | Fusion::CrossAttention => (modality_map(cfg, dims).last().map_or(0, |m| m.2), cfg.encoder.cond_dim),
         Fusion::Concat => {
             let per_step = 8 * cfg.encoder.resnet_width * dims.cameras.len()
                 + tactile_used(cfg, dims).map_or(0, |t| t.2)
@@ -193,7 +197,7 @@ fn check_dims(cfg: &Config, dims: &ObsDims) -> Result<()> {
         );
         let m = camera_modality(k);
         ensure!(
-            m != "tactile" && m != "proprio",
+            m != "tactile" && m != "proprio" && m != "vision",
             "camera `{k}`: modality name `{m}` is reserved"
         );
     }
@@ -343,7 +347,7 @@ fn linear(g: &mut GraphBuilder, x: &str, p: &str, din: usize, dout: usize, bias:
 pub fn build_encoder(cfg: &Config, dims: &ObsDims, weights: &Weights) -> Result<Vec<u8>> {
     check_dims(cfg, dims)?;
     let to = cfg.model.n_obs_steps;
-    let tokens = cfg.model.fusion == Fusion::Tokens;
+    let tokens = cfg.model.fusion.has_tokens();
     let dc = cfg.encoder.cond_dim;
     let (l, dctx) = context_dims(cfg, dims);
     let tactile = tactile_used(cfg, dims);
@@ -389,10 +393,11 @@ pub fn build_encoder(cfg: &Config, dims: &ObsDims, weights: &Weights) -> Result<
     };
     g.set_scope("obs_encoder");
     if tokens {
+        let mut own = Vec::new();
         if let Some((t, f)) = &tactile {
-            parts.push(linear(&mut g, t, "obs_encoder.tactile.proj", *f, dc, true)?);
+            own.push(linear(&mut g, t, "obs_encoder.tactile.proj", *f, dc, true)?);
         }
-        parts.push(linear(
+        own.push(linear(
             &mut g,
             &dims.state_key,
             "obs_encoder.proprio.proj",
@@ -400,8 +405,20 @@ pub fn build_encoder(cfg: &Config, dims: &ObsDims, weights: &Weights) -> Result<
             dc,
             true,
         )?);
-        let refs: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
-        let ctx = g.concat(&refs, 1);
+        let ctx = if cfg.model.fusion == Fusion::CrossAttention {
+            let x = cfg.encoder.cross_attention.unwrap_or_default();
+            let refs: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
+            let cams = g.concat(&refs, 1);
+            let refs: Vec<&str> = own.iter().map(|s| s.as_str()).collect();
+            let queries = g.concat(&refs, 1);
+            let cam_tokens: usize = dims.cameras.iter().map(|(_, h, w)| to * feature_size(*h) * feature_size(*w)).sum();
+            let vision = super::fusion::sparse_cross_attention(&mut g, "obs_encoder.fusion", &queries, &cams, dc, x.heads, x.keep(cam_tokens))?;
+            g.concat(&[&vision, &queries], 1)
+        } else {
+            parts.extend(own);
+            let refs: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
+            g.concat(&refs, 1)
+        };
         g.output(&ctx, "context", &[batch(), fixed(l), fixed(dctx)]);
     } else {
         if let Some((t, _)) = tactile {
@@ -634,7 +651,7 @@ pub fn build_velocity(cfg: &Config, dims: &ObsDims, weights: &Weights) -> Result
         .enumerate()
         .flat_map(|(i, (_, s, e))| std::iter::repeat_n(i as i64, e - s))
         .collect();
-    let use_mod = m.use_gate_attn && m.fusion == Fusion::Tokens && !map.is_empty();
+    let use_mod = m.use_gate_attn && m.fusion.has_tokens() && !map.is_empty();
 
     for i in 0..m.n_layer {
         let p = format!("model.blocks.{i}");

@@ -1,0 +1,104 @@
+//! `fusion = "cross_attention"` in `encoder.onnx`: the graph of
+//! [`crate::model::fusion::SparseCrossAttention`] (TopK for the sparse gate's threshold).
+
+use super::builder::{attr_i, GraphBuilder};
+use anyhow::Result;
+
+fn linear(g: &mut GraphBuilder, p: &str, x: &str, din: usize, dout: usize) -> Result<String> {
+    let wn = format!("{p}.weight");
+    g.weight_shaped(&wn, &[dout, din])?;
+    g.linear(x, &wn, Some(&format!("{p}.bias")))
+}
+
+/// `queries` (B, Lq, D) over `cams` (B, Lv, D) -> (B, Lq, D); each query and head keeps its
+/// `keep` largest weights (and ties with the smallest of them), renormalised.
+pub fn sparse_cross_attention(g: &mut GraphBuilder, p: &str, queries: &str, cams: &str, d: usize, heads: usize, keep: usize) -> Result<String> {
+    g.set_scope(p);
+    let hd = (d / heads) as i64;
+    let split = |g: &mut GraphBuilder, x: &str, perm: &[i64]| {
+        let r = g.reshape(x, &[0, 0, heads as i64, hd]);
+        g.transpose(&r, perm)
+    };
+    let q = linear(g, &format!("{p}.q"), queries, d, d)?;
+    let q = split(g, &q, &[0, 2, 1, 3]); // (B, H, Lq, hd)
+    let kv = linear(g, &format!("{p}.kv"), cams, d, 2 * d)?;
+    let s = g.split(&kv, 2, -1);
+    let kt = split(g, &s[0], &[0, 2, 3, 1]); // (B, H, hd, Lv)
+    let v = split(g, &s[1], &[0, 2, 1, 3]);
+    let a = g.matmul(&q, &kt);
+    let scale = g.scalar((hd as f64).sqrt() as f32);
+    let a = g.div(&a, &scale);
+    let a = g.softmax(&a, -1);
+    // sparse gate: threshold = the keep-th largest weight of the row
+    let k = g.constant_i64(&[keep as i64]);
+    let top = g.node("TopK", &[&a, &k], 2, vec![attr_i("axis", -1), attr_i("largest", 1), attr_i("sorted", 1)]);
+    let thresh = g.slice(&top[0], &[keep as i64 - 1], &[keep as i64], &[-1]);
+    let mask = g.op("GreaterOrEqual", &[&a, &thresh], vec![]);
+    let mask = g.op("Cast", &[&mask], vec![attr_i("to", 1)]); // FLOAT
+    let kept = g.mul(&a, &mask);
+    let axes = g.constant_i64(&[-1]);
+    let sum = g.op("ReduceSum", &[&kept, &axes], vec![attr_i("keepdims", 1)]);
+    let gated = g.div(&kept, &sum);
+    let o = g.matmul(&gated, &v);
+    let o = g.transpose(&o, &[0, 2, 1, 3]);
+    let o = g.reshape(&o, &[0, 0, d as i64]);
+    linear(g, &format!("{p}.out"), &o, d, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, CrossAttentionConfig, Fusion};
+    use crate::export::{max_abs, obs_inputs, ort_run, random_obs, session};
+    use crate::model::{ManiFlowNet, ObsDims};
+    use crate::onnx::maniflow::{build_encoder, build_velocity, context_dims, modality_map, Weights};
+    use tch::nn::VarStore;
+    use tch::{Device, Kind, Tensor};
+
+    /// `cross_attention` fusion: the compact context's map and the encoder and velocity
+    /// graphs against tch (ONNX Runtime) on weights moved off their initial values.
+    #[test]
+    fn cross_attention_fusion_exports_with_parity() {
+        let _rng = crate::tch_rng_lock();
+        tch::manual_seed(8);
+        let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/so101-cpu.toml")).unwrap();
+        let mut cfg: Config = toml::from_str(&text).unwrap();
+        cfg.model.fusion = Fusion::CrossAttention;
+        cfg.encoder.cross_attention = Some(CrossAttentionConfig { heads: 4, top_k: 0.3 });
+        cfg.validate().unwrap();
+        let dims = ObsDims::from_config(&cfg, 6, Some(32), 6);
+        let to = cfg.model.n_obs_steps;
+        // vision (one per proprio and tactile token), tactile, proprio
+        let map = modality_map(&cfg, &dims);
+        assert_eq!(map, [("vision".to_string(), 0, 2 * to), ("tactile".into(), 2 * to, 3 * to), ("proprio".into(), 3 * to, 4 * to)]);
+        assert_eq!(context_dims(&cfg, &dims), (4 * to, cfg.encoder.cond_dim));
+        let vs = VarStore::new(Device::Cpu);
+        let net = ManiFlowNet::new(&vs.root(), &cfg, &dims).unwrap();
+        let names: Vec<(String, usize, usize)> = net.encoder.modality_map.iter().map(|m| (m.modality.clone(), m.start, m.end)).collect();
+        assert_eq!(names, map, "tch and ONNX maps agree");
+        let mut w = Weights::new();
+        tch::no_grad(|| {
+            for (name, mut t) in vs.variables() {
+                let _ = t.g_add_(&(Tensor::randn_like(&t) * 0.05));
+                w.insert(&name, t.size().iter().map(|&d| d as usize).collect(), Vec::try_from(t.flatten(0, -1)).unwrap()).unwrap();
+            }
+        });
+        let env = maniflow_runtime::policy::ortlib::environment().unwrap();
+        let mut enc = session(&env, &build_encoder(&cfg, &dims, &w).unwrap()).unwrap();
+        let mut vel = session(&env, &build_velocity(&cfg, &dims, &w).unwrap()).unwrap();
+        let _g = tch::no_grad_guard();
+        let obs = random_obs(&dims, to as i64, 2);
+        let ctx = net.encode(&obs);
+        assert_eq!(ctx.size(), [2, 4 * to as i64, cfg.encoder.cond_dim as i64]);
+        let ctx_ort = ort_run(&mut enc, obs_inputs(&dims, &obs), "context").unwrap();
+        let (t, da) = (cfg.model.horizon as i64, 6);
+        let x = Tensor::randn([2, t, da], (Kind::Float, Device::Cpu));
+        let (tt, tg) = (Tensor::rand([2], (Kind::Float, Device::Cpu)), Tensor::rand([2], (Kind::Float, Device::Cpu)));
+        let v = net.velocity(&x, &tt, &tg, &ctx, false, None);
+        let inputs = vec![("x_t".into(), x), ("t".into(), tt), ("target_t".into(), tg), ("context".into(), ctx.shallow_clone())];
+        let v_ort = ort_run(&mut vel, inputs, "velocity").unwrap();
+        let (ec, ev) = (max_abs(&ctx, &ctx_ort), max_abs(&v, &v_ort));
+        eprintln!("cross_attention fusion parity: context {ec:.3e}, velocity {ev:.3e} (mean |velocity| {:.3})", v.abs().mean(Kind::Float).double_value(&[]));
+        assert!(ec < 1e-4 && ev < 1e-4, "context {ec}, velocity {ev}");
+        assert!(v.abs().mean(Kind::Float).double_value(&[]) > 0.01, "velocity ~0: the case tests little");
+    }
+}
