@@ -23,7 +23,7 @@ pub fn synthetic_dims(cfg: &crate::config::Config) -> ObsDims {
         state_dim: 6,
         tactile: match cfg.encoder.tactile {
             TactileKind::Taxels => Some((cfg.encoder.tactile_key.clone(), 32)),
-            TactileKind::Mae => Some((cfg.encoder.tactile_key.clone(), 512)),
+            TactileKind::Mae => Some((cfg.encoder.tactile_key.clone(), crate::tactile_mae::model::MaeConfig::default().values_per_frame())),
             TactileKind::None => None,
         },
         // the simulator's pads with the default pretraining shapes

@@ -553,15 +553,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         let done = success_at.is_some_and(|s| t_ep >= s + 1.0) || t_ep >= a.episode_s;
         if done {
+            let outcome = Outcome::judge(&world, success_at.is_some(), ever_grasped);
             results.push(EpisodeResult {
                 episode,
                 success: success_at.is_some(),
                 time_to_success_s: success_at,
                 duration_s: t_ep,
-                outcome: Outcome::judge(&world, success_at.is_some(), ever_grasped),
+                outcome,
             });
             if success_at.is_none() {
-                let how = Outcome::judge(&world, false, ever_grasped).name();
+                let how = outcome.name();
                 eprintln!("maniflow sim: episode {episode}: timeout after {t_ep:.1} s ({how})");
             }
             publish_event(

@@ -56,9 +56,14 @@ impl EvalResult {
         self.successes as f64 / self.episodes as f64
     }
 
-    /// Fraction of episodes with `outcome`; `None` when the report has no outcomes (older reports).
+    /// Episodes with `outcome`; `None` when the report has no outcomes (older reports).
+    pub fn outcome_count(&self, outcome: &str) -> Option<u64> {
+        (!self.outcomes.is_empty()).then(|| self.outcomes.get(outcome).copied().unwrap_or(0))
+    }
+
+    /// Fraction of episodes with `outcome`; `None` when the report has no outcomes.
     pub fn outcome_rate(&self, outcome: &str) -> Option<f64> {
-        (!self.outcomes.is_empty()).then(|| self.outcomes.get(outcome).copied().unwrap_or(0) as f64 / self.episodes as f64)
+        self.outcome_count(outcome).map(|n| n as f64 / self.episodes as f64)
     }
 }
 

@@ -96,7 +96,7 @@ pub struct CompareOptions {
 
 /// The step both arms reached: `at` if every run logged it, else the smallest last step.
 pub fn common_step(a: &Arm, b: &Arm, at: Option<u64>) -> Result<u64> {
-    let mut lowest: Option<(u64, &Path)> = None;
+    let mut lowest: Option<u64> = None;
     for r in a.runs.iter().chain(&b.runs) {
         let last = r.last_step().with_context(|| format!("{}: metrics.jsonl has no train_loss (not a training run?)", r.dir.display()))?;
         if let Some(s) = at {
@@ -104,14 +104,12 @@ pub fn common_step(a: &Arm, b: &Arm, at: Option<u64>) -> Result<u64> {
                 bail!("--at {s}: {} stops at step {last}", r.dir.display());
             }
         }
-        if lowest.is_none_or(|(l, _)| last < l) {
-            lowest = Some((last, &r.dir));
-        }
+        lowest = Some(lowest.map_or(last, |l| l.min(last)));
     }
     match (at, lowest) {
         (Some(0), _) => bail!("--at 0: nothing is trained at step 0"),
         (Some(s), _) => Ok(s),
-        (None, Some((l, _))) => Ok(l),
+        (None, Some(l)) => Ok(l),
         (None, None) => bail!("no runs"),
     }
 }
@@ -169,7 +167,6 @@ fn curves(a: &Arm, b: &Arm, at: u64, dir: &Path) -> Result<Vec<PathBuf>> {
         }
         records.sort_by_key(|r| r.step);
         let path = dir.join(format!("compare_{}.png", key.replace('/', "_")));
-        let title: &'static str = title;
         crate::health::plots::draw_lines(&records, names, title, key_label(key), &path).with_context(|| format!("plot {}", path.display()))?;
         written.push(path);
     }

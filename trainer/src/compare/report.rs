@@ -126,7 +126,7 @@ fn eval_rows(a: &Arm, b: &Arm) -> Vec<Row> {
         rows.extend(time_rows(a, b));
     }
     for (outcome, name) in OUTCOMES {
-        rows.extend(rate_row(name, a, b, |r| r.eval.as_ref().and_then(|e| e.outcome_rate(outcome).map(|_| e.outcomes.get(outcome).copied().unwrap_or(0)))));
+        rows.extend(rate_row(name, a, b, |r| r.eval.as_ref().and_then(|e| e.outcome_count(outcome))));
     }
     rows
 }

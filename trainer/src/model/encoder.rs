@@ -151,7 +151,7 @@ fn tactile_features(p: &Path, cfg: &Config, dims: &ObsDims) -> Result<Option<(Ta
             let Some(shapes) = &dims.tactile_mae else {
                 bail!("encoder.tactile = \"mae\" but the run has no tactile MAE shapes (data.json dims.tactile_mae)")
             };
-            let cells = (shapes.image.0 * shapes.image.1 * shapes.channels) as usize;
+            let cells = shapes.values_per_frame();
             if cells != *n {
                 bail!("`{key}` has {n} values per frame, the tactile MAE takes {:?} x {} = {cells}", shapes.image, shapes.channels);
             }

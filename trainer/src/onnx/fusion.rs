@@ -2,33 +2,21 @@
 //! [`crate::model::fusion::SparseCrossAttention`] (TopK for the sparse gate's threshold).
 
 use super::builder::{attr_i, GraphBuilder};
+use super::maniflow::{attention_weights, linear, merge_heads, split_heads};
 use anyhow::Result;
-
-fn linear(g: &mut GraphBuilder, p: &str, x: &str, din: usize, dout: usize) -> Result<String> {
-    let wn = format!("{p}.weight");
-    g.weight_shaped(&wn, &[dout, din])?;
-    g.linear(x, &wn, Some(&format!("{p}.bias")))
-}
 
 /// `queries` (B, Lq, D) over `cams` (B, Lv, D) -> (B, Lq, D); each query and head keeps its
 /// `keep` largest weights (and ties with the smallest of them), renormalised.
 pub fn sparse_cross_attention(g: &mut GraphBuilder, p: &str, queries: &str, cams: &str, d: usize, heads: usize, keep: usize) -> Result<String> {
     g.set_scope(p);
-    let hd = (d / heads) as i64;
-    let split = |g: &mut GraphBuilder, x: &str, perm: &[i64]| {
-        let r = g.reshape(x, &[0, 0, heads as i64, hd]);
-        g.transpose(&r, perm)
-    };
-    let q = linear(g, &format!("{p}.q"), queries, d, d)?;
-    let q = split(g, &q, &[0, 2, 1, 3]); // (B, H, Lq, hd)
-    let kv = linear(g, &format!("{p}.kv"), cams, d, 2 * d)?;
+    let hd = d / heads;
+    let q = linear(g, queries, &format!("{p}.q"), d, d, true)?;
+    let q = split_heads(g, &q, heads, hd, &[0, 2, 1, 3]); // (B, H, Lq, hd)
+    let kv = linear(g, cams, &format!("{p}.kv"), d, 2 * d, true)?;
     let s = g.split(&kv, 2, -1);
-    let kt = split(g, &s[0], &[0, 2, 3, 1]); // (B, H, hd, Lv)
-    let v = split(g, &s[1], &[0, 2, 1, 3]);
-    let a = g.matmul(&q, &kt);
-    let scale = g.scalar((hd as f64).sqrt() as f32);
-    let a = g.div(&a, &scale);
-    let a = g.softmax(&a, -1);
+    let kt = split_heads(g, &s[0], heads, hd, &[0, 2, 3, 1]); // (B, H, hd, Lv)
+    let v = split_heads(g, &s[1], heads, hd, &[0, 2, 1, 3]);
+    let a = attention_weights(g, &q, &kt, hd);
     // sparse gate: threshold = the keep-th largest weight of the row
     let k = g.constant_i64(&[keep as i64]);
     let top = g.node("TopK", &[&a, &k], 2, vec![attr_i("axis", -1), attr_i("largest", 1), attr_i("sorted", 1)]);
@@ -40,9 +28,8 @@ pub fn sparse_cross_attention(g: &mut GraphBuilder, p: &str, queries: &str, cams
     let sum = g.op("ReduceSum", &[&kept, &axes], vec![attr_i("keepdims", 1)]);
     let gated = g.div(&kept, &sum);
     let o = g.matmul(&gated, &v);
-    let o = g.transpose(&o, &[0, 2, 1, 3]);
-    let o = g.reshape(&o, &[0, 0, d as i64]);
-    linear(g, &format!("{p}.out"), &o, d, d)
+    let o = merge_heads(g, &o, d);
+    linear(g, &o, &format!("{p}.out"), d, d, true)
 }
 
 #[cfg(test)]

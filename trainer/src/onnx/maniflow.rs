@@ -220,7 +220,7 @@ fn check_dims(cfg: &Config, dims: &ObsDims) -> Result<()> {
             bail!("encoder.tactile = \"mae\" but the run's data.json has no dims.tactile_mae (the pretrained encoder's shapes)");
         };
         m.check().map_err(anyhow::Error::msg)?;
-        let cells = (m.image.0 * m.image.1 * m.channels) as usize;
+        let cells = m.values_per_frame();
         ensure!(
             dims.tactile.as_ref().is_some_and(|t| t.1 == cells),
             "tactile {:?}: the tactile MAE takes {cells} values per frame",
@@ -336,7 +336,7 @@ fn resnet(g: &mut GraphBuilder, p: &str, x: &str, cfg: &Config) -> Result<(Strin
 }
 
 /// Linear `<p>.weight` (out, in) checked against the config, with `<p>.bias` if `bias`.
-fn linear(g: &mut GraphBuilder, x: &str, p: &str, din: usize, dout: usize, bias: bool) -> Result<String> {
+pub(super) fn linear(g: &mut GraphBuilder, x: &str, p: &str, din: usize, dout: usize, bias: bool) -> Result<String> {
     let wn = format!("{p}.weight");
     g.weight_shaped(&wn, &[dout, din])?;
     let bn = format!("{p}.bias");
@@ -460,22 +460,38 @@ fn time_encoder(g: &mut GraphBuilder, p: &str, t: &str, freqs: &str, et: usize, 
 
 /// (B, T, D) -> (B, H, T, hd)
 fn heads(g: &mut GraphBuilder, x: &str, k: &Dims) -> String {
-    let y = g.reshape(x, &[0, 0, k.h as i64, k.hd as i64]);
-    g.transpose(&y, &[0, 2, 1, 3])
+    split_heads(g, x, k.h, k.hd, &[0, 2, 1, 3])
 }
 
 /// (B, H, T, hd) -> (B, T, D)
 fn merge(g: &mut GraphBuilder, o: &str, k: &Dims) -> String {
+    merge_heads(g, o, k.d)
+}
+
+/// (B, T, H*hd) viewed as (B, T, H, hd), then permuted by `perm`: [0, 2, 1, 3] gives
+/// (B, H, T, hd), [0, 2, 3, 1] the transposed keys (B, H, hd, T).
+pub(super) fn split_heads(g: &mut GraphBuilder, x: &str, h: usize, hd: usize, perm: &[i64]) -> String {
+    let y = g.reshape(x, &[0, 0, h as i64, hd as i64]);
+    g.transpose(&y, perm)
+}
+
+/// (B, H, T, hd) -> (B, T, d)
+pub(super) fn merge_heads(g: &mut GraphBuilder, o: &str, d: usize) -> String {
     let y = g.transpose(o, &[0, 2, 1, 3]);
-    g.reshape(&y, &[0, 0, k.d as i64])
+    g.reshape(&y, &[0, 0, d as i64])
+}
+
+/// softmax(q k^T / sqrt(hd)) with `kt` = k^T (B, H, hd, L): the attention weights.
+pub(super) fn attention_weights(g: &mut GraphBuilder, q: &str, kt: &str, hd: usize) -> String {
+    let s = g.matmul(q, kt);
+    let scale = g.scalar((hd as f64).sqrt() as f32);
+    let s = g.div(&s, &scale);
+    g.softmax(&s, -1)
 }
 
 /// softmax(q k^T / sqrt(hd)) v with `kt` = k^T (B, H, hd, L).
 fn sdpa(g: &mut GraphBuilder, q: &str, kt: &str, v: &str, k: &Dims) -> String {
-    let s = g.matmul(q, kt);
-    let scale = g.scalar((k.hd as f64).sqrt() as f32);
-    let s = g.div(&s, &scale);
-    let p = g.softmax(&s, -1);
+    let p = attention_weights(g, q, kt, k.hd);
     g.matmul(&p, v)
 }
 
@@ -516,8 +532,7 @@ fn self_attn(g: &mut GraphBuilder, p: &str, hin: &str, k: &Dims) -> Result<Strin
     let qkv = g.linear(hin, &format!("{p}.in_proj_weight"), Some(&format!("{p}.in_proj_bias")))?;
     let s = g.split(&qkv, 3, -1);
     let q = heads(g, &s[0], k);
-    let kr = g.reshape(&s[1], &[0, 0, k.h as i64, k.hd as i64]);
-    let kt = g.transpose(&kr, &[0, 2, 3, 1]);
+    let kt = split_heads(g, &s[1], k.h, k.hd, &[0, 2, 3, 1]);
     let v = heads(g, &s[2], k);
     let o = sdpa(g, &q, &kt, &v, k);
     let o = out_gate(g, p, &o, hin, k)?;

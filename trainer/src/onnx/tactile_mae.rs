@@ -2,6 +2,7 @@
 //! the graph of [`crate::tactile_mae::model::MaeEncoder::features`] on every frame.
 
 use super::builder::GraphBuilder;
+use super::maniflow::{attention_weights, linear, merge_heads, split_heads};
 use crate::tactile_mae::model::{MaeConfig, FRAMES};
 use anyhow::Result;
 
@@ -16,9 +17,7 @@ pub fn features(g: &mut GraphBuilder, p: &str, x: &str, m: &MaeConfig, to: usize
     let y = g.reshape(x, &[-1, m.channels, gh, m.patch, gw, m.patch]);
     let y = g.transpose(&y, &[0, 2, 4, 3, 5, 1]);
     let y = g.reshape(&y, &[-1, l as i64, pd as i64]);
-    let wn = format!("{p}.patch_embed.weight");
-    g.weight_shaped(&wn, &[w, pd])?;
-    let y = g.linear(&y, &wn, Some(&format!("{p}.patch_embed.bias")))?;
+    let y = linear(g, &y, &format!("{p}.patch_embed"), pd, w, true)?;
     let pos = format!("{p}.pos_embed");
     g.weight_shaped(&pos, &[1, l, w])?;
     let pos = g.param(&pos, None)?;
@@ -45,39 +44,25 @@ fn layer_norm(g: &mut GraphBuilder, p: &str, x: &str, w: usize) -> Result<String
     Ok(g.layer_norm(x, &a, Some(&b), 1e-6))
 }
 
-fn linear(g: &mut GraphBuilder, p: &str, x: &str, din: usize, dout: usize) -> Result<String> {
-    let wn = format!("{p}.weight");
-    g.weight_shaped(&wn, &[dout, din])?;
-    g.linear(x, &wn, Some(&format!("{p}.bias")))
-}
-
 /// Pre-norm block: x + proj(attention(norm1 x)), then x + fc2(gelu(fc1(norm2 x))).
 fn block(g: &mut GraphBuilder, p: &str, x: &str, w: usize, heads: usize) -> Result<String> {
-    let hd = (w / heads) as i64;
+    let hd = w / heads;
     let h = layer_norm(g, &format!("{p}.norm1"), x, w)?;
-    let qkv = linear(g, &format!("{p}.attn.qkv"), &h, w, 3 * w)?;
+    let qkv = linear(g, &h, &format!("{p}.attn.qkv"), w, 3 * w, true)?;
     // the 3W axis is (3, heads, hd): q, k, v are its equal thirds
     let s = g.split(&qkv, 3, -1);
-    let split_heads = |g: &mut GraphBuilder, t: &str, perm: &[i64]| {
-        let r = g.reshape(t, &[0, 0, heads as i64, hd]);
-        g.transpose(&r, perm)
-    };
-    let q = split_heads(g, &s[0], &[0, 2, 1, 3]); // (N, H, L, hd)
-    let kt = split_heads(g, &s[1], &[0, 2, 3, 1]); // (N, H, hd, L)
-    let v = split_heads(g, &s[2], &[0, 2, 1, 3]);
-    let a = g.matmul(&q, &kt);
-    let scale = g.scalar((hd as f64).sqrt() as f32);
-    let a = g.div(&a, &scale);
-    let a = g.softmax(&a, -1);
+    let q = split_heads(g, &s[0], heads, hd, &[0, 2, 1, 3]); // (N, H, L, hd)
+    let kt = split_heads(g, &s[1], heads, hd, &[0, 2, 3, 1]); // (N, H, hd, L)
+    let v = split_heads(g, &s[2], heads, hd, &[0, 2, 1, 3]);
+    let a = attention_weights(g, &q, &kt, hd);
     let o = g.matmul(&a, &v);
-    let o = g.transpose(&o, &[0, 2, 1, 3]);
-    let o = g.reshape(&o, &[0, 0, w as i64]);
-    let o = linear(g, &format!("{p}.attn.proj"), &o, w, w)?;
+    let o = merge_heads(g, &o, w);
+    let o = linear(g, &o, &format!("{p}.attn.proj"), w, w, true)?;
     let x = g.add(x, &o);
     let h = layer_norm(g, &format!("{p}.norm2"), &x, w)?;
-    let y = linear(g, &format!("{p}.mlp.fc1"), &h, w, 4 * w)?;
+    let y = linear(g, &h, &format!("{p}.mlp.fc1"), w, 4 * w, true)?;
     let y = g.gelu_erf(&y);
-    let y = linear(g, &format!("{p}.mlp.fc2"), &y, 4 * w, w)?;
+    let y = linear(g, &y, &format!("{p}.mlp.fc2"), 4 * w, w, true)?;
     Ok(g.add(&x, &y))
 }
 

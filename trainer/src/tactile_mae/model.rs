@@ -52,6 +52,11 @@ impl MaeConfig {
         (self.image.0 / self.patch) * (self.image.1 / self.patch)
     }
 
+    /// Values per frame (H * W * C): the length of a policy's tactile vector.
+    pub fn values_per_frame(&self) -> usize {
+        (self.image.0 * self.image.1 * self.channels) as usize
+    }
+
     /// Values per patch.
     pub fn patch_dim(&self) -> i64 {
         self.patch * self.patch * self.channels

@@ -52,7 +52,7 @@ impl PretrainedMae {
 
     /// Values per tactile frame (`H * W * C`).
     pub fn cells(&self) -> usize {
-        (self.shapes.image.0 * self.shapes.image.1 * self.shapes.channels) as usize
+        self.shapes.values_per_frame()
     }
 
     /// The policy's normalisation of the tactile feature (`cells` values).
