@@ -17,7 +17,7 @@ ROS2_STAMP := $(VENV_ROS2)/.bootstrap-$(shell cat $(ROS2_REQUIREMENTS) | sha256s
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy pretrain-tactile slip-table eval-bundled gpu-bundle gpu-check eval-bus bench-bus bench-lateness bench-transport bench-cameras eval-rtc
+.PHONY: bootstrap demo test bench bench-act bench-train fixtures clean-venv bundled-policy pretrain-tactile slip-table eval-bundled gpu-bundle gpu-check eval-bus bench-bus bench-lateness bench-transport bench-cameras eval-rtc fusion-table
 
 ## Install what a fresh machine lacks: a local venv with ONNX Runtime, libtorch (torch wheel), onnx, numpy,
 ## and LeRobot 0.6.1 (for the round-trip tests and ACT).
@@ -170,6 +170,15 @@ eval-bundled:
 	cargo build --bin maniflow
 	@mkdir -p runs
 	for n in 1 2 10; do target/debug/maniflow eval --policy $(POLICY) --episodes 50 --seed 0 --steps $$n --json runs/eval-n$$n.json || exit 1; done
+
+## Issue 21's table (seed 004): concat vs cross-attention fusion, with and without 4 expert
+## heads, two seeds each, the same staged schedule, on the bundled policy's 200 pick
+## demonstrations; 50-episode evals (4 at once) and `maniflow-train compare` reports in
+## runs/fusion/ (scripts/fusion_table.sh; FUSION_STEPS 1000 took about 75 min here).
+FUSION_STEPS ?= 1000
+fusion-table: bootstrap
+	cargo build --bins
+	STEPS=$(FUSION_STEPS) scripts/fusion_table.sh
 
 ## Issue 17's table: today's policy (BASE_POLICY) with `async` and with the `rtc` blend,
 ## the prefix-conditioned one (RTC_POLICY, `maniflow-train train --config

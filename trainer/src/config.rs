@@ -111,9 +111,49 @@ pub struct ModelConfig {
     /// prefix of the chunk (absent = off, today's model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<PrefixConfig>,
+    /// E expert heads on DiTX's final layer, mixed per observation by a router on the
+    /// fused context (seed 004's router + experts); 0 = the single head (upstream).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub experts: usize,
+    /// `[model.router]`: with `experts` >= 2 (defaults: load_balance 0.01, temperature 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterConfig>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// `[model.router]`: how the expert heads are mixed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Weight of the load-balancing loss `E * sum_i usage_i^2` (1 when the batch uses the
+    /// experts equally, E when one takes everything).
+    #[serde(default = "default_load_balance")]
+    pub load_balance: f64,
+    /// Softmax temperature of the router (alpha = softmax(logits / temperature)); a
+    /// stage's `router_temperature` replaces it while the stage runs.
+    #[serde(default = "default_one")]
+    pub temperature: f64,
+}
+
+fn default_load_balance() -> f64 {
+    0.01
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig { load_balance: default_load_balance(), temperature: 1.0 }
+    }
 }
 
 impl ModelConfig {
+    /// The router settings (defaults when `[model.router]` is absent).
+    pub fn router(&self) -> RouterConfig {
+        self.router.unwrap_or_default()
+    }
+
     /// Largest prefix trained (0 = prefix conditioning off).
     pub fn prefix_d_max(&self) -> usize {
         self.prefix.as_ref().map_or(0, PrefixConfig::d_max)
@@ -290,6 +330,32 @@ pub struct TrainConfig {
     /// Mixed precision on CUDA: "off" (f32) or "bf16" (autocast; see `cuda.rs`).
     #[serde(default)]
     pub autocast: crate::cuda::Autocast,
+    /// Named stages (`[[train.stages]]`, e.g. warm-up, transition, fine-tune) with step
+    /// boundaries and per-stage settings; none = one stage with the settings above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<Stage>,
+}
+
+/// One `[[train.stages]]` entry: it runs from the step after the previous stage's `until`
+/// to its own `until` (inclusive); the last stage runs to the end of training.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub name: String,
+    /// Last step of the stage; every stage but the last has one, the last has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    /// Base learning rate of the stage (replaces `train.lr`; the warm-up + cosine schedule
+    /// of the whole run still multiplies it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Parameters kept fixed during the stage: prefixes of variable names, e.g.
+    /// `"obs_encoder"`, `"model.blocks.0"`, `"model.final_layer.router"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<String>,
+    /// Router softmax temperature during the stage (needs `model.experts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_temperature: Option<f64>,
 }
 
 fn default_device() -> String {
@@ -406,10 +472,88 @@ impl Config {
         } else if e.cross_attention.is_some() {
             return err("encoder.cross_attention", "is only read with model.fusion = \"cross_attention\"".into());
         }
+        self.validate_router()?;
+        self.validate_stages()?;
         if self.attention_loss.enabled && !m.fusion.has_tokens() {
             return err("attention_loss.enabled", "needs model.fusion = \"tokens\" (concat fusion has one context token, no modalities)".into());
         }
         self.attention_loss.validate()
+    }
+}
+
+impl Config {
+    fn validate_router(&self) -> Result<(), String> {
+        let m = &self.model;
+        if m.experts == 1 {
+            return Err("field `model.experts` must be 0 (a single head) or >= 2, got 1".into());
+        }
+        match (&m.router, m.experts) {
+            (Some(_), 0) => Err("field `model.router` is only read with model.experts >= 2".into()),
+            (Some(r), _) if !(r.load_balance.is_finite() && r.load_balance >= 0.0) => {
+                Err(format!("field `model.router.load_balance` must be >= 0, got {}", r.load_balance))
+            }
+            (Some(r), _) if !(r.temperature.is_finite() && r.temperature > 0.0) => {
+                Err(format!("field `model.router.temperature` must be > 0, got {}", r.temperature))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_stages(&self) -> Result<(), String> {
+        let stages = &self.train.stages;
+        let mut prev: Option<u64> = None;
+        for (i, s) in stages.iter().enumerate() {
+            let at = |field: &str| format!("field `train.stages[{i}].{field}` (stage \"{}\")", s.name);
+            if s.name.trim().is_empty() {
+                return Err(format!("field `train.stages[{i}].name` must not be empty"));
+            }
+            if stages[..i].iter().any(|o| o.name == s.name) {
+                return Err(format!("{}: two stages have this name", at("name")));
+            }
+            let last = i + 1 == stages.len();
+            match (s.until, last) {
+                (None, false) => return Err(format!("{} is missing: every stage but the last ends at a step", at("until"))),
+                (Some(_), true) => return Err(format!("{}: the last stage runs to the end of training; leave `until` out", at("until"))),
+                (Some(u), false) if u <= prev.unwrap_or(0) => {
+                    return Err(format!("{} ({u}) must be after the previous stage's end ({})", at("until"), prev.unwrap_or(0)))
+                }
+                _ => {}
+            }
+            prev = s.until.or(prev);
+            if let Some(lr) = s.lr {
+                if !(lr.is_finite() && lr >= 0.0) {
+                    return Err(format!("{} must be >= 0, got {lr}", at("lr")));
+                }
+            }
+            if let Some(tau) = s.router_temperature {
+                if self.model.experts == 0 {
+                    return Err(format!("{} needs model.experts >= 2 (there is no router)", at("router_temperature")));
+                }
+                if !(tau.is_finite() && tau > 0.0) {
+                    return Err(format!("{} must be > 0, got {tau}", at("router_temperature")));
+                }
+            }
+            if let Some(f) = s.frozen.iter().find(|f| f.trim().is_empty()) {
+                return Err(format!("{} holds an empty prefix {f:?}", at("frozen")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The stage that runs optimiser step `step` (1-based) and its index; None without stages.
+    pub fn stage_at(&self, step: u64) -> Option<(usize, &Stage)> {
+        let stages = &self.train.stages;
+        stages.iter().enumerate().find(|(_, s)| s.until.is_none_or(|u| step <= u))
+    }
+
+    /// The router temperature at step `step` (the stage's, else `model.router.temperature`).
+    pub fn router_temperature_at(&self, step: u64) -> f64 {
+        self.stage_at(step).and_then(|(_, s)| s.router_temperature).unwrap_or(self.model.router().temperature)
+    }
+
+    /// The base learning rate at step `step` (the stage's, else `train.lr`).
+    pub fn lr_base_at(&self, step: u64) -> f64 {
+        self.stage_at(step).and_then(|(_, s)| s.lr).unwrap_or(self.train.lr)
     }
 }
 

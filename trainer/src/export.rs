@@ -124,8 +124,10 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
         let data: Vec<f32> = Vec::try_from(t.flatten(0, -1))?;
         weights.insert(&n, shape, data)?;
     }
+    // The router's temperature is the one of the checkpoint's stage (baked into velocity.onnx).
+    let vel_cfg = router_at_checkpoint(&cfg, &ckpt, &net)?;
     let enc_bytes = build_encoder(&cfg, &info.dims, &weights)?;
-    let vel_bytes = build_velocity(&cfg, &info.dims, &weights)?;
+    let vel_bytes = build_velocity(&vel_cfg, &info.dims, &weights)?;
     // Parity on random inputs (B = 2).
     let env = maniflow_runtime::policy::ortlib::environment().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut enc_s = session(&env, &enc_bytes)?;
@@ -167,7 +169,7 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
         format_version: 1,
         kind: PolicyKind::Maniflow,
         name: name.map(str::to_string).unwrap_or_else(|| out.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
-        description: format!("ManiFlow ({}) trained by maniflow-train on {}{}", cfg.name, info.dataset, tactile_note(&cfg, d)),
+        description: format!("ManiFlow ({}) trained by maniflow-train on {}{}{}", cfg.name, info.dataset, tactile_note(&cfg, d), experts_note(&vel_cfg)),
         n_obs_steps: cfg.model.n_obs_steps,
         inputs: Inputs {
             cameras: d
@@ -235,6 +237,26 @@ pub fn export(run: &Path, out: &Path, use_ema: bool, checkpoint: Option<&Path>, 
         }
     };
     Ok(ExportReport { out: out.to_path_buf(), encoder_err, velocity_err, pipeline_err, checkpoint: ckpt })
+}
+
+/// `cfg` with `model.router.temperature` set to the temperature of the checkpoint's stage,
+/// which the tch network `net` then uses too (unchanged without experts).
+fn router_at_checkpoint(cfg: &Config, ckpt: &Path, net: &ManiFlowNet) -> Result<Config> {
+    let Some(heads) = net.ditx.experts() else { return Ok(cfg.clone()) };
+    let step = crate::checkpoint::read_state(ckpt)?.step;
+    let tau = cfg.router_temperature_at(step);
+    heads.set_temperature(tau);
+    let mut out = cfg.clone();
+    out.model.router = Some(crate::config::RouterConfig { temperature: tau, ..cfg.model.router() });
+    Ok(out)
+}
+
+/// The expert heads, for the manifest's description.
+fn experts_note(cfg: &Config) -> String {
+    match cfg.model.experts {
+        0 => String::new(),
+        e => format!("; {e} expert heads mixed by a router (temperature {})", cfg.model.router().temperature),
+    }
 }
 
 /// How the tactile input is encoded, for the manifest's description.

@@ -24,6 +24,7 @@ pub mod objective;
 pub mod onnx;
 pub mod presets;
 pub mod rng;
+pub mod stages;
 pub mod tactile_mae;
 pub mod train;
 

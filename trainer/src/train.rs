@@ -136,7 +136,8 @@ impl AdamW {
         tch::no_grad(|| {
             for i in 0..self.params.len() {
                 let mut g = self.params[i].grad();
-                if !g.defined() {
+                // frozen (a stage's `frozen`, a frozen tactile encoder): no update, no decay
+                if !g.defined() || !self.params[i].requires_grad() {
                     continue;
                 }
                 if clip_scale != 1.0 {
@@ -389,6 +390,8 @@ pub struct Trainer<'a> {
     pub opt: AdamW,
     pub state: TrainState,
     device: Device,
+    /// Index of the `[[train.stages]]` entry applied last (None before the first step).
+    stage: Option<usize>,
 }
 
 pub fn config_sha(cfg: &Config) -> String {
@@ -419,8 +422,36 @@ impl<'a> Trainer<'a> {
             crate::tactile_mae::policy::set_frozen(&vs, src.freeze);
             opt.set_lr_multiplier(|n| n.starts_with(crate::tactile_mae::policy::POLICY_PREFIX), src.lr_scale);
         }
+        let names: Vec<String> = vs.variables().into_keys().collect();
+        crate::stages::check_frozen_prefixes(&cfg, &names)?;
         let state = TrainState::new(config_sha(&cfg), cfg.train.seed);
-        Ok(Trainer { cfg, run: run.to_path_buf(), data, vs, net, ema_vs, ema, opt, state, device })
+        Ok(Trainer { cfg, run: run.to_path_buf(), data, vs, net, ema_vs, ema, opt, state, device, stage: None })
+    }
+
+    /// Apply the stage of optimiser step `step` when it differs from the last one applied:
+    /// its frozen parameters (plus a frozen tactile encoder) get no gradient, the others
+    /// do again; the router temperature of the online and EMA networks; one event line.
+    fn enter_stage(&mut self, step: u64, logger: &mut MetricsLogger) {
+        let Some((i, stage)) = self.cfg.stage_at(step) else { return };
+        if self.stage == Some(i) {
+            return;
+        }
+        let mae_frozen = self.cfg.encoder.tactile_mae.as_ref().is_some_and(|s| s.freeze);
+        let mut n_frozen = 0;
+        for (name, t) in self.vs.variables() {
+            let by_stage = crate::stages::frozen_by(stage, &name);
+            n_frozen += usize::from(by_stage);
+            let frozen = by_stage || (mae_frozen && name.starts_with(crate::tactile_mae::policy::POLICY_PREFIX));
+            let _ = t.set_requires_grad(!frozen);
+        }
+        let tau = self.cfg.router_temperature_at(step);
+        for net in [&self.net, &self.ema] {
+            if let Some(h) = net.ditx.experts() {
+                h.set_temperature(tau);
+            }
+        }
+        logger.event(step, crate::stages::describe(&self.cfg, i, stage, step, n_frozen));
+        self.stage = Some(i);
     }
 
     /// Parameters the optimiser updates (a frozen tactile encoder is not counted).
@@ -567,9 +598,10 @@ impl<'a> Trainer<'a> {
             let want_gates = log_now && self.cfg.model.use_gate_attn;
             let reg_on = self.cfg.attention_loss.enabled;
             let mut rec = Recorder { want_attn: reg_on, attn_grad: reg_on, ..Default::default() };
-            let loss = crate::cuda::run(tc.autocast, self.device, || {
+            self.enter_stage(step, &mut logger);
+            let (loss, alpha) = crate::cuda::run(tc.autocast, self.device, || {
                 let ctx = self.net.encode(&obs);
-                consistency_flow_loss(
+                let loss = consistency_flow_loss(
                     &self.net,
                     &self.ema,
                     &ctx,
@@ -578,9 +610,15 @@ impl<'a> Trainer<'a> {
                     self.prefix_args(),
                     true,
                     if want_gates || reg_on { Some(&mut rec) } else { None },
-                )
+                );
+                (loss, self.net.router_alpha(&ctx))
             });
             let mut total = loss.total;
+            // Seed 004's load balancing: weight * E * sum_i usage_i^2 over the batch.
+            let lb_weight = self.cfg.model.router().load_balance;
+            if let (Some(a), true) = (&alpha, lb_weight > 0.0) {
+                total = total + crate::model::experts::load_balance(a) * lb_weight;
+            }
             // Seed 002's regulariser on the flow branch's cross-attention.
             let reg = reg_on.then(|| {
                 let (st, vi) = self.reg_ranges();
@@ -608,7 +646,7 @@ impl<'a> Trainer<'a> {
             let guards = Guards { max_consecutive_nonfinite: tc.max_consecutive_nonfinite, spike_factor: tc.spike_factor, skip_on_spike: tc.spike_skip_update };
             let what = format!("windows {:?} episodes {:?}", batch.windows, batch.episodes);
             let skip = guard_step(&mut self.state, &mut spikes, &mut logger, &self.run, step, lval, grad_norm, &guards, &what)?;
-            let lr = lr_at(step, tc.lr, tc.warmup_steps, tc.steps.max(total_steps));
+            let lr = lr_at(step, self.cfg.lr_base_at(step), tc.warmup_steps, tc.steps.max(total_steps));
             if !skip {
                 self.opt.step(lr, tc.betas, tc.eps, tc.weight_decay, clip_scale(grad_norm, tc.grad_clip));
                 ema_update(&self.ema_vs, &self.vs, ema_decay(self.opt.step, tc.ema_max_decay));
@@ -635,6 +673,12 @@ impl<'a> Trainer<'a> {
                 ];
                 if want_gates {
                     s.extend(self.gate_metrics(&rec, lval));
+                }
+                if let (Some(a), Some(h)) = (&alpha, self.net.ditx.experts()) {
+                    s.extend(crate::model::experts::router_metrics(a, h.temperature()));
+                }
+                if let Some(i) = self.stage {
+                    s.push(("stage".into(), i as f64));
                 }
                 if let Some((r, lambda)) = &reg {
                     s.push(("attention_loss".into(), r.loss.double_value(&[])));

@@ -427,3 +427,67 @@ fn pressure_image_policies_export_and_run_in_the_node() {
     assert!(r["chunks"]["produced"].as_u64().unwrap() > 10, "{}", r["chunks"]);
     assert_eq!(r["chunks"]["engine_errors"], 0, "{}", r["chunks"]);
 }
+
+/// Seed 004's staged schedule with the expert router, end to end: each stage's frozen
+/// parameters stay bit for bit, its lr and router temperature are the ones used and
+/// logged (`stage`, `lr`, `router/*`), the stage changes are events, `health` judges the
+/// router, and the export bakes the last stage's temperature into `velocity.onnx`.
+#[test]
+fn staged_expert_run_freezes_logs_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synth(dir.path(), 6, 30, 4);
+    let stages = "\n[model.router]\nload_balance = 0.05\n\n\
+        [[train.stages]]\nname = \"warm-up\"\nuntil = 4\nrouter_temperature = 2.0\n\n\
+        [[train.stages]]\nname = \"transition\"\nuntil = 8\nlr = 1e-3\nfrozen = [\"obs_encoder\", \"model.final_layer.router\"]\n\n\
+        [[train.stages]]\nname = \"fine-tune\"\nlr = 1e-4\nrouter_temperature = 0.5\n";
+    let edits = [("fusion", "\"cross_attention\"\nexperts = 4"), ("warmup_steps", "0"), ("checkpoint_every", "4"), ("log_every", "1")];
+    let cfg = tiny_config(dir.path(), "e.toml", &edits);
+    let text0 = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text0}{stages}")).unwrap();
+    let (run, pkg) = (dir.path().join("run"), dir.path().join("pkg"));
+    let out = ok(&["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&run), "--steps", "12", "--quiet"]);
+    let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    for want in ["stage 0 \\\"warm-up\\\" from step 1 to step 4", "stage 1 \\\"transition\\\" from step 5 to step 8", "stage 2 \\\"fine-tune\\\" from step 9 to the end"] {
+        assert!(events.contains(want), "{want} not in events.jsonl:\n{events}\n{out}");
+    }
+    // Frozen in steps 5-8: the encoder and the router do not move; the experts and DiTX do.
+    let (at4, at8, at12) = (safetensors_map(&ckpt(&run, 4).join("model.safetensors")), safetensors_map(&ckpt(&run, 8).join("model.safetensors")), safetensors_map(&ckpt(&run, 12).join("model.safetensors")));
+    let moved = |a: &std::collections::BTreeMap<String, Vec<u8>>, b: &std::collections::BTreeMap<String, Vec<u8>>, prefix: &str| {
+        let names: Vec<&String> = a.keys().filter(|k| k.starts_with(prefix)).collect();
+        assert!(!names.is_empty(), "no tensor under {prefix}");
+        names.iter().filter(|k| a[**k] != b[**k]).count() as f64 / names.len() as f64
+    };
+    assert_eq!(moved(&at4, &at8, "obs_encoder."), 0.0, "the encoder moved while frozen");
+    assert_eq!(moved(&at4, &at8, "model.final_layer.router."), 0.0, "the router moved while frozen");
+    assert!(moved(&at4, &at8, "model.final_layer.experts.") > 0.5 && moved(&at4, &at8, "model.blocks.") > 0.5);
+    assert!(moved(&at8, &at12, "obs_encoder.") > 0.5, "the encoder must train again after its stage");
+    assert_eq!(moved(&at8, &at12, "model.final_layer.router."), 1.0, "the router must train again after its stage");
+    // Logged: stage, the stage's base lr under the run's cosine, temperature, router stats.
+    let recs = read_metrics(&run);
+    let at = |step: u64| recs.iter().rev().find(|r| r["step"] == step && r.get("stage").is_some()).cloned().unwrap_or_else(|| panic!("no record at step {step}"));
+    for (step, stage, base, tau) in [(2u64, 0.0, 3e-4, 2.0), (6, 1.0, 1e-3, 1.0), (10, 2.0, 1e-4, 0.5)] {
+        let r = at(step);
+        assert_eq!(num(&r, "stage"), stage, "stage at step {step}");
+        let want = base * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / 12.0).cos());
+        assert!((num(&r, "lr") - want).abs() < 1e-12 * want.max(1.0), "lr at step {step}: {} vs {want}", num(&r, "lr"));
+        assert_eq!(num(&r, "router/temperature"), tau, "temperature at step {step}");
+        let usage: f64 = (0..4).map(|i| num(&r, &format!("router/expert_usage_{i}"))).sum();
+        assert!((usage - 1.0).abs() < 1e-5, "usages sum to {usage}");
+        let h = num(&r, "router/alpha_entropy");
+        assert!(h > 0.0 && h <= 4f64.ln() + 1e-9 && (num(&r, "router/alpha_entropy_norm") - h / 4f64.ln()).abs() < 1e-9);
+        let lb = num(&r, "router/load_balance");
+        assert!((1.0 - 1e-6..=4.0).contains(&lb), "load balance {lb}");
+    }
+    let health = ok(&["health", s(&run)]);
+    assert!(health.contains("router_unspecialised") && health.contains("router_collapsed"), "{health}");
+    // Export: the last stage's temperature (0.5) inside velocity.onnx, parity-checked.
+    let exported = ok(&["export", s(&run), "--out", s(&pkg), "--name", "experts"]);
+    let manifest = std::fs::read_to_string(pkg.join("policy.toml")).unwrap();
+    assert!(manifest.contains("4 expert heads mixed by a router (temperature 0.5)"), "{manifest}\n{exported}");
+    let vel = std::fs::read(pkg.join("velocity.onnx")).unwrap();
+    assert!(vel.windows(b"model.final_layer.experts.3.fc2".len()).any(|w| w == b"model.final_layer.experts.3.fc2"));
+    // A frozen prefix that names nothing is refused before training, naming the stage.
+    std::fs::write(&cfg, format!("{text0}{}", stages.replace("\"model.final_layer.router\"", "\"model.final_layer.routr\""))).unwrap();
+    let e = fails(&["train", "--config", s(&cfg), "--dataset", s(&ds), "--out", s(&dir.path().join("bad")), "--steps", "2"]);
+    assert!(e.contains("\"model.final_layer.routr\" names no parameter") && e.contains("stage \"transition\""), "{e}");
+}

@@ -24,6 +24,7 @@
 
 pub mod mae;
 pub mod plots;
+pub mod router;
 
 use crate::metrics::{merge_by_step, read_json_lines, read_jsonl, Record};
 use anyhow::{Context, Result};
@@ -618,6 +619,7 @@ pub fn analyse_records(run_dir: &Path, records: &[Record], events: Vec<SpikeEven
         }),
         val_reason.clone(),
     ));
+    checks.extend(router::checks(recs, warm));
     checks.extend(stability_checks(recs, &events));
 
     // ---- healthy ranges (informational)
@@ -949,6 +951,12 @@ pub(crate) mod tests {
             }
             put("correlation/loss_vs_tactile_gate", loss * 0.55);
             put("correlation/loss_vs_proprio_gate", loss * 0.65);
+            // 4 experts specialising: entropy 0.9 ln 4 at the start to 0.6 ln 4
+            put("router/alpha_entropy_norm", 0.9 - 0.3 * x);
+            put("router/alpha_entropy", (0.9 - 0.3 * x) * 4f64.ln());
+            for (j, u) in [0.3, 0.3, 0.2, 0.2].iter().enumerate() {
+                put(&format!("router/expert_usage_{j}"), *u);
+            }
             if step % 100 == 0 {
                 put("val_loss", loss * 1.1);
             }
@@ -1046,6 +1054,38 @@ pub(crate) mod tests {
             r.verdict_line(),
             "WARN (2 rules: gate_saturation_high, gate_saturation_low)"
         );
+    }
+
+    #[test]
+    fn router_rules_start_after_the_warm_up() {
+        // Experts unspecialised (entropy 0.99 of ln E) up to step 190, then as healthy_lines;
+        // without stages the warm-up is the first 5 % (steps < 100), so 100..=190 warn.
+        let mut l = healthy_lines();
+        for step in (0..200).step_by(10) {
+            set(&mut l, step, "router/alpha_entropy_norm", 0.99.into());
+        }
+        let r = analyse_lines(&l);
+        let u = r.check("router_unspecialised").unwrap();
+        assert_eq!(u.verdict, Verdict::Warn, "{}", r.render());
+        assert_eq!(u.offending_steps.first(), Some(&100), "the warm-up (first 5 %) is not judged");
+        assert_eq!(u.offending_count, 10, "{:?}", u.offending_steps);
+        // A staged run: the first stage is the warm-up, judged from the first `stage` >= 1.
+        let mut staged = l.clone();
+        for m in staged.iter_mut() {
+            let step = m["step"].as_f64().unwrap();
+            m.insert("stage".into(), (if step < 300.0 { 0.0 } else { 1.0 }).into());
+        }
+        let r = analyse_lines(&staged);
+        assert_eq!(r.check("router_unspecialised").unwrap().verdict, Verdict::Ok, "{}", r.render());
+        assert!(r.is_healthy(), "{}", r.render());
+        // Collapse: one expert above 0.9 after the warm-up.
+        set(&mut staged, 1500, "router/expert_usage_2", 0.93.into());
+        set(&mut staged, 200, "router/expert_usage_1", 0.97.into()); // inside the warm-up stage
+        let r = analyse_lines(&staged);
+        assert_eq!(warned_ids(&r), ["router_collapsed"]);
+        let c = r.check("router_collapsed").unwrap();
+        assert_eq!(c.offending_steps, [1500]);
+        assert!(c.detail.contains("expert 2=0.93"), "{}", c.detail);
     }
 
     #[test]
@@ -1220,6 +1260,8 @@ pub(crate) mod tests {
             "train_val_close",
             "gate_mean_balanced",
             "attn_entropy_healthy",
+            "router_unspecialised",
+            "router_collapsed",
         ] {
             let c = r.check(id).unwrap();
             assert!(

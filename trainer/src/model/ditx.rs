@@ -1,6 +1,7 @@
 //! DiTX with adaLN-Zero, gated attention and modality gates (docs/MODEL.md).
 //! Variable names are upstream's state-dict keys.
 
+use super::experts::ExpertHeads;
 use super::layers::{ln_plain, sin_emb, xavier, AffineLayerNorm, LinInit, Linear, N002};
 use super::ModalityRange;
 use crate::config::{GateType, ModelConfig};
@@ -76,6 +77,14 @@ struct Block {
     fc2: Linear,
 }
 
+/// The output head after the final RMSNorm: upstream's `ffn_final`, or E expert heads
+/// mixed by a router (`model.experts`).
+#[derive(Debug)]
+enum FinalHead {
+    Single { fc1: Linear, fc2: Linear },
+    Experts(ExpertHeads),
+}
+
 #[derive(Debug)]
 pub struct DiTX {
     input_emb: Linear,
@@ -87,8 +96,7 @@ pub struct DiTX {
     cond_pos: Tensor,
     blocks: Vec<Block>,
     norm_final: Tensor,
-    f_fc1: Linear,
-    f_fc2: Linear,
+    head: FinalHead,
     d: i64,
     h: i64,
     p_drop: f64,
@@ -174,8 +182,13 @@ impl DiTX {
             ),
             blocks,
             norm_final: (&fp / "norm_final").var("weight", &[d], Init::Const(1.0)),
-            f_fc1: Linear::new(&ffn, "fc1", d, d, true, LinInit::Xavier),
-            f_fc2: Linear::new(&ffn, "fc2", d, action_dim, true, LinInit::Zero),
+            head: match cfg.experts {
+                0 => FinalHead::Single {
+                    fc1: Linear::new(&ffn, "fc1", d, d, true, LinInit::Xavier),
+                    fc2: Linear::new(&ffn, "fc2", d, action_dim, true, LinInit::Zero),
+                },
+                e => FinalHead::Experts(ExpertHeads::new(&fp, d, action_dim, e, cfg.router().temperature)),
+            },
             d,
             h,
             p_drop: cfg.p_drop_attn,
@@ -291,7 +304,18 @@ impl DiTX {
             x = x + &m[8] * b.fc2.forward(&b.fc1.forward(&h).gelu("tanh"));
         }
         let y = x.rms_norm([d], Some(&self.norm_final), 1e-6);
-        self.f_fc2.forward(&self.f_fc1.forward(&y).gelu("tanh"))
+        match &self.head {
+            FinalHead::Single { fc1, fc2 } => fc2.forward(&fc1.forward(&y).gelu("tanh")),
+            FinalHead::Experts(h) => h.forward(&y, &h.alpha(ctx)),
+        }
+    }
+
+    /// The expert router, when the network has one (`model.experts`).
+    pub fn experts(&self) -> Option<&ExpertHeads> {
+        match &self.head {
+            FinalHead::Experts(h) => Some(h),
+            FinalHead::Single { .. } => None,
+        }
     }
 
     /// Modality gates gamma[layer][modality][head] (empty when absent).

@@ -3,6 +3,7 @@
 
 pub mod ditx;
 pub mod encoder;
+pub mod experts;
 pub mod fusion;
 pub mod layers;
 
@@ -95,6 +96,12 @@ impl ManiFlowNet {
     ) -> Tensor {
         let ctx = self.ditx.embed_context(context);
         self.ditx.forward(x_t, t, target_t, &ctx, prefix, train, rec)
+    }
+
+    /// Router weights alpha (B, E) for a raw context (B, L, Dc); None without experts.
+    pub fn router_alpha(&self, context: &Tensor) -> Option<Tensor> {
+        let heads = self.ditx.experts()?;
+        Some(heads.alpha(&self.ditx.embed_context(context)))
     }
 
     /// Few-step Euler sampler of MANIFLOW.md section 5 (relative target time),

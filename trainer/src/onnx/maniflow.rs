@@ -702,9 +702,14 @@ pub fn build_velocity(cfg: &Config, dims: &ObsDims, weights: &Weights) -> Result
     g.weight_shaped("model.final_layer.norm_final.weight", &[d])?;
     let nw = g.param("model.final_layer.norm_final.weight", None)?;
     let y = g.mul(&y, &nw);
-    let y = linear(&mut g, &y, "model.final_layer.ffn_final.fc1", d, d, true)?;
-    let y = g.gelu_tanh(&y);
-    let v = linear(&mut g, &y, "model.final_layer.ffn_final.fc2", d, da, true)?;
+    let v = match m.experts {
+        0 => {
+            let y = linear(&mut g, &y, "model.final_layer.ffn_final.fc1", d, d, true)?;
+            let y = g.gelu_tanh(&y);
+            linear(&mut g, &y, "model.final_layer.ffn_final.fc2", d, da, true)?
+        }
+        e => super::experts::expert_heads(&mut g, &y, &ctx, d, da, e, m.router().temperature)?,
+    };
     g.output(&v, "velocity", &[batch(), fixed(t), fixed(da)]);
     check_all_used(&g, weights, "model.")?;
     g.to_bytes()

@@ -3,6 +3,7 @@
 //! docs/MODEL.md ([`maniflow`]). Opset 17, IR 8, f32, symbolic batch `B`.
 
 pub mod builder;
+pub mod experts;
 pub mod fusion;
 pub mod maniflow;
 pub mod proto;
