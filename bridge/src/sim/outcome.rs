@@ -47,6 +47,7 @@ impl Outcome {
         }
     }
 
+    /// The snake_case name serde writes (tested to agree).
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -55,6 +56,21 @@ impl Outcome {
             Outcome::GraspedNotLifted => "grasped_not_lifted",
             Outcome::NeverGrasped => "never_grasped",
             Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    /// `name()` (no allocation, for the eval's counts) and the JSON names serde derives agree.
+    #[test]
+    fn names_are_the_serialized_names() {
+        use Outcome::*;
+        for o in [Success, Crushed, Dropped, GraspedNotLifted, NeverGrasped, Unknown] {
+            assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{}\"", o.name()));
+            assert_eq!(serde_json::from_str::<Outcome>(&format!("\"{}\"", o.name())).unwrap(), o);
         }
     }
 }
