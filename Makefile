@@ -175,7 +175,7 @@ eval-bundled:
 ## heads, two seeds each, the same staged schedule, on the bundled policy's 200 pick
 ## demonstrations; 50-episode evals (4 at once) and `maniflow-train compare` reports in
 ## runs/fusion/ (scripts/fusion_table.sh; FUSION_STEPS 1000 took about 75 min here).
-FUSION_STEPS ?= 1000
+FUSION_STEPS ?= 1500
 fusion-table: bootstrap
 	cargo build --bins
 	STEPS=$(FUSION_STEPS) scripts/fusion_table.sh

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Issue 21's table (seed 004): concat vs cross-attention fusion, each with and without
+# Issue 21's table (seed 004): tokens and concat vs cross-attention fusion, each with and without
 # 4 expert heads, trained on the same pick demonstrations for the same steps (two seeds
 # each) with the same staged schedule, 50-episode evals, and `maniflow-train compare`
 # reports. Called by `make fusion-table`; STEPS, SEEDS, EVAL_EPISODES, PARALLEL_EVALS from
 # the environment. Needs data/so101-sim-pick (`make bundled-policy` records it, or the
 # record line below).
 set -euo pipefail
-STEPS=${STEPS:-1000}
+STEPS=${STEPS:-1500}
 SEEDS=${SEEDS:-"0 1"}
 EVAL_EPISODES=${EVAL_EPISODES:-50}
 PARALLEL_EVALS=${PARALLEL_EVALS:-4}
@@ -26,9 +26,9 @@ stages() { # $1 = "experts" or ""
     fi
     printf '\n[[train.stages]]\nname = "warm-up"\nuntil = %d\n%s\n[[train.stages]]\nname = "transition"\nuntil = %d\n%s\n[[train.stages]]\nname = "fine-tune"\n%s' "$w" "$tw" "$t" "$tt" "$tf"
 }
-arms="concat concat-experts xattn xattn-experts"
+arms=${ARMS:-"tokens tokens-experts concat concat-experts xattn xattn-experts"}
 for arm in $arms; do
-    case $arm in concat*) fusion=concat ;; *) fusion=cross_attention ;; esac
+    case $arm in tokens*) fusion=tokens ;; concat*) fusion=concat ;; *) fusion=cross_attention ;; esac
     case $arm in *-experts) ex=$'\nexperts = 4'; kind=experts ;; *) ex=""; kind="" ;; esac
     for s in $SEEDS; do
         cfg="$OUT/$arm-s$s.toml"
@@ -53,7 +53,8 @@ printf '%s\n' "${jobs_list[@]}" | xargs -P "$PARALLEL_EVALS" -I{} sh -c \
     "[ -f $OUT/{}-eval.json ] || target/debug/maniflow eval --policy $OUT/{}-pkg --episodes $EVAL_EPISODES --seed 0 --episode-s 8 --json $OUT/{}-eval.json > $OUT/{}-eval.log 2>&1 || { echo 'eval {} failed, see $OUT/{}-eval.log'; exit 255; }"
 runs() { local a=$1; local out=""; for s in $SEEDS; do out="$out${out:+,}$OUT/$a-s$s"; done; echo "$out"; }
 evals() { local a=$1; local out=""; for s in $SEEDS; do out="$out${out:+,}$OUT/$a-s$s-eval.json"; done; echo "$out"; }
-for pair in "concat xattn" "concat-experts xattn-experts" "concat concat-experts" "xattn xattn-experts"; do
+for pair in ${PAIRS:-"tokens:xattn" "concat:xattn" "tokens-experts:xattn-experts" "concat-experts:xattn-experts" "tokens:tokens-experts" "concat:concat-experts" "xattn:xattn-experts"}; do
+    pair=${pair/:/ }
     set -- $pair
     target/debug/maniflow-train compare "$(runs "$1")" "$(runs "$2")" --eval-a "$(evals "$1")" --eval-b "$(evals "$2")" \
         --label-a "$1" --label-b "$2" --out "$OUT/compare-$1-vs-$2" > "$OUT/compare-$1-vs-$2.txt"

@@ -133,12 +133,13 @@ pub fn run(a: &Arm, b: &Arm, opts: &CompareOptions) -> Result<Report> {
 }
 
 /// Series logged by every run of both arms that are plotted together.
-const CURVES: [(&str, &str); 5] = [
+const CURVES: [(&str, &str); 6] = [
     ("train_loss", "train_loss"),
     ("loss_flow", "loss_flow"),
     ("loss_ct", "loss_ct"),
     ("val_loss", "val_loss"),
     ("gate/modality_tactile_mean", "tactile modality gate"),
+    ("router/alpha_entropy_norm", "router entropy / ln E"),
 ];
 
 /// `compare_<name>.png`: one line per run of each arm, up to step `at`.
@@ -176,6 +177,8 @@ fn curves(a: &Arm, b: &Arm, at: u64, dir: &Path) -> Result<Vec<PathBuf>> {
 fn key_label(key: &str) -> &'static str {
     if key.starts_with("gate/") {
         "gate"
+    } else if key.starts_with("router/") {
+        "entropy / ln E"
     } else {
         "loss"
     }

@@ -254,7 +254,12 @@ mod tests {
                 step,
                 epoch: 0,
                 wall_time: 0.0,
-                scalars: [("train_loss".to_string(), l), ("gate/modality_tactile_mean".to_string(), l / 10.0)].into(),
+                scalars: [
+                    ("train_loss".to_string(), l),
+                    ("gate/modality_tactile_mean".to_string(), l / 10.0),
+                    ("router/alpha_entropy_norm".to_string(), 1.0 - l / 10.0),
+                ]
+                .into(),
             })
             .collect();
         let eval = eval.map(|(episodes, successes, times, outcomes)| EvalResult {
@@ -309,6 +314,9 @@ mod tests {
         // |A - B| = 0.1 > range 0.02: beyond the seed-to-seed noise
         assert_eq!(l.noise, Noise::Outside, "{}", l.noise_basis);
         assert_eq!(rep.row("gate/modality_tactile_mean").unwrap().section, "gates and router");
+        let router = rep.row("router/alpha_entropy_norm").unwrap();
+        assert_eq!(router.section, "gates and router");
+        assert!((router.a.per_seed[0] - 0.99).abs() < 1e-12 && (router.a.per_seed[1] - 0.988).abs() < 1e-12, "{:?}", router.a.per_seed);
         // Equal rates are inside the noise; a small difference on 50 episodes too.
         assert_eq!(rate_noise(0, 50, 0, 50).0, Noise::Inside);
         assert_eq!(rate_noise(20, 50, 24, 50).0, Noise::Inside);
@@ -335,7 +343,7 @@ mod tests {
         let js: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("compare.json")).unwrap()).unwrap();
         assert_eq!(js["rows"][0]["name"], "train_loss");
         assert_eq!(js["rows"][0]["diff_pct"], 0.0);
-        for f in ["compare.md", "compare_train_loss.png", "compare_gate_modality_tactile_mean.png"] {
+        for f in ["compare.md", "compare_train_loss.png", "compare_gate_modality_tactile_mean.png", "compare_router_alpha_entropy_norm.png"] {
             assert!(dir.path().join(f).is_file(), "{f}");
         }
         assert!(!dir.path().join("compare_loss_flow.png").exists(), "a series no run logged");
