@@ -51,6 +51,7 @@
 pub mod expert;
 pub mod grip_control;
 pub mod outcome;
+pub mod reward;
 pub mod render;
 pub mod slip;
 pub mod tactile;

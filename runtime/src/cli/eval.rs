@@ -90,6 +90,9 @@ pub struct EvalReport {
     pub successes: u64,
     pub success_rate: f64,
     pub mean_time_to_success_s: Option<f64>,
+    /// Mean and best `episode_return` of the episodes (0 to 1; see `maniflow_bridge::sim::reward`).
+    pub mean_episode_return: Option<f64>,
+    pub best_episode_return: Option<f64>,
     /// Episodes per outcome (success, crushed, dropped, grasped_not_lifted, never_grasped).
     #[serde(default)]
     pub outcomes: std::collections::BTreeMap<String, u64>,
@@ -340,6 +343,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         success_rate: ok.len() as f64 / a.episodes as f64,
         mean_time_to_success_s: (!ok.is_empty()).then(|| ok.iter().sum::<f64>() / ok.len() as f64),
         outcomes: outcome_counts(&sim_stats.episodes),
+        mean_episode_return: returns_mean(&sim_stats.episodes),
+        best_episode_return: sim_stats.episodes.iter().filter_map(|e| e.episode_return).reduce(f64::max),
         expert_success_rate: expert_rate,
         expert_mean_time_to_success_s: expert_t,
         inference_us: node.inference_us.clone(),
@@ -377,6 +382,11 @@ fn outcome_counts(
     m
 }
 
+fn returns_mean(episodes: &[super::sim::EpisodeResult]) -> Option<f64> {
+    let r: Vec<f64> = episodes.iter().filter_map(|e| e.episode_return).collect();
+    (!r.is_empty()).then(|| r.iter().sum::<f64>() / r.len() as f64)
+}
+
 fn print_report(r: &EvalReport) {
     println!(
         "eval {} (N = {}), seed {}, {} episodes over {}: success {}/{} = {:.2}, mean time to success {}",
@@ -392,6 +402,9 @@ fn print_report(r: &EvalReport) {
     );
     let outcomes: Vec<String> = r.outcomes.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("  outcomes: {}", outcomes.join(", "));
+    if let (Some(m), Some(b)) = (r.mean_episode_return, r.best_episode_return) {
+        println!("  episode return (mean reward over the episode, 0 to 1): mean {m:.3}, best {b:.3}");
+    }
     if let Some(e) = r.expert_success_rate {
         println!(
             "  scripted expert on the same episodes: success {:.2}, mean time to success {}",

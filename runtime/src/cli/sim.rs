@@ -23,6 +23,7 @@ use crossbeam::atomic::AtomicCell;
 use maniflow_bridge::msg::{
     CompressedImage, Float32MultiArray, Float64MultiArray, Header, JointState, Time,
 };
+use maniflow_bridge::sim::reward::EpisodeReturn;
 use maniflow_bridge::sim::{Expert, Outcome, SimConfig, SimWorld};
 use maniflow_bridge::so101::{JOINT_NAMES, N_JOINTS};
 use maniflow_bridge::transport::image::ImageLayout;
@@ -191,6 +192,10 @@ pub struct EpisodeResult {
     /// How the episode ended (older reports lack it).
     #[serde(default)]
     pub outcome: Outcome,
+    /// The dense reward's mean over `--episode-s` (0 to 1, `maniflow_bridge::sim::reward`;
+    /// older reports lack it).
+    #[serde(default)]
+    pub episode_return: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -388,6 +393,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut ep_start_t = 0.0f64;
     let mut success_at: Option<f64> = None;
     let mut ever_grasped = false;
+    let mut ret = EpisodeReturn::default();
     let mut results: Vec<EpisodeResult> = Vec::new();
     let (mut js_count, mut frame_count) = (0u64, 0u64);
     let mut last_status = Instant::now();
@@ -503,6 +509,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         if !waiting {
             world.step(dt);
+            ret.add(&world, dt);
         }
         let stamp = Time::from_nanos(wall_ns());
         let q = world.joint_positions();
@@ -560,6 +567,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 time_to_success_s: success_at,
                 duration_s: t_ep,
                 outcome,
+                episode_return: Some(ret.finish(success_at.is_some(), a.episode_s)),
             });
             if success_at.is_none() {
                 let how = outcome.name();
@@ -582,6 +590,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             next_frame_t = world.time();
             success_at = None;
             ever_grasped = false;
+            ret = EpisodeReturn::default();
             if !a.episodes.is_some_and(|n| results.len() as u64 >= n) {
                 publish_event(episode, EVENT_START, 0.0);
             }

@@ -13,6 +13,8 @@ pub struct EvalResult {
     pub successes: u64,
     /// Time to success of every successful episode (s).
     pub times: Vec<f64>,
+    /// Every episode's return (0 to 1), in episode order; empty for reports without returns.
+    pub returns: Vec<f64>,
     /// Episodes per outcome (`success`, `crushed`, `dropped`, `grasped_not_lifted`, `never_grasped`).
     pub outcomes: BTreeMap<String, u64>,
 }
@@ -39,6 +41,7 @@ impl EvalResult {
         if times.len() as u64 != successes {
             bail!("`per_episode` has {} times to success for {successes} successes", times.len());
         }
+        let returns = episode_returns(per, episodes)?;
         let mut outcomes = BTreeMap::new();
         if let Some(m) = v.get("outcomes").and_then(Value::as_object) {
             for (k, n) in m {
@@ -49,7 +52,12 @@ impl EvalResult {
                 bail!("`outcomes` count {total} episodes, the report {episodes}");
             }
         }
-        Ok(EvalResult { path: PathBuf::new(), episodes, successes, times, outcomes })
+        Ok(EvalResult { path: PathBuf::new(), episodes, successes, times, returns, outcomes })
+    }
+
+    /// Mean return of the episodes; `None` for reports without returns.
+    pub fn mean_return(&self) -> Option<f64> {
+        (!self.returns.is_empty()).then(|| self.returns.iter().sum::<f64>() / self.returns.len() as f64)
     }
 
     pub fn success_rate(&self) -> f64 {
@@ -65,6 +73,24 @@ impl EvalResult {
     pub fn outcome_rate(&self, outcome: &str) -> Option<f64> {
         self.outcome_count(outcome).map(|n| n as f64 / self.episodes as f64)
     }
+}
+
+/// `per_episode[i].episode_return` of every episode, or none at all (older reports).
+fn episode_returns(per: &[Value], episodes: u64) -> Result<Vec<f64>> {
+    let mut returns = Vec::new();
+    for (i, e) in per.iter().enumerate() {
+        match e.get("episode_return") {
+            None | Some(Value::Null) => {}
+            Some(v) => match v.as_f64() {
+                Some(r) if (0.0..=1.0).contains(&r) => returns.push(r),
+                _ => bail!("field `per_episode[{i}].episode_return` is {v}, not a number from 0 to 1"),
+            },
+        }
+    }
+    if !returns.is_empty() && (returns.len() != per.len() || per.len() as u64 != episodes) {
+        bail!("`per_episode` has {} returns for {} entries and {episodes} episodes", returns.len(), per.len());
+    }
+    Ok(returns)
 }
 
 #[cfg(test)]
@@ -87,5 +113,19 @@ mod tests {
         assert!(format!("{:#}", EvalResult::from_json(&bad).unwrap_err()).contains("times to success"));
         let e = EvalResult::from_json(&serde_json::json!({"episodes": 3})).unwrap_err();
         assert!(format!("{e:#}").contains("`successes`"), "{e:#}");
+        // Returns: none (older reports), all, or refused by field.
+        assert!(r.returns.is_empty() && r.mean_return().is_none());
+        let mut with = v.clone();
+        for (i, x) in [1.0, 0.25, 0.5, 0.25].iter().enumerate() {
+            with["per_episode"][i]["episode_return"] = (*x).into();
+        }
+        let rr = EvalResult::from_json(&with).unwrap();
+        assert_eq!((rr.returns.clone(), rr.mean_return()), (vec![1.0, 0.25, 0.5, 0.25], Some(0.5)));
+        let mut bad = with.clone();
+        bad["per_episode"][2]["episode_return"] = 1.5.into();
+        assert!(format!("{:#}", EvalResult::from_json(&bad).unwrap_err()).contains("per_episode[2].episode_return"));
+        let mut bad = with.clone();
+        bad["per_episode"][3]["episode_return"] = serde_json::Value::Null;
+        assert!(format!("{:#}", EvalResult::from_json(&bad).unwrap_err()).contains("3 returns for 4 entries"));
     }
 }

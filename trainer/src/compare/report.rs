@@ -125,6 +125,7 @@ fn eval_rows(a: &Arm, b: &Arm) -> Vec<Row> {
         rows.push(Row { section: "eval", name: "success rate, best seed".into(), diff_pct: diff_pct(sa.value, sb.value), a: sa, b: sb, noise, noise_basis });
         rows.extend(time_rows(a, b));
     }
+    rows.extend(return_rows(a, b));
     for (outcome, name) in OUTCOMES {
         rows.extend(rate_row(name, a, b, |r| r.eval.as_ref().and_then(|e| e.outcome_count(outcome))));
     }
@@ -146,6 +147,42 @@ fn time_rows(a: &Arm, b: &Arm) -> Vec<Row> {
         rows.push(Row { section: "eval", name: name.into(), diff_pct: diff_pct(sa.value, sb.value), a: sa, b: sb, noise, noise_basis });
     }
     rows
+}
+
+/// Mean episode return (pooled over the arm's episodes; noise by the two-sample standard
+/// error) and best episode return (the arm's largest; per seed, noise by the seeds).
+fn return_rows(a: &Arm, b: &Arm) -> Vec<Row> {
+    let returns = |arm: &Arm| -> Option<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+        let (mut all, mut per_mean, mut per_best) = (Vec::new(), Vec::new(), Vec::new());
+        for r in &arm.runs {
+            let e = r.eval.as_ref()?;
+            per_mean.push(e.mean_return()?);
+            per_best.push(e.returns.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+            all.extend_from_slice(&e.returns);
+        }
+        Some((all, per_mean, per_best))
+    };
+    let (Some((ra, ma, ba)), Some((rb, mb, bb))) = (returns(a), returns(b)) else { return Vec::new() };
+    let (sa, sb) = (Stat { value: mean(&ra), per_seed: ma }, Stat { value: mean(&rb), per_seed: mb });
+    let (noise, noise_basis) = mean_noise(&ra, &rb);
+    let mut rows = vec![Row { section: "eval", name: "episode return, mean".into(), diff_pct: diff_pct(sa.value, sb.value), a: sa, b: sb, noise, noise_basis }];
+    let best = |per: Vec<f64>| Stat { value: per.iter().cloned().fold(f64::NEG_INFINITY, f64::max), per_seed: per };
+    let (sa, sb) = (best(ba), best(bb));
+    let (noise, noise_basis) = seed_noise(&sa, &sb);
+    rows.push(Row { section: "eval", name: "episode return, best".into(), diff_pct: diff_pct(sa.value, sb.value), a: sa, b: sb, noise, noise_basis });
+    rows
+}
+
+/// Two means of episodes: inside when |A - B| < 2 standard errors of the difference.
+fn mean_noise(a: &[f64], b: &[f64]) -> (Noise, String) {
+    let var = |v: &[f64]| {
+        let m = mean(v);
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64
+    };
+    let se = (var(a) / a.len() as f64 + var(b) / b.len() as f64).sqrt();
+    let d = (mean(a) - mean(b)).abs();
+    let n = if d < 2.0 * se || d == 0.0 { Noise::Inside } else { Noise::Outside };
+    (n, format!("difference {} vs 2 s.e. {} ({} and {} episodes)", fmt(d), fmt(2.0 * se), a.len(), b.len()))
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -267,6 +304,8 @@ mod tests {
             episodes,
             successes,
             times,
+            // a success returns 0.8, a failure 0.1
+            returns: (0..episodes).map(|i| if i < successes { 0.8 } else { 0.1 }).collect(),
             outcomes: outcomes.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
         });
         Run { dir: name.into(), records, eval }
@@ -307,6 +346,13 @@ mod tests {
         let partial = rep.row("partial success rate (grasped, not lifted)").unwrap();
         assert_eq!((partial.a.value, partial.b.value, partial.diff_pct), (0.36, 0.0, Some(-100.0)));
         assert_eq!(rep.row("crushed rate").unwrap().b.value, 0.18);
+        // returns: A (24 x 0.8 + 76 x 0.1) / 100, B (82 x 0.8 + 18 x 0.1) / 100
+        let ret = rep.row("episode return, mean").unwrap();
+        assert!((ret.a.value - 0.268).abs() < 1e-12 && (ret.b.value - 0.674).abs() < 1e-12, "{ret:?}");
+        assert!((ret.a.per_seed[1] - (14.0 * 0.8 + 36.0 * 0.1) / 50.0).abs() < 1e-12);
+        assert_eq!(ret.noise, Noise::Outside, "{}", ret.noise_basis);
+        let best = rep.row("episode return, best").unwrap();
+        assert_eq!((best.a.value, best.b.value, best.noise), (0.8, 0.8, Noise::Inside));
         // training rows at step 100: the mean over steps 91..=100 (one record, step 100)
         let l = rep.row("train_loss").unwrap();
         assert_eq!(l.a.per_seed, [1.0 / 10.0, 1.2 / 10.0]);
