@@ -171,10 +171,10 @@ eval-bundled:
 	@mkdir -p runs
 	for n in 1 2 10; do target/debug/maniflow eval --policy $(POLICY) --episodes 50 --seed 0 --steps $$n --json runs/eval-n$$n.json || exit 1; done
 
-## Issue 21's table (seed 004): concat vs cross-attention fusion, with and without 4 expert
+## Issue 21's table (seed 004): tokens and concat vs cross-attention fusion, with and without 4 expert
 ## heads, two seeds each, the same staged schedule, on the bundled policy's 200 pick
 ## demonstrations; 50-episode evals (4 at once) and `maniflow-train compare` reports in
-## runs/fusion/ (scripts/fusion_table.sh; FUSION_STEPS 1000 took about 75 min here).
+## runs/fusion/ (scripts/fusion_table.sh; FUSION_STEPS 1500: about 95 min on the 2-core VM).
 FUSION_STEPS ?= 1500
 fusion-table: bootstrap
 	cargo build --bins
