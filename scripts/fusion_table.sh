@@ -53,7 +53,7 @@ printf '%s\n' "${jobs_list[@]}" | xargs -P "$PARALLEL_EVALS" -I{} sh -c \
     "[ -f $OUT/{}-eval.json ] || target/debug/maniflow eval --policy $OUT/{}-pkg --episodes $EVAL_EPISODES --seed 0 --episode-s 8 --json $OUT/{}-eval.json > $OUT/{}-eval.log 2>&1 || { echo 'eval {} failed, see $OUT/{}-eval.log'; exit 255; }"
 runs() { local a=$1; local out=""; for s in $SEEDS; do out="$out${out:+,}$OUT/$a-s$s"; done; echo "$out"; }
 evals() { local a=$1; local out=""; for s in $SEEDS; do out="$out${out:+,}$OUT/$a-s$s-eval.json"; done; echo "$out"; }
-for pair in ${PAIRS:-"tokens:xattn" "concat:xattn" "tokens-experts:xattn-experts" "concat-experts:xattn-experts" "tokens:tokens-experts" "concat:concat-experts" "xattn:xattn-experts"}; do
+for pair in ${PAIRS:-"tokens:xattn-experts" "tokens:xattn" "concat:xattn" "tokens-experts:xattn-experts" "concat-experts:xattn-experts" "tokens:tokens-experts" "concat:concat-experts" "xattn:xattn-experts"}; do
     pair=${pair/:/ }
     set -- $pair
     target/debug/maniflow-train compare "$(runs "$1")" "$(runs "$2")" --eval-a "$(evals "$1")" --eval-b "$(evals "$2")" \

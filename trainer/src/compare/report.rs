@@ -72,6 +72,9 @@ fn diff_pct(a: f64, b: f64) -> Option<f64> {
 
 /// The seed rule: inside when |A - B| is at most the larger seed-to-seed range.
 fn seed_noise(a: &Stat, b: &Stat) -> (Noise, String) {
+    if !(a.value.is_finite() && b.value.is_finite()) {
+        return (Noise::Unknown, "an arm has no value".into());
+    }
     if a.per_seed.len() < 2 || b.per_seed.len() < 2 {
         return (Noise::Unknown, "fewer than two seeds per arm".into());
     }
@@ -263,7 +266,7 @@ impl Report {
             let noise = match r.noise {
                 Noise::Inside => format!("within noise ({})", r.noise_basis),
                 Noise::Outside => format!("beyond noise ({})", r.noise_basis),
-                Noise::Unknown => "unknown (one seed)".into(),
+                Noise::Unknown => format!("unknown ({})", r.noise_basis),
             };
             out.push_str(&format!("| {} | {} | {} | {diff} | {noise} |\n", r.name, fmt_stat(&r.a), fmt_stat(&r.b)));
         }
@@ -376,6 +379,9 @@ mod tests {
         // One seed per arm: the noise is unknown.
         let one = build(&Arm { label: "a".into(), runs: vec![a.runs[0].clone()] }, &Arm { label: "b".into(), runs: vec![b.runs[0].clone()] }, 100);
         assert_eq!(one.row("train_loss").unwrap().noise, Noise::Unknown);
+        // An arm without a success has no time to success: the noise is unknown, not "beyond".
+        let none = |s: &Stat| Stat { value: f64::NAN, per_seed: s.per_seed.iter().map(|_| f64::NAN).collect() };
+        assert_eq!(seed_noise(&none(&l.a), &l.b).0, Noise::Unknown);
     }
 
     #[test]
