@@ -706,21 +706,51 @@ fn bundled_policy_picks_the_cube() {
     assert!(r["chunks"]["accepted"].as_u64().unwrap() > 0);
     // Every episode is judged: the outcomes add up, successes among them.
     let outcomes = r["outcomes"].as_object().unwrap();
-    assert_eq!(outcomes.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 6, "{r}");
+    assert_eq!(
+        outcomes.values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
+        6,
+        "{r}"
+    );
     assert_eq!(outcomes["success"].as_u64(), Some(ok), "{r}");
-    let names = ["success", "crushed", "dropped", "grasped_not_lifted", "never_grasped"];
+    let names = [
+        "success",
+        "crushed",
+        "dropped",
+        "grasped_not_lifted",
+        "never_grasped",
+    ];
     assert!(outcomes.keys().all(|k| names.contains(&k.as_str())), "{r}");
     assert!(out.contains("outcomes: "), "{out}");
     // Every episode has a return in [0, 1]; a success scores above every failure that
     // never held the cube; the report's mean and best are those of the episodes.
     let per = r["per_episode"].as_array().unwrap();
-    let ret: Vec<f64> = per.iter().map(|e| e["episode_return"].as_f64().unwrap()).collect();
+    let ret: Vec<f64> = per
+        .iter()
+        .map(|e| e["episode_return"].as_f64().unwrap())
+        .collect();
     assert!(ret.iter().all(|x| (0.0..=1.0).contains(x)), "{ret:?}");
-    let best_fail = per.iter().zip(&ret).filter(|(e, _)| e["outcome"] == "never_grasped").map(|(_, x)| *x).fold(0.0, f64::max);
-    assert!(per.iter().zip(&ret).filter(|(e, _)| e["success"] == true).all(|(_, x)| *x > best_fail), "{ret:?}");
+    let best_fail = per
+        .iter()
+        .zip(&ret)
+        .filter(|(e, _)| e["outcome"] == "never_grasped")
+        .map(|(_, x)| *x)
+        .fold(0.0, f64::max);
+    assert!(
+        per.iter()
+            .zip(&ret)
+            .filter(|(e, _)| e["success"] == true)
+            .all(|(_, x)| *x > best_fail),
+        "{ret:?}"
+    );
     let mean = ret.iter().sum::<f64>() / ret.len() as f64;
-    assert!((r["mean_episode_return"].as_f64().unwrap() - mean).abs() < 1e-9, "{r}");
-    assert_eq!(r["best_episode_return"].as_f64(), ret.iter().cloned().reduce(f64::max));
+    assert!(
+        (r["mean_episode_return"].as_f64().unwrap() - mean).abs() < 1e-9,
+        "{r}"
+    );
+    assert_eq!(
+        r["best_episode_return"].as_f64(),
+        ret.iter().cloned().reduce(f64::max)
+    );
     assert!(out.contains("episode return"), "{out}");
 }
 

@@ -44,22 +44,25 @@ pub fn reward(world: &SimWorld) -> f64 {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EpisodeReturn {
     integral: f64,
-    time: f64,
 }
 
 impl EpisodeReturn {
     /// Adds `dt` seconds at the world's present reward.
     pub fn add(&mut self, world: &SimWorld, dt: f64) {
         self.integral += reward(world) * dt;
-        self.time += dt;
     }
 
-    /// The return (0 to 1) of an episode of nominal length `episode_s` that ended now.
-    pub fn finish(&self, succeeded: bool, episode_s: f64) -> f64 {
+    /// The return (0 to 1) of an episode of nominal length `episode_s` that ended after
+    /// `duration_s` of simulated time.
+    pub fn finish(&self, succeeded: bool, duration_s: f64, episode_s: f64) -> f64 {
         if episode_s <= 0.0 {
             return 0.0;
         }
-        let rest = if succeeded { (episode_s - self.time).max(0.0) } else { 0.0 };
+        let rest = if succeeded {
+            (episode_s - duration_s).max(0.0)
+        } else {
+            0.0
+        };
         ((self.integral + rest) / episode_s).clamp(0.0, 1.0)
     }
 }
@@ -81,11 +84,17 @@ mod tests {
         for _ in 0..100 {
             idle.add(&w, 0.01);
         }
-        assert!((idle.finish(false, 1.0) - start).abs() < 1e-9, "a still arm: its constant reward");
+        assert!(
+            (idle.finish(false, 1.0, 1.0) - start).abs() < 1e-9,
+            "a still arm: its constant reward"
+        );
 
         let cfg = w.config().clone();
         let (mut ex, mut ret) = (Expert::new(&cfg), EpisodeReturn::default());
-        let (mut head, mut taxels) = (vec![0u8; cfg.image_width * cfg.image_height * 3], vec![0f32; w.taxel_count()]);
+        let (mut head, mut taxels) = (
+            vec![0u8; cfg.image_width * cfg.image_height * 3],
+            vec![0f32; w.taxel_count()],
+        );
         let (mut max_before_grasp, mut grasped_at, mut next_act, dt) = (0.0f64, None, 0.0, 0.01);
         while w.time() < 8.0 && !w.success() {
             if w.time() + 1e-9 >= next_act {
@@ -106,11 +115,24 @@ mod tests {
             }
         }
         assert!(w.success(), "the expert lifts the cube");
-        assert!(max_before_grasp > 0.2 && max_before_grasp <= 0.25, "reaching is worth at most 0.25: {max_before_grasp}");
+        assert!(
+            max_before_grasp > 0.2 && max_before_grasp <= 0.25,
+            "reaching is worth at most 0.25: {max_before_grasp}"
+        );
         assert_eq!(reward(&w), 1.0);
-        let (ok, failed) = (ret.finish(true, 8.0), ret.finish(false, 8.0));
-        assert!(ok > failed && ok > idle.finish(false, 1.0) && ok <= 1.0, "{ok} {failed}");
+        let (ok, failed) = (
+            ret.finish(true, w.time(), 8.0),
+            ret.finish(false, w.time(), 8.0),
+        );
+        assert!(
+            ok > failed && ok > idle.finish(false, 1.0, 1.0) && ok <= 1.0,
+            "{ok} {failed}"
+        );
         // A success credits the rest of the nominal length at 1.
-        assert!((ok - failed - (8.0 - w.time()) / 8.0).abs() < 1e-6, "{ok} {failed} at {}", w.time());
+        assert!(
+            (ok - failed - (8.0 - w.time()) / 8.0).abs() < 1e-6,
+            "{ok} {failed} at {}",
+            w.time()
+        );
     }
 }

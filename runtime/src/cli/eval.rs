@@ -344,7 +344,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         mean_time_to_success_s: (!ok.is_empty()).then(|| ok.iter().sum::<f64>() / ok.len() as f64),
         outcomes: outcome_counts(&sim_stats.episodes),
         mean_episode_return: returns_mean(&sim_stats.episodes),
-        best_episode_return: sim_stats.episodes.iter().filter_map(|e| e.episode_return).reduce(f64::max),
+        best_episode_return: sim_stats
+            .episodes
+            .iter()
+            .filter_map(|e| e.episode_return)
+            .reduce(f64::max),
         expert_success_rate: expert_rate,
         expert_mean_time_to_success_s: expert_t,
         inference_us: node.inference_us.clone(),
@@ -403,7 +407,9 @@ fn print_report(r: &EvalReport) {
     let outcomes: Vec<String> = r.outcomes.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("  outcomes: {}", outcomes.join(", "));
     if let (Some(m), Some(b)) = (r.mean_episode_return, r.best_episode_return) {
-        println!("  episode return (mean reward over the episode, 0 to 1): mean {m:.3}, best {b:.3}");
+        println!(
+            "  episode return (mean reward over the episode, 0 to 1): mean {m:.3}, best {b:.3}"
+        );
     }
     if let Some(e) = r.expert_success_rate {
         println!(

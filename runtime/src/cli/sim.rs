@@ -567,7 +567,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 time_to_success_s: success_at,
                 duration_s: t_ep,
                 outcome,
-                episode_return: Some(ret.finish(success_at.is_some(), a.episode_s)),
+                episode_return: Some(ret.finish(success_at.is_some(), t_ep, a.episode_s)),
             });
             if success_at.is_none() {
                 let how = outcome.name();

@@ -122,8 +122,7 @@ fn eval_rows(a: &Arm, b: &Arm) -> Vec<Row> {
     let mut rows = Vec::new();
     rows.extend(rate_row("success rate", a, b, |r| r.eval.as_ref().map(|e| e.successes)));
     if let Some(ok) = rows.first().cloned() {
-        let best = |s: &Stat| Stat { value: s.per_seed.iter().cloned().fold(f64::NEG_INFINITY, f64::max), per_seed: s.per_seed.clone() };
-        let (sa, sb) = (best(&ok.a), best(&ok.b));
+        let (sa, sb) = (best_seed(ok.a.per_seed.clone()), best_seed(ok.b.per_seed.clone()));
         let (noise, noise_basis) = seed_noise(&sa, &sb);
         rows.push(Row { section: "eval", name: "success rate, best seed".into(), diff_pct: diff_pct(sa.value, sb.value), a: sa, b: sb, noise, noise_basis });
         rows.extend(time_rows(a, b));
@@ -133,6 +132,11 @@ fn eval_rows(a: &Arm, b: &Arm) -> Vec<Row> {
         rows.extend(rate_row(name, a, b, |r| r.eval.as_ref().and_then(|e| e.outcome_count(outcome))));
     }
     rows
+}
+
+/// The largest of the per-seed values, with them.
+fn best_seed(per_seed: Vec<f64>) -> Stat {
+    Stat { value: per_seed.iter().cloned().fold(f64::NEG_INFINITY, f64::max), per_seed }
 }
 
 /// Mean and best (shortest) time to success, over every successful episode of the arm.
@@ -169,8 +173,7 @@ fn return_rows(a: &Arm, b: &Arm) -> Vec<Row> {
     let (sa, sb) = (Stat { value: mean(&ra), per_seed: ma }, Stat { value: mean(&rb), per_seed: mb });
     let (noise, noise_basis) = mean_noise(&ra, &rb);
     let mut rows = vec![Row { section: "eval", name: "episode return, mean".into(), diff_pct: diff_pct(sa.value, sb.value), a: sa, b: sb, noise, noise_basis }];
-    let best = |per: Vec<f64>| Stat { value: per.iter().cloned().fold(f64::NEG_INFINITY, f64::max), per_seed: per };
-    let (sa, sb) = (best(ba), best(bb));
+    let (sa, sb) = (best_seed(ba), best_seed(bb));
     let (noise, noise_basis) = seed_noise(&sa, &sb);
     rows.push(Row { section: "eval", name: "episode return, best".into(), diff_pct: diff_pct(sa.value, sb.value), a: sa, b: sb, noise, noise_basis });
     rows
